@@ -1,0 +1,74 @@
+"""Turn a ComponentSpec into a module: from the config shipped in the package, on any device.
+
+Real-size components are built on the meta device (no memory, well under a second), which is how
+the simulator and the planner see a 12 B-parameter transformer on a laptop.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import torch
+
+from .spec import ComponentSpec
+
+_BOOKKEEPING_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "transformers_version", "torch_dtype",
+                     "dtype", "architectures")
+
+
+@lru_cache(maxsize=None)
+def _read_config(name: str) -> str:
+    return resources.files("lowvram.catalogue").joinpath("configs", f"{name}.json").read_text()
+
+
+def load_config(name: str) -> dict[str, Any]:
+    """The shipped config (a fresh copy, so callers may scale it down for tests)."""
+    return copy.deepcopy(json.loads(_read_config(name)))
+
+
+def build_component(spec: ComponentSpec, device: str | torch.device = "meta", dtype: torch.dtype | None = None,
+                    config_overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Instantiate the component's class from its config on `device` (meta by default), in eval mode."""
+    cfg = load_config(spec.config)
+    if config_overrides:
+        _deep_update(cfg, config_overrides)
+    with torch.device(device):
+        module = _instantiate(spec, cfg)
+    if dtype is not None:
+        module = module.to(dtype)
+    return module.eval().requires_grad_(False)
+
+
+def _instantiate(spec: ComponentSpec, cfg: dict[str, Any]) -> torch.nn.Module:
+    if spec.library == "diffusers":
+        import diffusers
+
+        cls = getattr(diffusers, spec.class_name)
+        cfg = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING_KEYS}
+        return cls.from_config(cfg)
+    import transformers
+
+    cls = getattr(transformers, spec.class_name)
+    cfg = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING_KEYS}
+    model_type = cfg.pop("model_type")
+    config = transformers.AutoConfig.for_model(model_type, **cfg)
+    # attn_implementation="sdpa": the kernel lowvram plans for; transformers would pick it anyway on
+    # torch >= 2.1, but stating it keeps the simulated and the real forward the same code path.
+    return cls._from_config(config, attn_implementation="sdpa")
+
+
+def component_params(module: torch.nn.Module) -> int:
+    """Parameter count with tied weights counted once (module.parameters() de-duplicates)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v

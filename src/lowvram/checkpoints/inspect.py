@@ -1,0 +1,267 @@
+"""`lowvram inspect`: what a checkpoint file or folder is, from headers only.
+
+Supported: diffusers folders (model_index.json), single-file checkpoints in original layout
+(A1111 / Civitai / ComfyUI), Black Forest Labs Flux files, ComfyUI-style separate component files
+(alone, or a folder of them assembled into one model), and GGUF files (city96 and stable-diffusion.cpp).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from ..errors import CheckpointError, UserError
+from .detect import KIND_TITLES, assign_components, identify_denoiser, models_using
+from .gguf_header import read_gguf_header
+from .parts import Part, classify, split_parts
+from .safetensors_header import read_safetensors_header
+from .tensors import TensorInfo
+
+WEIGHT_EXTS = (".safetensors", ".sft", ".gguf", ".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class ComponentReport:
+    name: str  # pipeline attribute ("transformer", "text_encoder_2") or the part kind for a lone file
+    role: str  # denoiser / text_encoder / vae
+    kind: str  # part kind: "flux", "t5", "vae16", ...
+    layout: str
+    params: int
+    bytes: int
+    dtype: str  # dominant storage type by bytes: "BF16", "F8_E4M3", "Q4_K", ...
+    dtypes: dict[str, int]  # tensor count per storage type
+    source: str
+
+
+@dataclass
+class Inspection:
+    """The documented `lowvram inspect --json` object."""
+
+    path: str
+    format: str  # "diffusers", "single-file", "component-files", "gguf"
+    architecture: str | None  # catalogue name, or None for a lone component file
+    family: str | None
+    variant: str
+    components: list[ComponentReport]
+    missing: list[str]  # catalogue components not found (a Flux file alone misses its text encoders and VAE)
+    used_by: list[str] = field(default_factory=list)  # for a lone component: models it serves
+    unrecognised_tensors: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def inspect_path(path: str) -> Inspection:
+    if not os.path.exists(path):
+        raise UserError(f"{path} does not exist: give the path of a checkpoint file or a model folder.")
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "model_index.json")):
+            return _inspect_diffusers(path)
+        return _inspect_component_folder(path)
+    return _inspect_files([path], path)
+
+
+def read_tensors(path: str) -> tuple[list[TensorInfo], dict]:
+    """Header-level tensor table of one weights file of any supported format."""
+    low = path.lower()
+    if low.endswith(".gguf"):
+        return read_gguf_header(path)
+    if low.endswith((".safetensors", ".sft")):
+        return read_safetensors_header(path)
+    if low.endswith((".ckpt", ".pt", ".pth", ".bin")):
+        return _read_pickle_meta(path), {}
+    # Unknown extension: sniff the first bytes.
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"GGUF":
+        return read_gguf_header(path)
+    return read_safetensors_header(path)
+
+
+def _read_pickle_meta(path: str) -> list[TensorInfo]:
+    """Legacy .ckpt/.pt: load on the meta device (no tensor data is read), weights_only so no code runs."""
+    import torch
+
+    try:
+        sd = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+    except Exception as e:
+        raise CheckpointError(f"{os.path.basename(path)} cannot be read as a safe PyTorch checkpoint ({type(e).__name__}); "
+                              "convert it to .safetensors or use a trusted source.") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{os.path.basename(path)} holds no state dict of tensors.")
+    out = []
+    for k, v in sd.items():
+        if isinstance(v, torch.Tensor):
+            out.append(TensorInfo(k, tuple(v.shape), str(v.dtype).replace("torch.", "").upper(), v.numel() * v.element_size()))
+    return out
+
+
+def _report(name: str, role: str, part: Part) -> ComponentReport:
+    by_bytes: Counter = Counter()
+    counts: Counter = Counter()
+    for t in part.tensors:
+        by_bytes[t.dtype] += t.nbytes
+        counts[t.dtype] += 1
+    dominant = by_bytes.most_common(1)[0][0] if by_bytes else "?"
+    return ComponentReport(name, role, part.kind, part.layout, part.params, part.nbytes, dominant, dict(counts), part.source)
+
+
+def _role(kind: str) -> str:
+    if kind.startswith("vae"):
+        return "vae"
+    return "denoiser" if kind in ("unet", "mmdit", "flux", "chroma", "pixart", "hidream", "qwen-image") else "text_encoder"
+
+
+def _assemble(path: str, fmt: str, parts: list[Part], unknown: int, name_hint: str = "") -> Inspection:
+    """Turn recognised parts into an Inspection: one denoiser decides the architecture."""
+    denoisers = [p for p in parts if p.is_denoiser]
+    if not parts:
+        raise CheckpointError(f"{path} holds no model component lowvram recognises ({unknown} tensors of unknown layout); "
+                              "check it is an image-model checkpoint.")
+    notes = []
+    if not denoisers:
+        if len(parts) == 1:
+            p = parts[0]
+            variant = KIND_TITLES.get(p.kind, p.kind)
+            if p.kind == "vae16":
+                hint = name_hint.lower()
+                variant += " — FLUX by its name" if ("flux" in hint or os.path.basename(hint) in ("ae.safetensors", "ae.sft")) else \
+                    " — SD3 by its name" if "sd3" in hint else ""
+            return Inspection(path, fmt, None, None, variant, [_report(p.kind, _role(p.kind), p)], [],
+                              used_by=models_using(p.kind), unrecognised_tensors=unknown)
+        reps = [_report(p.kind, _role(p.kind), p) for p in parts]
+        return Inspection(path, fmt, None, None, "components without a diffusion model", reps, ["denoiser"],
+                          unrecognised_tensors=unknown)
+    if len({(identify(p)[0].name, identify(p)[2]) for p in denoisers}) > 1 and fmt != "diffusers":
+        names = ", ".join(sorted({p.source for p in denoisers}))
+        raise UserError(f"{path} holds several diffusion models ({names}): inspect one file, or put one model's files in a folder.")
+    model, variant, dname = identify(denoisers[0])
+    components = []
+    seen = set()
+    for p in denoisers:
+        m, v, n = identify(p)
+        if n in seen:
+            notes.append(f"extra copy of {n} ignored: {p.source}")
+            continue
+        seen.add(n)
+        components.append(_report(n, "denoiser", p))
+    assigned, unused = assign_components(model, [p for p in parts if not p.is_denoiser])
+    for name, p in assigned.items():
+        components.append(_report(name, model.component(name).role, p))
+    for p in unused:
+        notes.append(f"{KIND_TITLES.get(p.kind, p.kind)} in {p.source} is not a component of {model.name}")
+    order = {c.name: i for i, c in enumerate(model.components)}
+    components.sort(key=lambda c: order.get(c.name, 99))
+    missing = [c.name for c in model.components if c.name not in {r.name for r in components}]
+    return Inspection(path, fmt, model.name, model.family, variant, components, missing,
+                      unrecognised_tensors=unknown, notes=notes)
+
+
+def identify(p: Part):
+    try:
+        return identify_denoiser(p)
+    except ValueError as e:
+        raise UserError(f"{p.source} is a diffusion model of an architecture lowvram does not know ({e}); "
+                        "see `lowvram models` for the supported ones.") from None
+
+
+def _inspect_files(files: list[str], path: str) -> Inspection:
+    parts: list[Part] = []
+    unknown = 0
+    gguf = False
+    for f in files:
+        tensors, meta = read_tensors(f)
+        gguf |= f.lower().endswith(".gguf")
+        p, u = split_parts(tensors, os.path.basename(f))
+        if not p and tensors and not os.path.isdir(path):
+            raise CheckpointError(f"{os.path.basename(f)} holds no model component lowvram recognises "
+                                  f"({len(tensors)} tensors of unknown layout); check it is an image-model checkpoint.")
+        parts.extend(p)
+        unknown += len(u)
+    if os.path.isdir(path):
+        fmt = "component-files"
+    else:
+        fmt = "gguf" if gguf else "single-file"
+    return _assemble(path, fmt, parts, unknown, name_hint=path)
+
+
+def _weight_files(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.lower().endswith(WEIGHT_EXTS) and os.path.isfile(os.path.join(folder, f)))
+
+
+def _inspect_component_folder(path: str) -> Inspection:
+    files = _weight_files(path)
+    # A ComfyUI models/ tree keeps components in sub-folders: diffusion_models/, text_encoders/, vae/, ...
+    for sub in sorted(os.listdir(path)):
+        if os.path.isdir(os.path.join(path, sub)):
+            files += _weight_files(os.path.join(path, sub))
+    if not files:
+        raise UserError(f"{path} holds no model: no model_index.json and no weight files ({', '.join(WEIGHT_EXTS)}).")
+    return _inspect_files(files, path)
+
+
+def _inspect_diffusers(path: str) -> Inspection:
+    try:
+        with open(os.path.join(path, "model_index.json")) as f:
+            index = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}/model_index.json cannot be read ({e}); the folder is incomplete or corrupt.") from None
+    parts_by_name: dict[str, Part] = {}
+    unknown = 0
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or value[0] is None:
+            continue
+        sub = os.path.join(path, name)
+        if not os.path.isdir(sub):
+            continue
+        files = _pick_weight_files(sub)
+        tensors: list[TensorInfo] = []
+        for f in files:
+            t, _ = read_tensors(f)
+            tensors.extend(t)
+        if not tensors:
+            continue
+        part = classify(tensors, name)
+        if part is None:
+            unknown += len(tensors)
+            continue
+        parts_by_name[name] = part
+    denoisers = [p for p in parts_by_name.values() if p.is_denoiser]
+    if not denoisers:
+        raise CheckpointError(f"{path} is a diffusers folder without a readable diffusion model (unet/ or transformer/ weights are missing).")
+    model, variant, _ = identify(denoisers[0])
+    comps = []
+    for name, p in parts_by_name.items():
+        role = _role(p.kind)
+        comps.append(_report(name, role, p))
+    order = {c.name: i for i, c in enumerate(model.components)}
+    comps.sort(key=lambda c: order.get(c.name, 99))
+    present = {c.name for c in comps}
+    missing = [c.name for c in model.components if c.name not in present and not (model.family == "deepfloyd-if")]
+    return Inspection(path, "diffusers", model.name, model.family, variant, comps, missing, unrecognised_tensors=unknown)
+
+
+def _pick_weight_files(folder: str) -> list[str]:
+    """A component folder's weights: the plain files (all shards), else one precision variant (fp16...).
+
+    diffusers names them `diffusion_pytorch_model[.VARIANT][-0000i-of-0000n].safetensors`.
+    """
+    by_variant: dict[tuple[str, str], list[str]] = {}
+    for f in sorted(os.listdir(folder)):
+        for ext in (".safetensors", ".bin"):
+            if f.endswith(ext):
+                stem = re.sub(r"-\d+-of-\d+$", "", f[: -len(ext)])
+                variant = stem.split(".", 1)[1] if "." in stem else ""
+                by_variant.setdefault((ext, variant), []).append(os.path.join(folder, f))
+    for ext in (".safetensors", ".bin"):
+        keys = sorted(k for k in by_variant if k[0] == ext)
+        if keys:
+            return by_variant[keys[0]]  # "" (no variant) sorts first
+    return []

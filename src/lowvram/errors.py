@@ -1,0 +1,16 @@
+"""User-facing errors.
+
+Every problem caused by the user's input (a missing or corrupt file, an unknown architecture, an
+impossible size) is raised as a :class:`UserError` whose message is one sentence naming the problem
+and what to do. The CLI prints that sentence on stderr and exits with status 2 — no traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input: the message is shown to the user as is."""
+
+    exit_code = 2
+
+
+class CheckpointError(UserError):
+    """A checkpoint file or folder that cannot be read or understood."""

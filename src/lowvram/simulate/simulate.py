@@ -1,0 +1,210 @@
+"""Simulate one component call (denoiser step, text encoding, VAE decode/encode) on fake tensors.
+
+The real diffusers/transformers forward runs under torch's FakeTensorMode (shapes and dtypes, no
+data), the MemoryTracker (live/peak bytes) and FlopCounterMode (FLOPs). Weights are accounted for
+separately from activations, so the planner can place them wherever it likes. Results are cached on
+disk, keyed by everything that determines them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..catalogue import ComponentSpec, ModelSpec, build_component, load_config
+from ..runtime.attention import attention_context
+from .inputs import denoiser_inputs, text_encoder_inputs, vae_inputs
+from .tracker import CUDA_BLOCK_BYTES, MemoryTracker
+
+SIM_VERSION = 1  # bump when the simulation changes what it counts
+OPS = ("forward", "decode", "encode")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    """One call of one component at one workload."""
+
+    op: str = "forward"  # forward (denoiser / text encoder), decode / encode (VAE)
+    batch: int = 1  # the batch the component sees (CFG in one batch doubles the denoiser's)
+    width: int = 1024  # final image size in pixels
+    height: int = 1024
+    dtype: str = "bf16"  # compute dtype
+    attention: str = "sdpa"  # sdpa / math / chunked
+    chunk: int = 0  # queries per chunk for "chunked"
+    vae_tile: int = 0  # VAE tiled decode/encode: tile side in pixels (0 = whole image)
+    target: str = "cuda"  # device the prediction is for: cuda rounds allocations like its allocator
+
+
+@dataclass(frozen=True)
+class SimResult:
+    weights_bytes: int  # parameters + buffers at the compute dtype
+    activation_peak_bytes: int  # peak of inputs + intermediates + outputs during the call
+    output_bytes: int  # what stays alive after the call (the result)
+    input_bytes: int
+    flops: int
+    params: int
+    seconds: float  # how long the simulation took (for the plan-speed benchmark)
+
+
+def _cache_dir() -> str:
+    d = os.environ.get("LOWVRAM_CACHE_DIR")
+    if not d:
+        import platformdirs
+
+        d = platformdirs.user_cache_dir("lowvram")
+    return os.path.join(d, "sim")
+
+
+def _key(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> str:
+    import diffusers
+    import transformers
+
+    cfg = load_config(comp.config)
+    blob = json.dumps({
+        "v": SIM_VERSION, "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__, "class": comp.class_name, "config": cfg, "overrides": overrides,
+        "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens, "text": model.text_lengths, "req": asdict(req),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use_cache: bool = True,
+                       config_overrides: dict | None = None) -> SimResult:
+    """Peak memory and FLOPs of one call, from the cache or by a fake-tensor run."""
+    path = os.path.join(_cache_dir(), _key(model, comp, req, config_overrides) + ".json")
+    if use_cache and os.path.exists(path):
+        try:
+            with open(path) as f:
+                return SimResult(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            pass  # a damaged cache entry is recomputed
+    result = _simulate(model, comp, req, config_overrides)
+    if use_cache:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(asdict(result), f)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache only costs time
+    return result
+
+
+def _simulate(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> SimResult:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    t0 = time.perf_counter()
+    dtype = DTYPES[req.dtype]
+    meta = build_component(comp, "meta", config_overrides=overrides)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode:
+        module = fake_module(meta, dtype)
+    res = run_tracked(module, model, comp, req, fake_mode=fake_mode)
+    return SimResult(**{**asdict(res), "seconds": time.perf_counter() - t0})
+
+
+def fake_module(meta_module: torch.nn.Module, dtype: torch.dtype, device: str = "cpu") -> torch.nn.Module:
+    """Replace a meta module's parameters/buffers with tensors of the active (fake) mode, in place.
+
+    `Module.to_empty` cannot swap meta parameters for fake ones, so we set them directly. Floating
+    buffers follow the compute dtype as `module.to(dtype)` would; integer buffers keep theirs.
+    """
+    for mod in meta_module.modules():
+        for k, p in list(mod._parameters.items()):
+            if p is not None:
+                dt = dtype if p.dtype.is_floating_point else p.dtype
+                mod._parameters[k] = torch.nn.Parameter(torch.empty(p.shape, dtype=dt, device=device), requires_grad=False)
+        for k, b in list(mod._buffers.items()):
+            if b is not None:
+                dt = dtype if b.dtype.is_floating_point else b.dtype
+                mod._buffers[k] = torch.empty(b.shape, dtype=dt, device=device)
+    return meta_module
+
+
+def weights_bytes(module: torch.nn.Module) -> int:
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        s = t.untyped_storage()
+        if id(s) not in seen:
+            seen.add(id(s))
+            total += s.nbytes()
+    return total
+
+
+def build_inputs(module, model: ModelSpec, comp: ComponentSpec, req: SimRequest, device="cpu"):
+    dtype = DTYPES[req.dtype]
+    if comp.role == "denoiser":
+        return denoiser_inputs(module, model, comp, req.batch, req.width, req.height, dtype, device)
+    if comp.role == "text_encoder":
+        return text_encoder_inputs(module, comp, req.batch, device)
+    return vae_inputs(module, comp, req.op, req.batch, req.width, req.height, dtype, device)
+
+
+def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, req: SimRequest,
+                fake_mode=None, device: str = "cpu") -> SimResult:
+    """Run one call of `module` (real or fake tensors) under the tracker and the FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tracker = MemoryTracker(round_to=CUDA_BLOCK_BYTES if req.target == "cuda" else 1)
+    tracker.ignore(module)
+    ctx = fake_mode if fake_mode is not None else _null()
+    with ctx:
+        fn, kwargs = build_inputs(module, model, comp, req, device)
+        flat = [v for v in _tensors(kwargs)]
+        for t in flat:
+            tracker.track(t)
+        input_bytes = tracker.live
+        tracker.reset_peak()
+        if comp.role == "vae":
+            _set_tiling(module, req)
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter, tracker, attention_context(req.attention, req.chunk or None):
+            out = fn(**kwargs)
+        del kwargs, flat, fn
+        output_bytes = tracker.live
+        peak = tracker.peak
+        del out
+    return SimResult(weights_bytes=weights_bytes(module), activation_peak_bytes=peak, output_bytes=output_bytes,
+                     input_bytes=input_bytes, flops=int(counter.get_total_flops()),
+                     params=sum(p.numel() for p in module.parameters()), seconds=0.0)
+
+
+def _set_tiling(vae, req: SimRequest) -> None:
+    """diffusers' own tiled VAE (overlapping tiles blended), at the planned tile size."""
+    if req.vae_tile and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+        f = 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
+        vae.tile_sample_min_size = req.vae_tile
+        vae.tile_latent_min_size = req.vae_tile // f
+        if hasattr(vae, "tile_sample_min_height"):
+            vae.tile_sample_min_height = vae.tile_sample_min_width = req.vae_tile
+            vae.tile_latent_min_height = vae.tile_latent_min_width = req.vae_tile // f
+    elif hasattr(vae, "disable_tiling"):
+        vae.disable_tiling()
+
+
+def _tensors(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False

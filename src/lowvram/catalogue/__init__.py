@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import deepfloyd, flux, hidream, pixart, qwen_image, sd3, stable_diffusion
-from .build import build_component, component_params, load_config
+from .build import build_component, component_params, load_config, spec_params
 from .spec import ComponentSpec, ModelSpec
 from ..errors import UserError
 
@@ -41,4 +41,4 @@ def get_model(name: str) -> ModelSpec:
 
 
 __all__ = ["MODELS", "ALIASES", "ComponentSpec", "ModelSpec", "get_model", "load_config", "build_component",
-           "component_params"]
+           "component_params", "spec_params"]

@@ -34,23 +34,26 @@ class QueryChunkedAttention(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is not F.scaled_dot_product_attention:
             return func(*args, **kwargs)
-        q, k, v = args[:3]
-        rest = list(args[3:])
+        call = dict(zip(_SDPA_ARGS, args), **kwargs)  # callers pass positionally or by keyword
+        q, k, v = call.pop("query"), call.pop("key"), call.pop("value")
+        mask = call.pop("attn_mask", None)
         n = q.shape[-2]
-        if n <= self.chunk or kwargs.get("is_causal") or (len(rest) > 2 and rest[2]):
-            return func(*args, **kwargs)
-        mask = kwargs.pop("attn_mask", rest.pop(0) if rest else None)
+        if n <= self.chunk or call.get("is_causal"):
+            return func(q, k, v, attn_mask=mask, **call)
         out = None
         for i in range(0, n, self.chunk):
             m = mask
             if m is not None and m.dim() >= 2 and m.shape[-2] == n:
                 m = m[..., i:i + self.chunk, :]
-            part = func(q[..., i:i + self.chunk, :], k, v, m, *rest, **kwargs)
+            part = func(q[..., i:i + self.chunk, :], k, v, attn_mask=m, **call)
             if out is None:
                 out = part.new_empty(part.shape[:-2] + (n, part.shape[-1]))
             out[..., i:i + self.chunk, :] = part
             del part
         return out
+
+
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
 def attention_context(kind: str, chunk: int | None = None, device_type: str = "cpu") -> contextlib.AbstractContextManager:

@@ -17,8 +17,11 @@ from typing import Any
 
 import torch
 
-from ..catalogue import ComponentSpec, ModelSpec, build_component, load_config
+from ..catalogue.build import _versions
+from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params, load_config
+from ..cache import cache_path
 from ..runtime.attention import attention_context
+from .static_shapes import static_shapes
 from .inputs import denoiser_inputs, text_encoder_inputs, vae_inputs
 from .tracker import CUDA_BLOCK_BYTES, MemoryTracker
 
@@ -54,22 +57,13 @@ class SimResult:
 
 
 def _cache_dir() -> str:
-    d = os.environ.get("LOWVRAM_CACHE_DIR")
-    if not d:
-        import platformdirs
-
-        d = platformdirs.user_cache_dir("lowvram")
-    return os.path.join(d, "sim")
+    return cache_path("sim", "")
 
 
 def _key(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> str:
-    import diffusers
-    import transformers
-
     cfg = load_config(comp.config)
     blob = json.dumps({
-        "v": SIM_VERSION, "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__, "class": comp.class_name, "config": cfg, "overrides": overrides,
+        "v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": cfg, "overrides": overrides,
         "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens, "text": model.text_lengths, "req": asdict(req),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -117,11 +111,14 @@ def fake_module(meta_module: torch.nn.Module, dtype: torch.dtype, device: str = 
     `Module.to_empty` cannot swap meta parameters for fake ones, so we set them directly. Floating
     buffers follow the compute dtype as `module.to(dtype)` would; integer buffers keep theirs.
     """
+    replaced: dict[int, torch.nn.Parameter] = {}  # tied weights (T5's shared embedding) stay tied
     for mod in meta_module.modules():
         for k, p in list(mod._parameters.items()):
             if p is not None:
-                dt = dtype if p.dtype.is_floating_point else p.dtype
-                mod._parameters[k] = torch.nn.Parameter(torch.empty(p.shape, dtype=dt, device=device), requires_grad=False)
+                if id(p) not in replaced:
+                    dt = dtype if p.dtype.is_floating_point else p.dtype
+                    replaced[id(p)] = torch.nn.Parameter(torch.empty(p.shape, dtype=dt, device=device), requires_grad=False)
+                mod._parameters[k] = replaced[id(p)]
         for k, b in list(mod._buffers.items()):
             if b is not None:
                 dt = dtype if b.dtype.is_floating_point else b.dtype
@@ -166,7 +163,10 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
         if comp.role == "vae":
             _set_tiling(module, req)
         counter = FlopCounterMode(display=False)
-        with torch.inference_mode(), counter, tracker, attention_context(req.attention, req.chunk or None):
+        # no_grad, not inference_mode: it is what diffusers pipelines run under, and it lets composite
+        # ops (SDPA, linear) decompose before the tracker so their intermediates are counted.
+        with torch.no_grad(), static_shapes(module), counter, tracker, \
+                attention_context(req.attention, req.chunk or None):
             out = fn(**kwargs)
         del kwargs, flat, fn
         output_bytes = tracker.live
@@ -174,7 +174,7 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
         del out
     return SimResult(weights_bytes=weights_bytes(module), activation_peak_bytes=peak, output_bytes=output_bytes,
                      input_bytes=input_bytes, flops=int(counter.get_total_flops()),
-                     params=sum(p.numel() for p in module.parameters()), seconds=0.0)
+                     params=component_params(module), seconds=0.0)
 
 
 def _set_tiling(vae, req: SimRequest) -> None:

@@ -66,6 +66,13 @@ class MemoryTracker(TorchDispatchMode):
     def reset_peak(self) -> None:
         self.peak = self.live
 
+    def __enter__(self):
+        # Under inference_mode composite ops (SDPA's math kernel, linear) reach a dispatch mode whole,
+        # hiding their intermediates; no_grad lets them decompose first. Refuse the silent undercount.
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("MemoryTracker must run under torch.no_grad(), not inference_mode")
+        return super().__enter__()
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:

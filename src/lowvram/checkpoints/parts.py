@@ -22,14 +22,17 @@ CONTAINER_PREFIXES: tuple[tuple[str, str | None], ...] = (
     ("conditioner.embedders.0.transformer.", "clip"),  # SDXL CLIP-L
     ("conditioner.embedders.0.model.", "clip"),  # SDXL refiner bigG
     ("conditioner.embedders.1.model.", "clip"),  # SDXL bigG
-    ("text_encoders.clip_l.", "clip"),  # ComfyUI SD3 / Flux checkpoints
+    ("text_encoders.clip_l.transformer.", "clip"),  # ComfyUI SD3 / Flux checkpoints
+    ("text_encoders.clip_g.transformer.", "clip"),
+    ("text_encoders.t5xxl.transformer.", "t5"),
+    ("text_encoders.clip_l.", "clip"),
     ("text_encoders.clip_g.", "clip"),
     ("text_encoders.t5xxl.", "t5"),
     ("text_encoders.llama.", "llama"),
     ("vae.", "vae"),
 )
 # Tensors that are buffers or training leftovers, not parameters of any component.
-_IGNORED = re.compile(r"(^|\.)(position_ids|alphas_cumprod(_prev)?|betas|sqrt_.*|log_one_minus_alphas_cumprod|"
+_IGNORED = re.compile(r"(^|\.)(position_ids|logit_scale|alphas_cumprod(_prev)?|betas|sqrt_.*|log_one_minus_alphas_cumprod|"
                       r"posterior_.*|model_ema\..*|logvar|num_updates|decay)$|^model_ema\.")
 
 CLIP_BY_WIDTH = {768: "clip-l", 1024: "clip-h", 1280: "clip-g"}
@@ -145,10 +148,11 @@ def classify(tensors: list[TensorInfo], source: str) -> Part | None:
     # --- text encoders ---------------------------------------------------------------------------
     for emb, layout in (("text_model.embeddings.token_embedding.weight", "transformers"),
                         ("transformer.text_model.embeddings.token_embedding.weight", "transformers"),
+                        ("embeddings.token_embedding.weight", "transformers"),  # transformers >= 5 drops "text_model."
                         ("token_embedding.weight", "openclip")):
         if emb in shapes:
             width = shapes[emb][1]
-            layers = count(r"(?:transformer\.)?text_model\.encoder\.layers\.(\d+)\.") or count(r"transformer\.resblocks\.(\d+)\.")
+            layers = count(r"(?:transformer\.)?(?:text_model\.)?encoder\.layers\.(\d+)\.") or count(r"transformer\.resblocks\.(\d+)\.")
             return part(CLIP_BY_WIDTH.get(width, "clip"), layout, width=width, layers=layers,
                         projection=has("text_projection") or has("transformer.text_projection"))
     if has("encoder.block.") and (has("shared.") or has("encoder.embed_tokens.")):

@@ -78,6 +78,158 @@ def inspect(path: str = typer.Argument(..., help="A checkpoint file, a diffusers
         out.print(f"note: {n}")
 
 
+def _model_and_defaults(model: str):
+    """A catalogue name, or a checkpoint path (inspected, headers only)."""
+    import os
+
+    from .catalogue import get_model
+
+    if os.path.exists(model) or os.sep in model or model.endswith((".safetensors", ".gguf", ".sft", ".ckpt")):
+        from .catalogue import MODELS
+        from .checkpoints.inspect import inspect_path
+
+        rep = inspect_path(model)
+        if rep.architecture is None:
+            raise UserError(f"{model} is a lone {rep.variant}, not a whole model: plan the model it belongs to ({', '.join(rep.used_by)}).")
+        return MODELS[rep.architecture]
+    return get_model(model)
+
+
+@app.command()
+def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram models`) or checkpoint path."),
+         width: Optional[int] = typer.Option(None, help="Image width in pixels (default: the model's)."),
+         height: Optional[int] = typer.Option(None, help="Image height in pixels (default: the model's)."),
+         batch: int = typer.Option(1, help="Images per batch."),
+         steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the model's)."),
+         no_guidance: bool = typer.Option(False, "--no-guidance", help="Classifier-free guidance off."),
+         loras: int = typer.Option(0, help="Number of LoRAs."),
+         controlnet: bool = typer.Option(False, help="With a ControlNet."),
+         img2img: bool = typer.Option(False, help="img2img / inpaint (adds a VAE encode)."),
+         gpu: Optional[str] = typer.Option(None, help='Plan for a card from the table, e.g. "RTX 4060".'),
+         vram: Optional[str] = typer.Option(None, help="VRAM, e.g. 8GB."),
+         ram: Optional[str] = typer.Option(None, help="System RAM, e.g. 16GB."),
+         link_gbps: Optional[float] = typer.Option(None, help="Host-to-GPU bandwidth, GB/s."),
+         tflops: Optional[float] = typer.Option(None, help="Dense fp16 tensor TFLOP/s of the card."),
+         quality: str = typer.Option("lossless", help="lossless | balanced | fast"),
+         reserve: Optional[str] = typer.Option(None, help="VRAM kept free for the CUDA context (default 0.9GB)."),
+         explain: bool = typer.Option(False, "--explain", help="List the rejected alternatives."),
+         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")) -> None:
+    """Will it fit, how, and how fast: the plan for MODEL on this (or a named) machine."""
+    from .plan import Policy, Workload, make_plan
+    from .plan.machine import resolve_machine
+    from .plan.types import POLICIES
+    from .units import check_resolution, parse_size
+
+    if quality not in POLICIES:
+        raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
+    spec = _model_and_defaults(model)
+    w, h = width or spec.width, height or spec.height
+    check_resolution(w, h, spec.latent_factor, spec.name)
+    if batch < 1 or batch > 64:
+        raise UserError(f"--batch {batch} is out of range: give 1 to 64 images.")
+    n_steps = spec.steps if steps is None else steps
+    if n_steps < 1 or n_steps > 1000:
+        raise UserError(f"--steps {n_steps} is out of range: give 1 to 1000 steps.")
+    if loras < 0:
+        raise UserError(f"--loras {loras} is negative: give the number of LoRAs, 0 or more.")
+    machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)
+    wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet, img2img)
+    p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0))
+    if as_json:
+        _print_json(p.to_json())
+        return
+    _print_plan(p, explain)
+
+
+def _print_plan(p, explain: bool) -> None:
+    m = p.machine
+    out.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
+              f"{p.workload.steps} steps on {m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
+              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}")
+    t = Table()
+    for col in ("component", "parameters", "stored", "placement", "precision", "VRAM", "notes"):
+        t.add_column(col)
+    for c in p.components:
+        place = c.placement if c.placement != "streamed" else f"streamed ({c.resident_units}/{c.total_units} resident)"
+        t.add_row(c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
+                  format_bytes(c.vram_bytes + c.activation_bytes), c.notes)
+    out.print(t)
+    verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
+    out.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image")
+    for d in p.decisions:
+        out.print(f"  - {d}")
+    if p.lossy_reason:
+        out.print(f"  ! {p.lossy_reason}")
+    if p.smallest_fitting:
+        sf = p.smallest_fitting
+        out.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM")
+    if explain and p.rejected:
+        t = Table(title="rejected alternatives")
+        for col in ("component", "placement", "precision", "cfg", "vae tile", "s/image", "VRAM"):
+            t.add_column(col)
+        for r in p.rejected:
+            if "component" not in r:
+                continue
+            t.add_row(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
+                      f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]))
+        out.print(t)
+
+
+@app.command()
+def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 4/6/8/12/16/24 GB instead of cards."),
+         ram: str = typer.Option("32GB", help="System RAM assumed for every row."),
+         models_: Optional[str] = typer.Option(None, "--models", help="Comma-separated catalogue names (default: all)."),
+         quality: str = typer.Option("balanced", help="lossless | balanced | fast"),
+         markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table for docs.")) -> None:
+    """GPU selection guide: for each card (or VRAM tier) and model, the best plan's class and s/step."""
+    from dataclasses import replace as dc_replace
+
+    from .catalogue import MODELS, get_model
+    from .machines.cards import CARDS
+    from .plan import Policy, Workload, make_plan
+    from .plan.machine import machine_from_card
+    from .units import parse_size
+
+    ram_bytes = parse_size(ram, "RAM size")
+    names = [get_model(n).name for n in models_.split(",")] if models_ else list(MODELS)
+    if tiers:
+        base = machine_from_card(next(c for c in CARDS if c.name == "RTX 4060 Ti 16GB"), ram_bytes)
+        rows = [(f"{v} GB", dc_replace(base, name=f"{v} GB", vram_bytes=v * 2**30)) for v in (4, 6, 8, 12, 16, 24)]
+    else:
+        rows = [(c.name, machine_from_card(c, ram_bytes)) for c in CARDS]
+    table = []
+    for label, m in rows:
+        cells = []
+        for n in names:
+            spec = MODELS[n]
+            p = make_plan(spec, Workload(spec.width, spec.height, 1, spec.steps), m, Policy(quality))
+            cells.append(_cell(p))
+        table.append((label, cells))
+    header = ["GPU"] + names
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for label, cells in table:
+            print("| " + " | ".join([label] + cells) + " |")
+        return
+    t = Table(title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step")
+    for col in header:
+        t.add_column(col)
+    for label, cells in table:
+        t.add_row(label, *cells)
+    out.print(t)
+
+
+def _cell(p) -> str:
+    if not p.fits:
+        return "does not fit"
+    den = [c for c in p.components if c.role == "denoiser"]
+    lossy = sorted({c.precision for c in den} - {"bf16", "fp16"})
+    cls = lossy[0] if lossy else "streamed" if any(c.placement == "streamed" for c in den) else "resident"
+    return f"{cls} {p.seconds_per_step:.2f}"
+
+
 def main() -> None:
     """Entry point: run the app; a UserError becomes one sentence on stderr and exit status 2."""
     import warnings

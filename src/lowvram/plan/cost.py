@@ -1,0 +1,37 @@
+"""Named constants of the cost model, each with where it comes from. All are overridable by callers.
+
+Calibrated against published figures until the runtime issue's GPU benchmark measures our own
+(docs/benchmarks.md); change them here, nowhere else.
+"""
+
+GiB = 2**30
+
+# Fraction of the card's dense tensor TFLOP/s a diffusion forward sustains. FLUX.1-dev at 1024² is 59.5
+# TFLOP and takes 0.53 s on an L40 (181 dense fp16 TFLOP/s): 112 TFLOP/s achieved = 0.62 (diffusers CI
+# benchmarks, shared/ANCHORS.md).
+COMPUTE_EFFICIENCY = 0.6
+# CUDA context, cuBLAS/cuDNN workspaces and allocator fragmentation, outside what the simulator counts.
+# The CUDA context alone is 300-500 MB on recent drivers; InvokeAI reserves 3 GB of "working memory".
+DEFAULT_RESERVE_BYTES = int(0.9 * GiB)
+# Per streamed unit per call: a copy issue, an event record/wait and a hook call (~0.3-0.5 ms measured
+# for hooks with CUDA events in diffusers' group offloading traces); use 0.4 ms.
+PER_UNIT_OVERHEAD_S = 0.0004
+# Extra compute time of weights stored in 8 bits and dequantised per layer before the matmul
+# (HF "Exploring Quantization Backends": fp8 layerwise casting 13 s vs bf16 12 s; int8 15 s).
+DEQUANT_OVERHEAD = {"bf16": 0.0, "fp16": 0.0, "fp8": 0.08, "int8": 0.25}
+BYTES_PER_WEIGHT = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+# The Python process with torch, diffusers and transformers imported, plus what the OS keeps for itself.
+BASELINE_RAM_BYTES = int(3.0 * GiB)
+# Fraction of RAM we let pinned (page-locked) memory take; the rest stays pageable for the OS.
+PINNED_RAM_FRACTION = 0.8
+# Tiled VAE decode recomputes the overlaps (diffusers' default overlap 25 %): ~1.3x the FLOPs.
+VAE_TILE_OVERHEAD = 1.3
+VAE_TILES = (512, 256)  # tile sides tried, in pixels, largest first
+# Until the generation issue simulates them: a LoRA adds ~200 MB of low-rank factors; a ControlNet is
+# ~45 % of its denoiser's weights (SD1.5 ControlNet 361 M vs UNet 860 M; SDXL 1.25 B vs 2.57 B) and adds
+# about half of the denoiser's activations.
+LORA_BYTES = 200 * 2**20
+CONTROLNET_WEIGHT_FRACTION = 0.45
+CONTROLNET_ACTIVATION_FRACTION = 0.5
+# Balanced policy: take a lossy precision when it is needed to fit or at least this much faster.
+BALANCED_MIN_SPEEDUP = 1.3

@@ -1,0 +1,53 @@
+"""Per-component facts the planner needs from the model code: streamable units and their sizes.
+
+Computed once from the meta-device module (structure.streamable_units) and cached on disk next to the
+simulation cache, keyed by the component's config and the library versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+from ..cache import cache_path
+from ..catalogue import ComponentSpec, build_component, load_config
+from ..catalogue.build import _versions
+from ..structure import Unit, streamable_units
+from .cost import BYTES_PER_WEIGHT
+
+
+@dataclass(frozen=True)
+class ComponentFacts:
+    units: tuple[Unit, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(u.quantizable + u.other for u in self.units)
+
+    def unit_bytes(self, precision: str) -> list[int]:
+        """Bytes of each unit with Linear weights at `precision` (+ a 2-byte scale per output channel
+        for 8-bit storage); biases, norms, embeddings and convs stay 2-byte."""
+        b = BYTES_PER_WEIGHT[precision]
+        scale = 2 if b == 1 else 0
+        return [u.quantizable * b + u.out_channels * scale + u.other * 2 for u in self.units]
+
+
+def component_facts(spec: ComponentSpec) -> ComponentFacts:
+    blob = json.dumps([spec.class_name, load_config(spec.config), _versions(), 1], sort_keys=True)
+    path = cache_path("facts", hashlib.sha256(blob.encode()).hexdigest()[:32] + ".json")
+    try:
+        with open(path) as f:
+            return ComponentFacts(tuple(Unit(**u) for u in json.load(f)))
+    except (OSError, ValueError, TypeError):
+        pass
+    units = streamable_units(build_component(spec))
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump([u.__dict__ for u in units], f)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+    return ComponentFacts(tuple(units))

@@ -1,0 +1,310 @@
+"""Search the ways to run a model on a machine and return the fastest that fits.
+
+Components run in phases (text encoders, then the denoiser, then the VAE) and each leaves the GPU
+before the next phase, so the VRAM constraint is per phase and each component's choice is independent
+of the others' except through RAM. For each component we enumerate options (placement x precision,
+and for the denoiser CFG as one batch or two), size each from the simulation (activations, FLOPs)
+and the unit sizes (weights), keep the feasible ones and take the fastest; then RAM is checked and
+the largest RAM holders move to disk-backed weights until it fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..catalogue import ComponentSpec, ModelSpec
+from ..simulate import SimRequest, simulate_component
+from . import cost
+from .facts import component_facts
+from .types import ComponentPlan, Machine, Plan, Policy, Workload
+
+
+@dataclass(frozen=True)
+class Option:
+    plan: ComponentPlan
+    seconds_per_image: float  # this component's share of one image
+    vram_peak: int  # weights on GPU + activations during its phase (reserve excluded)
+    ram_bytes: int  # host copy of its weights this option needs
+    cfg_mode: str = "none"
+    vae_tile: int = 0
+
+
+def _precisions(policy: str, stored: str) -> list[str]:
+    return [stored] if policy == "lossless" else [stored, "fp8", "int8"]
+
+
+def _fit_units(unit_bytes: list[int], budget: int) -> tuple[int, int] | None:
+    """Largest K so the first K units + a double buffer of the largest remaining unit fit in budget.
+    Returns (K, vram bytes) or None if even K = 0 does not fit."""
+    n = len(unit_bytes)
+    total = sum(unit_bytes)
+    if total <= budget:
+        return n, total
+    # suffix max of remaining units (the prefetch buffers must hold the largest unit still streamed)
+    suffix_max = [0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        suffix_max[i] = max(unit_bytes[i], suffix_max[i + 1])
+    best = None
+    resident = 0
+    for k in range(n):
+        need = resident + 2 * suffix_max[k]
+        if need <= budget:
+            best = (k, need)
+        else:
+            break
+        resident += unit_bytes[k]
+    return best
+
+
+def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, machine: Machine, budget: int,
+                 precisions: list[str], compute: str, stored: str, per_image_calls: int, load_each_image: bool,
+                 extra_weights: int = 0) -> list[Option]:
+    """Resident / streamed options on the GPU for one component.
+
+    role_calls: forward calls per step (2 with split CFG); per_image_calls: steps (denoiser) or 1.
+    """
+    facts = component_facts(spec)
+    out = []
+    for p in precisions:
+        ub = facts.unit_bytes(p)
+        if extra_weights:
+            ub = ub + [extra_weights]
+        total = sum(ub)
+        fit = _fit_units(ub, budget - act)
+        if fit is None:
+            continue
+        k, vram = fit
+        streamed = total - sum(ub[:k])
+        compute_s = flops / (machine.tflops * 1e12 * cost.COMPUTE_EFFICIENCY) * (1 + cost.DEQUANT_OVERHEAD[p])
+        per_call = max(compute_s, streamed / machine.link_bytes_per_s) + cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
+        load = (total - streamed) / machine.link_bytes_per_s if load_each_image else 0.0
+        per_image = per_call * role_calls * per_image_calls + load
+        placement = "resident" if k == len(ub) else "streamed"
+        plan = ComponentPlan(
+            name=spec.name, role=spec.role, params=facts.params, stored_bytes=sum(facts.unit_bytes(stored)),
+            placement=placement, precision=p, compute_dtype=compute, vram_bytes=vram, resident_units=k,
+            total_units=len(ub), streamed_bytes=streamed, activation_bytes=act, seconds_per_call=per_call,
+            calls_per_image=role_calls * per_image_calls)
+        # RAM: a pinned host copy of what is streamed, and (for phase-evicted components) of the rest too,
+        # so the next image reloads from RAM instead of disk.
+        ram = streamed if not load_each_image else total
+        out.append(Option(plan, per_image, vram + act, ram))
+    return out
+
+
+def _cpu_option(spec: ComponentSpec, flops: int, act: int, machine: Machine, stored: str) -> Option:
+    facts = component_facts(spec)
+    total = sum(facts.unit_bytes(stored))
+    secs = flops / (machine.cpu_tflops * 1e12)
+    plan = ComponentPlan(spec.name, spec.role, facts.params, total, "cpu", stored, "fp32" if stored == "fp16" else stored,
+                         0, 0, len(facts.units), 0, act, "ram", secs, 1, "runs on the CPU")
+    return Option(plan, secs, 0, total + act)
+
+
+def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
+                      precisions: list[str], compute: str, stored: str) -> list[Option]:
+    cfg = model.uses_cfg and wl.guidance
+    modes = ("batch", "split") if cfg else ("none",)
+    out = []
+    extra = cost.LORA_BYTES * wl.loras
+    facts = component_facts(spec)
+    if wl.controlnet:
+        extra += int(cost.CONTROLNET_WEIGHT_FRACTION * sum(facts.unit_bytes(stored)))
+    for mode in modes:
+        batch = wl.batch * (2 if mode == "batch" else 1)
+        calls = 2 if mode == "split" else 1
+        sim = simulate_component(model, spec, SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=compute))
+        act = sim.activation_peak_bytes
+        flops = sim.flops
+        if wl.controlnet:
+            act = int(act * (1 + cost.CONTROLNET_ACTIVATION_FRACTION))
+            flops = int(flops * (1 + cost.CONTROLNET_WEIGHT_FRACTION))
+        for o in _gpu_options(spec, calls, flops, act, machine, budget, precisions, compute, stored,
+                              wl.steps, True, extra):
+            out.append(replace(o, cfg_mode=mode))
+    return out
+
+
+def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
+                  precisions: list[str], compute: str, stored: str) -> list[Option]:
+    # Prompt and negative prompt are encoded as two batch-1 calls; count both.
+    calls = 2 if (model.uses_cfg and wl.guidance) else 1
+    sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height, dtype=compute))
+    opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute, stored, 1, True)
+    cpu = _cpu_option(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
+    return opts + [cpu]
+
+
+def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
+                 compute: str, stored: str) -> list[Option]:
+    out = []
+    for tile in (0,) + cost.VAE_TILES:
+        if tile and tile >= max(wl.width, wl.height):
+            continue
+        sim = simulate_component(model, spec, SimRequest(op="decode", batch=wl.batch, width=wl.width, height=wl.height,
+                                                         dtype=compute, vae_tile=tile))
+        act, flops = sim.activation_peak_bytes, sim.flops
+        if wl.img2img:
+            enc = simulate_component(model, spec, SimRequest(op="encode", batch=wl.batch, width=wl.width,
+                                                             height=wl.height, dtype=compute, vae_tile=tile))
+            act, flops = max(act, enc.activation_peak_bytes), flops + enc.flops
+        for o in _gpu_options(spec, 1, flops * (cost.VAE_TILE_OVERHEAD if tile else 1), act, machine, budget,
+                              [stored], compute, stored, 1, True):
+            if o.plan.placement != "resident":
+                continue  # the VAE is small; streaming it is never better than tiling
+            note = f"tiled decode, {tile}px tiles" if tile else "full decode"
+            out.append(replace(o, vae_tile=tile, plan=replace(o.plan, notes=note)))
+        if out:
+            break  # the largest tile that fits is the fastest
+    out.append(_cpu_option(spec, flops, act, machine, stored))
+    return out
+
+
+def _choose(options: list[Option], policy: str, stored: str) -> tuple[Option | None, list[Option]]:
+    feasible = options  # option builders only return options that fit their phase
+    if not feasible:
+        return None, options
+    best = min(feasible, key=lambda o: (o.seconds_per_image, o.vram_peak))
+    if policy == "balanced" and best.plan.precision != stored:
+        lossless = [o for o in feasible if o.plan.precision == stored]
+        if lossless:
+            ll = min(lossless, key=lambda o: (o.seconds_per_image, o.vram_peak))
+            if ll.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * best.seconds_per_image:
+                best = ll
+    return best, [o for o in options if o is not best]
+
+
+def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy()) -> Plan:
+    """The fastest feasible plan under the policy; `fits` False (with the reason) when none fits."""
+    reserve = policy.reserve_bytes or cost.DEFAULT_RESERVE_BYTES
+    plan = _search(model, wl, machine, policy.quality, reserve)
+    if plan.fits or policy.quality != "lossless":
+        return plan if plan.fits else replace(plan, smallest_fitting=_smallest_fitting(model, wl, machine, policy.quality, reserve))
+    lossy = _search(model, wl, machine, "fast", reserve)
+    reason = ("no lossless plan fits: " + plan.lossy_reason) if plan.lossy_reason else "no lossless plan fits"
+    if lossy.fits:
+        lossy_precisions = sorted({c.precision for c in lossy.components} - {"bf16", "fp16"})
+        reason += (f"; the best lossy plan ({', '.join(lossy_precisions)} weights, --quality fast) fits at "
+                   f"{lossy.seconds_per_step:.2f} s/step, peak {lossy.peak_vram_bytes / 2**30:.1f} GiB VRAM")
+    return replace(plan, lossy_reason=reason,
+                   rejected=plan.rejected + ({"alternative": "best lossy plan", "fits": lossy.fits,
+                                              "seconds_per_step": lossy.seconds_per_step,
+                                              "peak_vram_bytes": lossy.peak_vram_bytes,
+                                              "precisions": {c.name: c.precision for c in lossy.components}},),
+                   smallest_fitting=_smallest_fitting(model, wl, machine, "lossless", reserve))
+
+
+def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int) -> Plan:
+    compute = "bf16" if machine.bf16 else "fp16"
+    stored = compute  # checkpoints are published in bf16/fp16; computing in the card's half type is lossless
+    budget = machine.vram_bytes - reserve
+    precisions = _precisions(quality, stored)
+    chosen: list[Option] = []
+    rejected: list[dict] = []
+    decisions: list[str] = []
+    failed: list[str] = []
+    for spec in model.components:
+        if spec.role == "denoiser":
+            opts = _denoiser_options(model, spec, wl, machine, budget, precisions, compute, stored)
+        elif spec.role == "text_encoder":
+            opts = _text_options(model, spec, wl, machine, budget, precisions, compute, stored)
+        else:
+            opts = _vae_options(model, spec, wl, machine, budget, compute, stored)
+        best, others = _choose(opts, quality, stored)
+        if best is None:
+            failed.append(spec.name)
+            continue
+        chosen.append(best)
+        decisions.append(_why(best, others))
+        rejected += [{"component": spec.name, "placement": o.plan.placement, "precision": o.plan.precision,
+                      "cfg_mode": o.cfg_mode, "vae_tile": o.vae_tile, "seconds_per_image": round(o.seconds_per_image, 3),
+                      "vram_bytes": o.vram_peak + reserve} for o in others]
+    chosen = _fit_ram(chosen, machine, decisions)
+    den = [o for o in chosen if o.plan.role == "denoiser"]
+    steps = max(wl.steps, 1)
+    sps = sum(o.seconds_per_image for o in den) / steps if den else 0.0
+    per_image = sum(o.seconds_per_image for o in chosen)
+    peak_vram = max((o.vram_peak for o in chosen), default=0) + reserve
+    peak_ram = _ram(chosen)
+    fits = not failed and peak_vram <= machine.vram_bytes and peak_ram <= machine.ram_bytes
+    reason = ""
+    if failed:
+        reason = f"{', '.join(failed)} cannot fit in {(machine.vram_bytes - reserve) / 2**30:.1f} GiB usable VRAM even streamed"
+    elif peak_ram > machine.ram_bytes:
+        reason = f"needs {peak_ram / 2**30:.1f} GiB RAM even with disk-backed weights"
+    cfg_mode = next((o.cfg_mode for o in den), "none")
+    vae_tile = next((o.vae_tile for o in chosen if o.plan.role == "vae"), 0)
+    return Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine,
+                components=tuple(o.plan for o in chosen), attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
+                vae_tile=vae_tile, peak_vram_bytes=peak_vram, peak_ram_bytes=peak_ram, seconds_per_step=sps,
+                seconds_per_image=per_image, reserve_bytes=reserve, decisions=tuple(decisions),
+                rejected=tuple(rejected), lossy_reason=reason)
+
+
+def _ram(chosen: list[Option]) -> int:
+    return cost.BASELINE_RAM_BYTES + sum(o.ram_bytes for o in chosen)
+
+
+def _fit_ram(chosen: list[Option], machine: Machine, decisions: list[str]) -> list[Option]:
+    """Move the largest host copies to disk-backed (memory-mapped) weights until RAM fits."""
+    chosen = list(chosen)
+    while _ram(chosen) > machine.ram_bytes:
+        cands = [i for i, o in enumerate(chosen) if o.ram_bytes > 0 and o.plan.source == "ram" and o.plan.placement != "cpu"]
+        if not cands:
+            break
+        i = max(cands, key=lambda j: chosen[j].ram_bytes)
+        o = chosen[i]
+        bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s)
+        p = o.plan
+        per_call = max(p.seconds_per_call - p.streamed_bytes / machine.link_bytes_per_s, p.streamed_bytes / bw) \
+            if p.streamed_bytes else p.seconds_per_call
+        load = (p.stored_bytes - p.streamed_bytes) / bw
+        secs = per_call * p.calls_per_image + load
+        chosen[i] = replace(o, ram_bytes=0, seconds_per_image=secs,
+                            plan=replace(p, source="disk", seconds_per_call=per_call,
+                                         notes=(p.notes + "; " if p.notes else "") + "disk-backed weights"))
+        decisions.append(f"{p.name}: weights stay on disk (memory-mapped) because RAM is short; "
+                         f"reads at {bw / 1e9:.1f} GB/s")
+    return chosen
+
+
+def _why(best: Option, others: list[Option]) -> str:
+    p = best.plan
+    if p.placement == "resident":
+        what = f"resident in {p.precision}"
+    elif p.placement == "streamed":
+        what = (f"streamed in {p.precision}, first {p.resident_units}/{p.total_units} units resident, "
+                f"{p.streamed_bytes / 2**30:.1f} GiB copied per call")
+    else:
+        what = "on the CPU"
+    faster = [o for o in others if o.seconds_per_image < best.seconds_per_image]
+    if p.placement == "cpu":
+        why = "no GPU option fits" if not [o for o in others if o.plan.placement != "cpu"] else "faster than loading it"
+    elif faster:
+        why = "faster options are lossy and the policy keeps precision" if p.precision in ("bf16", "fp16") else "fastest that fits"
+    elif p.placement == "streamed":
+        why = "the whole component does not fit next to its activations; partial residency fills the budget"
+    else:
+        why = "fits with its activations"
+    extra = ""
+    if best.cfg_mode != "none":
+        extra = f"; CFG as {'one batch of 2' if best.cfg_mode == 'batch' else 'two batches of 1'}"
+    if p.notes:
+        extra += f"; {p.notes}"
+    return f"{p.name}: {what} ({why}){extra}"
+
+
+VRAM_TIERS_GIB = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 80, 96, 141)
+RAM_TIERS_GIB = (8, 16, 32, 48, 64, 96, 128, 192, 256)
+
+
+def _smallest_fitting(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int) -> dict:
+    """Smallest VRAM (with this RAM), else the smallest VRAM + RAM pair that fits."""
+    for ram in [machine.ram_bytes] + [r * 2**30 for r in RAM_TIERS_GIB if r * 2**30 > machine.ram_bytes]:
+        for v in VRAM_TIERS_GIB:
+            if v * 2**30 <= machine.vram_bytes and ram == machine.ram_bytes:
+                continue
+            m = replace(machine, vram_bytes=v * 2**30, ram_bytes=ram)
+            if _search(model, wl, m, quality, reserve).fits:
+                return {"vram_bytes": v * 2**30, "ram_bytes": ram}
+    return {}

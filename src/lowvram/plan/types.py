@@ -1,0 +1,92 @@
+"""The contract between planner and runtime: plain immutable data that serialises to JSON.
+
+The runtime carries a Plan out and never re-decides it; the CLI, tests, benchmarks and (later) the
+HTTP API all read the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+POLICIES = ("lossless", "balanced", "fast")
+PLACEMENTS = ("resident", "streamed", "cpu")  # resident: whole component on the GPU for its phase
+PRECISIONS = ("bf16", "fp16", "fp8", "int8")
+
+
+@dataclass(frozen=True)
+class Workload:
+    width: int
+    height: int
+    batch: int = 1
+    steps: int = 28
+    guidance: bool = True  # classifier-free guidance on (only for models that use CFG)
+    loras: int = 0
+    controlnet: bool = False
+    img2img: bool = False
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    vram_bytes: int
+    ram_bytes: int
+    link_bytes_per_s: float  # pinned host -> device bandwidth
+    tflops: float  # dense fp16/bf16 tensor TFLOP/s
+    bf16: bool = True
+    fp8: bool = False
+    cpu_tflops: float = 0.3  # what a desktop CPU sustains on a transformer forward (bf16/fp32 GEMM)
+    disk_bytes_per_s: float = 2.0e9  # NVMe sequential read, for disk-backed weights
+
+
+@dataclass(frozen=True)
+class Policy:
+    quality: str = "lossless"  # lossless / balanced / fast
+    reserve_bytes: int = 0  # 0: the documented default (cost.DEFAULT_RESERVE_BYTES)
+
+
+@dataclass(frozen=True)
+class ComponentPlan:
+    name: str
+    role: str
+    params: int
+    stored_bytes: int  # at the stored precision (bf16/fp16)
+    placement: str  # resident / streamed / cpu
+    precision: str  # storage precision on the device: bf16 / fp16 / fp8 / int8
+    compute_dtype: str  # bf16 / fp16 / fp32 (cpu)
+    vram_bytes: int  # weights this component holds on the GPU (resident part + prefetch buffers)
+    resident_units: int = 0  # for streamed: the first K units stay on the GPU
+    total_units: int = 0
+    streamed_bytes: int = 0  # bytes copied host -> device per call
+    activation_bytes: int = 0  # simulated activation peak of one call
+    source: str = "ram"  # where non-resident weights live: pinned "ram", or "disk" (memory-mapped)
+    seconds_per_call: float = 0.0
+    calls_per_image: int = 1  # denoiser: steps (x2 with split CFG); others: 1
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    policy: str
+    fits: bool
+    workload: Workload
+    machine: Machine
+    components: tuple[ComponentPlan, ...]
+    attention: str  # sdpa / chunked
+    attention_chunk: int
+    cfg_mode: str  # "batch" (one batch of 2), "split" (two batches of 1), "none"
+    vae_tile: int  # 0: full decode; else tile side in pixels
+    peak_vram_bytes: int
+    peak_ram_bytes: int
+    seconds_per_step: float
+    seconds_per_image: float
+    reserve_bytes: int
+    decisions: tuple[str, ...] = ()  # one line per decision, saying why
+    rejected: tuple[dict, ...] = ()  # alternatives considered, with their predicted time and memory
+    lossy_reason: str = ""  # why the plan lowers precision (or why lossless could not fit)
+    smallest_fitting: dict = field(default_factory=dict)  # when fits is False: the smallest machine that fits
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["components"] = [asdict(c) for c in self.components]
+        return d

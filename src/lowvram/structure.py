@@ -1,0 +1,82 @@
+"""The streamable units of a module tree: the blocks a planner sizes and a runtime streams.
+
+Streaming moves weights block by block. Top-level children are too coarse for a UNet (one up-block of
+SDXL is a quarter of the model) and leaves too fine (thousands of tiny copies). Rule: start from the
+top-level children and split any unit bigger than `1/target_units` of the model into its children,
+until units are small or leaves. Planner and runtime call the same function, so they agree on units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+TARGET_UNITS = 48  # aim for ~48 units: small enough to prefetch, few enough to keep per-copy overhead low
+QUANTIZABLE = (torch.nn.Linear,)  # layers whose weights may be stored in fp8/int8; norms, embeddings stay
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str  # dotted module path
+    quantizable: int  # elements of Linear weights (may be stored in 8 bits)
+    other: int  # elements kept in compute precision (biases, norms, embeddings, convs)
+    out_channels: int  # total output channels of the Linear weights (one scale each, per-channel)
+
+
+def _own_params(m: torch.nn.Module, pseen: set[int]) -> tuple[int, int, int]:
+    q = o = ch = 0
+    for name, p in m.named_parameters(recurse=False):
+        if id(p) in pseen:  # a tied weight (T5's shared embedding) is stored and moved once
+            continue
+        pseen.add(id(p))
+        if isinstance(m, QUANTIZABLE) and name == "weight":
+            q += p.numel()
+            ch += p.shape[0]
+        elif p.dtype.is_floating_point:
+            o += p.numel()
+    for b in m.buffers(recurse=False):
+        if b.dtype.is_floating_point:
+            o += b.numel()
+    return q, o, ch
+
+
+def _subtree(m: torch.nn.Module, seen: set[int], pseen: set[int]) -> tuple[int, int, int]:
+    q = o = ch = 0
+    for sub in m.modules():
+        if id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        a, b, c = _own_params(sub, pseen)
+        q, o, ch = q + a, o + b, ch + c
+    return q, o, ch
+
+
+def streamable_units(module: torch.nn.Module, target_units: int = TARGET_UNITS) -> list[Unit]:
+    """Units in module-creation order; parameters of a parent outside its children form their own unit."""
+    total = sum(p.numel() for p in module.parameters())
+    limit = max(1, total // target_units)
+    units: list[Unit] = []
+    seen: set[int] = set()
+    pseen: set[int] = set()
+
+    def size(m):
+        return sum(p.numel() for p in m.parameters())
+
+    def visit(m: torch.nn.Module, name: str) -> None:
+        children = list(m.named_children())
+        if size(m) > limit and children:
+            q, o, ch = _own_params(m, pseen)
+            seen.add(id(m))
+            if q + o:
+                units.append(Unit(name or "<root>", q, o, ch))
+            for cname, c in children:
+                if id(c) not in seen:
+                    visit(c, f"{name}.{cname}" if name else cname)
+        else:
+            q, o, ch = _subtree(m, seen, pseen)
+            if q + o:
+                units.append(Unit(name or "<root>", q, o, ch))
+
+    visit(module, "")
+    return units

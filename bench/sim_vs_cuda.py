@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtu
 
 from lowvram.catalogue import MODELS, build_component  # noqa: E402
 from lowvram.simulate import SimRequest, run_tracked, simulate_component  # noqa: E402
-from lowvram.simulate.simulate import DTYPES, build_inputs  # noqa: E402
+from lowvram.simulate.run import DTYPES, build_inputs  # noqa: E402
 
 CASES = [("sdxl", "unet", SimRequest(batch=2, width=1024, height=1024, dtype="fp16")),
          ("flux-dev", "transformer", SimRequest(batch=1, width=1024, height=1024, dtype="bf16"))]

@@ -9,11 +9,12 @@ until units are small or leaves. Planner and runtime call the same function, so 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 TARGET_UNITS = 48  # aim for ~48 units: small enough to prefetch, few enough to keep per-copy overhead low
-QUANTIZABLE = (torch.nn.Linear,)  # layers whose weights may be stored in fp8/int8; norms, embeddings stay
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,16 @@ class Unit:
     out_channels: int  # total output channels of the Linear weights (one scale each, per-channel)
 
 
-def _own_params(m: torch.nn.Module, pseen: set[int]) -> tuple[int, int, int]:
+def _own_params(m: "torch.nn.Module", pseen: set[int]) -> tuple[int, int, int]:
+    """Linear weights may be stored in fp8/int8; biases, norms, embeddings and convs stay."""
+    import torch
+
     q = o = ch = 0
     for name, p in m.named_parameters(recurse=False):
         if id(p) in pseen:  # a tied weight (T5's shared embedding) is stored and moved once
             continue
         pseen.add(id(p))
-        if isinstance(m, QUANTIZABLE) and name == "weight":
+        if isinstance(m, torch.nn.Linear) and name == "weight":
             q += p.numel()
             ch += p.shape[0]
         elif p.dtype.is_floating_point:
@@ -41,7 +45,7 @@ def _own_params(m: torch.nn.Module, pseen: set[int]) -> tuple[int, int, int]:
     return q, o, ch
 
 
-def _subtree(m: torch.nn.Module, seen: set[int], pseen: set[int]) -> tuple[int, int, int]:
+def _subtree(m: "torch.nn.Module", seen: set[int], pseen: set[int]) -> tuple[int, int, int]:
     q = o = ch = 0
     for sub in m.modules():
         if id(sub) in seen:
@@ -52,18 +56,22 @@ def _subtree(m: torch.nn.Module, seen: set[int], pseen: set[int]) -> tuple[int, 
     return q, o, ch
 
 
-def streamable_units(module: torch.nn.Module, target_units: int = TARGET_UNITS) -> list[Unit]:
+def streamable_units(module: "torch.nn.Module", target_units: int = TARGET_UNITS) -> list[Unit]:
     """Units in module-creation order; parameters of a parent outside its children form their own unit."""
-    total = sum(p.numel() for p in module.parameters())
-    limit = max(1, total // target_units)
+    sizes: dict[int, int] = {}
+
+    def size(m) -> int:  # subtree parameter count, memoised: one pass over the tree in all
+        key = id(m)
+        if key not in sizes:
+            sizes[key] = sum(p.numel() for p in m.parameters(recurse=False)) + sum(size(c) for c in m.children())
+        return sizes[key]
+
+    limit = max(1, size(module) // target_units)
     units: list[Unit] = []
     seen: set[int] = set()
     pseen: set[int] = set()
 
-    def size(m):
-        return sum(p.numel() for p in m.parameters())
-
-    def visit(m: torch.nn.Module, name: str) -> None:
+    def visit(m, name: str) -> None:
         children = list(m.named_children())
         if size(m) > limit and children:
             q, o, ch = _own_params(m, pseen)

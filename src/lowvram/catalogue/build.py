@@ -10,11 +10,12 @@ import copy
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .spec import ComponentSpec
+
+if TYPE_CHECKING:  # torch is imported only when a module is built: cached planning never needs it
+    import torch
 
 _BOOKKEEPING_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "transformers_version", "torch_dtype",
                      "dtype", "architectures")
@@ -30,9 +31,11 @@ def load_config(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads(_read_config(name)))
 
 
-def build_component(spec: ComponentSpec, device: str | torch.device = "meta", dtype: torch.dtype | None = None,
-                    config_overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+def build_component(spec: ComponentSpec, device: "str | torch.device" = "meta", dtype: "torch.dtype | None" = None,
+                    config_overrides: dict[str, Any] | None = None) -> "torch.nn.Module":
     """Instantiate the component's class from its config on `device` (meta by default), in eval mode."""
+    import torch
+
     cfg = load_config(spec.config)
     if config_overrides:
         _deep_update(cfg, config_overrides)
@@ -43,7 +46,7 @@ def build_component(spec: ComponentSpec, device: str | torch.device = "meta", dt
     return module.eval().requires_grad_(False)
 
 
-def _instantiate(spec: ComponentSpec, cfg: dict[str, Any]) -> torch.nn.Module:
+def _instantiate(spec: ComponentSpec, cfg: dict[str, Any]) -> "torch.nn.Module":
     if spec.library == "diffusers":
         import diffusers
 
@@ -61,7 +64,7 @@ def _instantiate(spec: ComponentSpec, cfg: dict[str, Any]) -> torch.nn.Module:
     return cls._from_config(config, attn_implementation="sdpa")
 
 
-def component_params(module: torch.nn.Module) -> int:
+def component_params(module: "torch.nn.Module") -> int:
     """Elements of the tensors a checkpoint of this module stores, tied weights counted once.
 
     That is the parameters plus persistent floating-point buffers: SD3's fixed `pos_embed` is stored in

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..cache import cache_path
 from ..catalogue import ComponentSpec, build_component, load_config
 from ..catalogue.build import _versions
-from ..structure import Unit, streamable_units
+from ..structure import Unit
 from .cost import BYTES_PER_WEIGHT
 
 
@@ -42,6 +42,8 @@ def component_facts(spec: ComponentSpec) -> ComponentFacts:
             return ComponentFacts(tuple(Unit(**u) for u in json.load(f)))
     except (OSError, ValueError, TypeError):
         pass
+    from ..structure import streamable_units
+
     units = streamable_units(build_component(spec))
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

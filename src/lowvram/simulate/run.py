@@ -1,98 +1,29 @@
-"""Simulate one component call (denoiser step, text encoding, VAE decode/encode) on fake tensors.
+"""Run one component call (denoiser step, text encoding, VAE decode/encode) under the tracker.
 
 The real diffusers/transformers forward runs under torch's FakeTensorMode (shapes and dtypes, no
 data), the MemoryTracker (live/peak bytes) and FlopCounterMode (FLOPs). Weights are accounted for
-separately from activations, so the planner can place them wherever it likes. Results are cached on
-disk, keyed by everything that determines them.
+separately from activations, so the planner can place them wherever it likes. api.py caches results.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from ..catalogue.build import _versions
-from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params, load_config
-from ..cache import cache_path
+from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params
 from ..runtime.attention import attention_context
-from .static_shapes import static_shapes
+from .api import SimRequest, SimResult
 from .inputs import denoiser_inputs, text_encoder_inputs, vae_inputs
+from .static_shapes import static_shapes
 from .tracker import CUDA_BLOCK_BYTES, MemoryTracker
 
-SIM_VERSION = 1  # bump when the simulation changes what it counts
-OPS = ("forward", "decode", "encode")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@dataclass(frozen=True)
-class SimRequest:
-    """One call of one component at one workload."""
-
-    op: str = "forward"  # forward (denoiser / text encoder), decode / encode (VAE)
-    batch: int = 1  # the batch the component sees (CFG in one batch doubles the denoiser's)
-    width: int = 1024  # final image size in pixels
-    height: int = 1024
-    dtype: str = "bf16"  # compute dtype
-    attention: str = "sdpa"  # sdpa / math / chunked
-    chunk: int = 0  # queries per chunk for "chunked"
-    vae_tile: int = 0  # VAE tiled decode/encode: tile side in pixels (0 = whole image)
-    target: str = "cuda"  # device the prediction is for: cuda rounds allocations like its allocator
-
-
-@dataclass(frozen=True)
-class SimResult:
-    weights_bytes: int  # parameters + buffers at the compute dtype
-    activation_peak_bytes: int  # peak of inputs + intermediates + outputs during the call
-    output_bytes: int  # what stays alive after the call (the result)
-    input_bytes: int
-    flops: int
-    params: int
-    seconds: float  # how long the simulation took (for the plan-speed benchmark)
-
-
-def _cache_dir() -> str:
-    return cache_path("sim", "")
-
-
-def _key(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> str:
-    cfg = load_config(comp.config)
-    blob = json.dumps({
-        "v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": cfg, "overrides": overrides,
-        "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens, "text": model.text_lengths, "req": asdict(req),
-    }, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use_cache: bool = True,
-                       config_overrides: dict | None = None) -> SimResult:
-    """Peak memory and FLOPs of one call, from the cache or by a fake-tensor run."""
-    path = os.path.join(_cache_dir(), _key(model, comp, req, config_overrides) + ".json")
-    if use_cache and os.path.exists(path):
-        try:
-            with open(path) as f:
-                return SimResult(**json.load(f))
-        except (OSError, ValueError, TypeError):
-            pass  # a damaged cache entry is recomputed
-    result = _simulate(model, comp, req, config_overrides)
-    if use_cache:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(asdict(result), f)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # an unwritable cache only costs time
-    return result
-
-
-def _simulate(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> SimResult:
+def simulate_uncached(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None = None) -> SimResult:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     t0 = time.perf_counter()

@@ -1,0 +1,86 @@
+"""Simulation requests, results and the on-disk cache — importable without torch.
+
+A warm `lowvram plan` answers from the cache alone and never imports torch (1.2 s of start-up); only a
+cache miss loads the fake-tensor runner (simulate/run.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from ..cache import cache_path
+from ..catalogue import ComponentSpec, ModelSpec, load_config
+from ..catalogue.build import _versions
+
+SIM_VERSION = 1  # bump when the simulation changes what it counts
+OPS = ("forward", "decode", "encode")
+DTYPE_NAMES = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    """One call of one component at one workload."""
+
+    op: str = "forward"  # forward (denoiser / text encoder), decode / encode (VAE)
+    batch: int = 1  # the batch the component sees (CFG in one batch doubles the denoiser's)
+    width: int = 1024  # final image size in pixels
+    height: int = 1024
+    dtype: str = "bf16"  # compute dtype
+    attention: str = "sdpa"  # sdpa / math / chunked
+    chunk: int = 0  # queries per chunk for "chunked"
+    vae_tile: int = 0  # VAE tiled decode/encode: tile side in pixels (0 = whole image)
+    target: str = "cuda"  # device the prediction is for: cuda rounds allocations like its allocator
+
+
+@dataclass(frozen=True)
+class SimResult:
+    weights_bytes: int  # parameters + buffers at the compute dtype
+    activation_peak_bytes: int  # peak of inputs + intermediates + outputs during the call
+    output_bytes: int  # what stays alive after the call (the result)
+    input_bytes: int
+    flops: int
+    params: int
+    seconds: float  # how long the simulation took (for the plan-speed benchmark)
+
+
+def _cache_dir() -> str:
+    return cache_path("sim", "")
+
+
+def _key(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> str:
+    cfg = load_config(comp.config)
+    blob = json.dumps({
+        "v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": cfg, "overrides": overrides,
+        "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens, "text": model.text_lengths, "req": asdict(req),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use_cache: bool = True,
+                       config_overrides: dict | None = None) -> SimResult:
+    """Peak memory and FLOPs of one call, from the cache or by a fake-tensor run."""
+    path = os.path.join(_cache_dir(), _key(model, comp, req, config_overrides) + ".json")
+    if use_cache and os.path.exists(path):
+        try:
+            with open(path) as f:
+                return SimResult(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            pass  # a damaged cache entry is recomputed
+    from .run import simulate_uncached
+
+    result = simulate_uncached(model, comp, req, config_overrides)
+    if use_cache:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(asdict(result), f)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache only costs time
+    return result
+
+

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..cache import cache_path
 from ..catalogue import ComponentSpec, build_component, load_config
@@ -34,6 +35,7 @@ class ComponentFacts:
         return [u.quantizable * b + u.out_channels * scale + u.other * 2 for u in self.units]
 
 
+@lru_cache(maxsize=None)
 def component_facts(spec: ComponentSpec) -> ComponentFacts:
     blob = json.dumps([spec.class_name, load_config(spec.config), _versions(), 1], sort_keys=True)
     path = cache_path("facts", hashlib.sha256(blob.encode()).hexdigest()[:32] + ".json")

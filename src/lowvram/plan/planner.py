@@ -165,18 +165,24 @@ def _choose(options: list[Option], policy: str, stored: str) -> tuple[Option | N
     if not feasible:
         return None, options
     best = min(feasible, key=lambda o: (o.seconds_per_image, o.vram_peak))
-    if policy == "balanced" and best.plan.precision != stored:
-        lossless = [o for o in feasible if o.plan.precision == stored]
-        if lossless:
-            ll = min(lossless, key=lambda o: (o.seconds_per_image, o.vram_peak))
-            if ll.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * best.seconds_per_image:
-                best = ll
     return best, [o for o in options if o is not best]
 
 
 def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy()) -> Plan:
     """The fastest feasible plan under the policy; `fits` False (with the reason) when none fits."""
     reserve = policy.reserve_bytes or cost.DEFAULT_RESERVE_BYTES
+    if policy.quality == "balanced":
+        # Lossy weights only when they are needed to fit, or make the whole image >= 1.3x faster.
+        lossless = _search(model, wl, machine, "lossless", reserve)
+        lossy = _search(model, wl, machine, "fast", reserve)
+        if lossless.fits and (not lossy.fits or lossless.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * lossy.seconds_per_image):
+            return replace(lossless, policy="balanced")
+        if not lossy.fits:
+            return replace(lossless, policy="balanced", smallest_fitting=_smallest_fitting(model, wl, machine, "fast", reserve))
+        why = ("lossless does not fit" if not lossless.fits else
+               f"{lossless.seconds_per_image / lossy.seconds_per_image:.1f}x faster than lossless")
+        return replace(lossy, policy="balanced", lossy_reason=f"8-bit weights: {why}",
+                       decisions=lossy.decisions + (f"precision: 8-bit weights because {why}",))
     plan = _search(model, wl, machine, policy.quality, reserve)
     if plan.fits or policy.quality != "lossless":
         return plan if plan.fits else replace(plan, smallest_fitting=_smallest_fitting(model, wl, machine, policy.quality, reserve))

@@ -1,0 +1,146 @@
+"""Planner invariants over a grid of models x machines x resolutions, plus its CLI."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from lowvram.catalogue import MODELS
+from lowvram.plan import Machine, Policy, Workload, make_plan
+from lowvram.plan.types import ComponentPlan
+
+GiB = 2**30
+VRAMS = (2, 4, 6, 8, 12, 16, 24, 48)
+RAMS = (8, 16, 32, 64, 128)
+BASE = Machine("test card", 8 * GiB, 32 * GiB, link_bytes_per_s=12.5e9, tflops=40.0, bf16=True, fp8=True)
+
+
+def _res(model):
+    # every model at 512 and its default; 2048 for the families people push there
+    sizes = {512, MODELS[model].width}
+    if model in ("sdxl", "flux-dev", "sd35-large"):
+        sizes.add(2048)
+    f = MODELS[model].latent_factor
+    return sorted(s // f * f for s in sizes)
+
+
+GRID = [(m, r) for m in MODELS for r in _res(m)]
+
+
+@pytest.mark.parametrize("model,res", GRID, ids=[f"{m}-{r}" for m, r in GRID])
+def test_grid_invariants(model, res):
+    spec = MODELS[model]
+    wl = Workload(res, res, 1, spec.steps)
+    for quality in ("lossless", "balanced"):
+        for ram in RAMS:
+            prev = None
+            for vram in VRAMS:
+                m = replace(BASE, vram_bytes=vram * GiB, ram_bytes=ram * GiB)
+                p = make_plan(spec, wl, m, Policy(quality))
+                if p.fits:
+                    assert p.peak_vram_bytes <= m.vram_bytes, (vram, ram)
+                    assert p.peak_ram_bytes <= m.ram_bytes, (vram, ram)
+                    assert {c.name for c in p.components} == {c.name for c in spec.components}
+                    if prev is not None and prev.fits:  # more VRAM never predicts a slower plan
+                        assert p.seconds_per_image <= prev.seconds_per_image * (1 + 1e-9), (vram, ram, quality)
+                else:
+                    assert p.smallest_fitting or vram == VRAMS[-1] or ram == RAMS[-1] or p.lossy_reason
+                    if p.smallest_fitting:
+                        assert p.smallest_fitting["vram_bytes"] > m.vram_bytes or p.smallest_fitting["ram_bytes"] > m.ram_bytes
+                if quality == "lossless":
+                    assert all(c.precision in ("bf16", "fp16") for c in p.components)
+                prev = p
+
+
+def test_big_card_keeps_everything_resident():
+    p = make_plan(MODELS["flux-dev"], Workload(1024, 1024, 1, 28), replace(BASE, vram_bytes=80 * GiB, ram_bytes=128 * GiB))
+    assert p.fits and all(c.placement == "resident" for c in p.components)
+    # streamed bytes are zero, so a step is pure compute: 59.5 TFLOP / (40 TFLOP/s x efficiency)
+    from lowvram.plan.cost import COMPUTE_EFFICIENCY
+
+    assert p.seconds_per_step == pytest.approx(59.5e12 / (40e12 * COMPUTE_EFFICIENCY), rel=0.03)
+
+
+def test_small_card_streams_with_partial_residency():
+    p = make_plan(MODELS["flux-dev"], Workload(1024, 1024, 1, 28), replace(BASE, vram_bytes=12 * GiB, ram_bytes=64 * GiB))
+    den = next(c for c in p.components if c.role == "denoiser")
+    assert p.fits and den.placement == "streamed" and 0 < den.resident_units < den.total_units
+    assert den.vram_bytes + den.activation_bytes + p.reserve_bytes <= 12 * GiB
+    # the step is bound by the link: streamed bytes / bandwidth
+    assert p.seconds_per_step >= den.streamed_bytes / BASE.link_bytes_per_s
+
+
+def test_lossless_that_cannot_fit_says_so_and_offers_lossy():
+    m = replace(BASE, vram_bytes=4 * GiB, ram_bytes=16 * GiB)
+    p = make_plan(MODELS["hidream-i1"], Workload(1024, 1024, 1, 50), m, Policy("lossless"))
+    fast = make_plan(MODELS["hidream-i1"], Workload(1024, 1024, 1, 50), m, Policy("fast"))
+    assert all(c.precision == "bf16" for c in p.components)
+    if not p.fits:
+        assert p.lossy_reason.startswith("no lossless plan fits")
+        assert p.smallest_fitting
+    assert fast.seconds_per_image <= p.seconds_per_image or not p.fits
+
+
+def test_balanced_takes_fp8_only_when_it_pays():
+    big = replace(BASE, vram_bytes=48 * GiB, ram_bytes=64 * GiB)
+    p = make_plan(MODELS["sdxl"], Workload(1024, 1024, 1, 30), big, Policy("balanced"))
+    assert all(c.precision == "bf16" for c in p.components)  # fits resident: nothing to gain
+    small = replace(BASE, vram_bytes=8 * GiB, ram_bytes=16 * GiB, link_bytes_per_s=6e9)
+    p2 = make_plan(MODELS["flux-dev"], Workload(1024, 1024, 1, 28), small, Policy("balanced"))
+    den = next(c for c in p2.components if c.role == "denoiser")
+    assert den.precision in ("fp8", "int8")  # halves the streamed bytes on a link-bound card
+
+
+def test_impossible_case_reports_smallest_machine():
+    tiny = replace(BASE, vram_bytes=1 * GiB, ram_bytes=8 * GiB)
+    p = make_plan(MODELS["flux-dev"], Workload(1024, 1024, 1, 28), tiny, Policy("lossless"))
+    assert not p.fits
+    assert p.smallest_fitting["vram_bytes"] > tiny.vram_bytes
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lowvram.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_plan_json_schema():
+    r = _cli("plan", "flux-dev", "--gpu", "RTX 4060", "--json")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    for key in ("fits", "policy", "peak_vram_bytes", "peak_ram_bytes", "seconds_per_step", "seconds_per_image", "components"):
+        assert key in obj
+    assert obj["policy"] == "lossless" and isinstance(obj["fits"], bool)
+    for c in obj["components"]:
+        assert {"name", "role", "placement", "precision", "vram_bytes"} <= set(c)
+        assert c["placement"] in ("resident", "streamed", "cpu")
+    assert set(ComponentPlan.__dataclass_fields__) <= set(obj["components"][0])
+
+
+def test_plan_text_and_explain():
+    r = _cli("plan", "sdxl", "--vram", "6GB", "--ram", "16GB", "--explain")
+    assert r.returncode == 0, r.stderr
+    assert "s/step" in r.stdout and "rejected alternatives" in r.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (("plan", "sd4-ultra", "--vram", "8GB"), ["Unknown model"]),
+    (("plan", "flux-dev", "--vram", "eight"), ["VRAM size"]),
+    (("plan", "flux-dev", "--gpu", "RTX 9999"), ["Unknown GPU"]),
+    (("plan", "flux-dev", "--vram", "8GB", "--width", "1000"), ["multiple of 16"]),
+    (("plan", "sdxl", "--vram", "8GB", "--width", "20000"), ["16384"]),
+    (("plan", "sdxl", "--vram", "8GB", "--quality", "best"), ["--quality"]),
+    (("plan", "sdxl", "--vram", "8GB", "--steps", "-3"), ["--steps"]),
+])
+def test_plan_bad_input(args, words):
+    r = _cli(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), r.stderr
+
+
+def test_gpus_markdown():
+    r = _cli("gpus", "--tiers", "--models", "sdxl,flux-dev", "--markdown")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("| GPU | sdxl | flux-dev |") and len(lines) == 2 + 6

@@ -9,6 +9,7 @@ import pytest
 
 from lowvram.catalogue import MODELS
 from lowvram.plan import Machine, Policy, Workload, make_plan
+from lowvram.plan.cost import BALANCED_MIN_SPEEDUP
 from lowvram.plan.types import ComponentPlan
 
 GiB = 2**30
@@ -18,12 +19,14 @@ BASE = Machine("test card", 8 * GiB, 32 * GiB, link_bytes_per_s=12.5e9, tflops=4
 
 
 def _res(model):
-    # every model at 512 and its default; 2048 for the families people push there
-    sizes = {512, MODELS[model].width}
-    if model in ("sdxl", "flux-dev", "sd35-large"):
+    # every model at its default size; 512 and 2048 for the ones people push down and up. (Each new
+    # size costs a cold simulation of every component, ~10 s here; the machine grid is then cheap.)
+    sizes = {MODELS[model].width}
+    if model == "sdxl":
+        sizes.add(512)
+    if model == "flux-dev":
         sizes.add(2048)
-    f = MODELS[model].latent_factor
-    return sorted(s // f * f for s in sizes)
+    return sorted(sizes)
 
 
 GRID = [(m, r) for m in MODELS for r in _res(m)]
@@ -33,7 +36,7 @@ GRID = [(m, r) for m in MODELS for r in _res(m)]
 def test_grid_invariants(model, res):
     spec = MODELS[model]
     wl = Workload(res, res, 1, spec.steps)
-    for quality in ("lossless", "balanced"):
+    for quality in ("lossless", "balanced", "fast"):
         for ram in RAMS:
             prev = None
             for vram in VRAMS:
@@ -43,8 +46,10 @@ def test_grid_invariants(model, res):
                     assert p.peak_vram_bytes <= m.vram_bytes, (vram, ram)
                     assert p.peak_ram_bytes <= m.ram_bytes, (vram, ram)
                     assert {c.name for c in p.components} == {c.name for c in spec.components}
-                    if prev is not None and prev.fits:  # more VRAM never predicts a slower plan
-                        assert p.seconds_per_image <= prev.seconds_per_image * (1 + 1e-9), (vram, ram, quality)
+                    if prev is not None and prev.fits:  # more VRAM never predicts a slower plan...
+                        # ...except that balanced may trade up to 1.3x speed for full precision once it fits.
+                        slack = BALANCED_MIN_SPEEDUP if quality == "balanced" else 1.0
+                        assert p.seconds_per_image <= prev.seconds_per_image * slack * (1 + 1e-9), (vram, ram, quality)
                 else:
                     assert p.smallest_fitting or vram == VRAMS[-1] or ram == RAMS[-1] or p.lossy_reason
                     if p.smallest_fitting:

@@ -27,6 +27,9 @@ class Option:
     ram_bytes: int  # host copy of its weights this option needs
     cfg_mode: str = "none"
     vae_tile: int = 0
+    total_bytes: int = 0  # weights at the option's precision (what one image moves at least once)
+    compute_s: float = 0.0  # per call, without waiting for copies
+    overhead_s: float = 0.0  # per call, per-unit streaming overhead
 
 
 def _precisions(policy: str, stored: str) -> list[str]:
@@ -57,7 +60,7 @@ def _fit_units(unit_bytes: list[int], budget: int) -> tuple[int, int] | None:
 
 
 def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, machine: Machine, budget: int,
-                 precisions: list[str], compute: str, stored: str, per_image_calls: int, load_each_image: bool,
+                 precisions: list[str], compute: str, stored: str, per_image_calls: int,
                  extra_weights: int = 0) -> list[Option]:
     """Resident / streamed options on the GPU for one component.
 
@@ -76,20 +79,33 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
         k, vram = fit
         streamed = total - sum(ub[:k])
         compute_s = flops / (machine.tflops * 1e12 * cost.COMPUTE_EFFICIENCY) * (1 + cost.DEQUANT_OVERHEAD[p])
-        per_call = max(compute_s, streamed / machine.link_bytes_per_s) + cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
-        load = (total - streamed) / machine.link_bytes_per_s if load_each_image else 0.0
-        per_image = per_call * role_calls * per_image_calls + load
+        overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
+        per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)
+        per_image = _image_seconds(compute_s, overhead_s, total, streamed, role_calls * per_image_calls,
+                                   machine.link_bytes_per_s)
         placement = "resident" if k == len(ub) else "streamed"
         plan = ComponentPlan(
             name=spec.name, role=spec.role, params=facts.params, stored_bytes=sum(facts.unit_bytes(stored)),
             placement=placement, precision=p, compute_dtype=compute, vram_bytes=vram, resident_units=k,
             total_units=len(ub), streamed_bytes=streamed, activation_bytes=act, seconds_per_call=per_call,
             calls_per_image=role_calls * per_image_calls)
-        # RAM: a pinned host copy of what is streamed, and (for phase-evicted components) of the rest too,
-        # so the next image reloads from RAM instead of disk.
-        ram = streamed if not load_each_image else total
-        out.append(Option(plan, per_image, vram + act, ram))
+        # RAM: a pinned host copy of the whole component — what is streamed, and what is reloaded for
+        # the next image after the phase evicts it.
+        out.append(Option(plan, per_image, vram + act, total, total_bytes=total, compute_s=compute_s, overhead_s=overhead_s))
     return out
+
+
+def _call_seconds(compute_s: float, streamed: int, bw: float, overhead_s: float) -> float:
+    """One call: copies of the streamed units hide behind compute (prefetch), plus per-unit overhead."""
+    return max(compute_s, streamed / bw) + overhead_s
+
+
+def _image_seconds(compute_s: float, overhead_s: float, total: int, streamed: int, calls: int, bw: float) -> float:
+    """All calls of one image. The component arrives as the first call runs (the resident prefix is
+    loaded by the same prefetch that streams the rest, and stays), so the first call moves every byte
+    and later calls only the streamed part."""
+    first = max(compute_s, total / bw) + overhead_s
+    return first + max(calls - 1, 0) * _call_seconds(compute_s, streamed, bw, overhead_s)
 
 
 def _cpu_option(spec: ComponentSpec, flops: int, act: int, machine: Machine, stored: str) -> Option:
@@ -120,7 +136,7 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
             act = int(act * (1 + cost.CONTROLNET_ACTIVATION_FRACTION))
             flops = int(flops * (1 + cost.CONTROLNET_WEIGHT_FRACTION))
         for o in _gpu_options(spec, calls, flops, act, machine, budget, precisions, compute, stored,
-                              wl.steps, True, extra):
+                              wl.steps, extra):
             out.append(replace(o, cfg_mode=mode))
     return out
 
@@ -130,7 +146,7 @@ def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: 
     # Prompt and negative prompt are encoded as two batch-1 calls; count both.
     calls = 2 if (model.uses_cfg and wl.guidance) else 1
     sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height, dtype=compute))
-    opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute, stored, 1, True)
+    opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute, stored, 1)
     cpu = _cpu_option(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
     return opts + [cpu]
 
@@ -138,7 +154,10 @@ def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: 
 def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
                  compute: str, stored: str) -> list[Option]:
     out = []
-    for tile in (0,) + cost.VAE_TILES:
+    # diffusers' AutoencoderKL tiles cheaply to simulate; the Qwen-Image (3-D causal) VAE's tiled decode
+    # takes minutes on fake tensors, so it is planned full-size (or on the CPU) for now.
+    tiles = cost.VAE_TILES if spec.class_name == "AutoencoderKL" else ()
+    for tile in (0,) + tiles:
         if tile and tile >= max(wl.width, wl.height):
             continue
         sim = simulate_component(model, spec, SimRequest(op="decode", batch=wl.batch, width=wl.width, height=wl.height,
@@ -149,7 +168,7 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
                                                              height=wl.height, dtype=compute, vae_tile=tile))
             act, flops = max(act, enc.activation_peak_bytes), flops + enc.flops
         for o in _gpu_options(spec, 1, flops * (cost.VAE_TILE_OVERHEAD if tile else 1), act, machine, budget,
-                              [stored], compute, stored, 1, True):
+                              [stored], compute, stored, 1):
             if o.plan.placement != "resident":
                 continue  # the VAE is small; streaming it is never better than tiling
             note = f"tiled decode, {tile}px tiles" if tile else "full decode"
@@ -158,14 +177,6 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
             break  # the largest tile that fits is the fastest
     out.append(_cpu_option(spec, flops, act, machine, stored))
     return out
-
-
-def _choose(options: list[Option], policy: str, stored: str) -> tuple[Option | None, list[Option]]:
-    feasible = options  # option builders only return options that fit their phase
-    if not feasible:
-        return None, options
-    best = min(feasible, key=lambda o: (o.seconds_per_image, o.vram_peak))
-    return best, [o for o in options if o is not best]
 
 
 def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy()) -> Plan:
@@ -205,7 +216,7 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
     stored = compute  # checkpoints are published in bf16/fp16; computing in the card's half type is lossless
     budget = machine.vram_bytes - reserve
     precisions = _precisions(quality, stored)
-    chosen: list[Option] = []
+    per_component: list[list[Option]] = []
     rejected: list[dict] = []
     decisions: list[str] = []
     failed: list[str] = []
@@ -216,16 +227,18 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
             opts = _text_options(model, spec, wl, machine, budget, precisions, compute, stored)
         else:
             opts = _vae_options(model, spec, wl, machine, budget, compute, stored)
-        best, others = _choose(opts, quality, stored)
-        if best is None:
+        if not opts:
             failed.append(spec.name)
             continue
-        chosen.append(best)
+        per_component.append(opts + [_disk_backed(o, machine) for o in opts])
+    chosen = _select(per_component, machine.ram_bytes - cost.BASELINE_RAM_BYTES) if not failed else []
+    for best, opts in zip(chosen, per_component):
+        others = [o for o in opts if o is not best]
         decisions.append(_why(best, others))
-        rejected += [{"component": spec.name, "placement": o.plan.placement, "precision": o.plan.precision,
-                      "cfg_mode": o.cfg_mode, "vae_tile": o.vae_tile, "seconds_per_image": round(o.seconds_per_image, 3),
-                      "vram_bytes": o.vram_peak + reserve} for o in others]
-    chosen = _fit_ram(chosen, machine, decisions)
+        rejected += [{"component": o.plan.name, "placement": o.plan.placement, "precision": o.plan.precision,
+                      "source": o.plan.source, "cfg_mode": o.cfg_mode, "vae_tile": o.vae_tile,
+                      "seconds_per_image": round(o.seconds_per_image, 3), "vram_bytes": o.vram_peak + reserve,
+                      "ram_bytes": o.ram_bytes} for o in others]
     den = [o for o in chosen if o.plan.role == "denoiser"]
     steps = max(wl.steps, 1)
     sps = sum(o.seconds_per_image for o in den) / steps if den else 0.0
@@ -251,27 +264,59 @@ def _ram(chosen: list[Option]) -> int:
     return cost.BASELINE_RAM_BYTES + sum(o.ram_bytes for o in chosen)
 
 
-def _fit_ram(chosen: list[Option], machine: Machine, decisions: list[str]) -> list[Option]:
-    """Move the largest host copies to disk-backed (memory-mapped) weights until RAM fits."""
-    chosen = list(chosen)
-    while _ram(chosen) > machine.ram_bytes:
-        cands = [i for i, o in enumerate(chosen) if o.ram_bytes > 0 and o.plan.source == "ram" and o.plan.placement != "cpu"]
-        if not cands:
+RAM_BUCKET = 256 * 2**20  # granularity of the RAM knapsack; each option's RAM is rounded up to it
+
+
+def _disk_backed(o: Option, machine: Machine) -> Option:
+    """The same option with weights memory-mapped from disk instead of held in RAM: no host copy,
+    but every byte that moves (streamed per call, loaded per image) comes at disk speed."""
+    p = o.plan
+    bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s)
+    if p.placement == "cpu":
+        per_call = p.seconds_per_call + p.stored_bytes / machine.disk_bytes_per_s
+        secs, ram = per_call, p.activation_bytes
+    else:
+        per_call = _call_seconds(o.compute_s, p.streamed_bytes, bw, o.overhead_s)
+        secs = _image_seconds(o.compute_s, o.overhead_s, o.total_bytes, p.streamed_bytes, p.calls_per_image, bw)
+        ram = 0
+    note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
+    return replace(o, ram_bytes=ram, seconds_per_image=secs,
+                   plan=replace(p, source="disk", seconds_per_call=per_call, notes=note))
+
+
+def _select(per_component: list[list[Option]], ram_budget: int) -> list[Option]:
+    """One option per component: the fastest combination whose host copies fit in RAM.
+
+    Usually the fastest option of each fits and we are done; otherwise a knapsack over RAM buckets
+    (components are few, options a few dozen) finds the fastest combination that fits.
+    """
+    fastest = [min(opts, key=lambda o: (o.seconds_per_image, o.vram_peak, o.ram_bytes)) for opts in per_component]
+    if sum(o.ram_bytes for o in fastest) <= ram_budget:
+        return fastest
+    cap = max(0, ram_budget // RAM_BUCKET)
+    # best[r] = (time, choices) using r buckets at most
+    best: dict[int, tuple[float, tuple[Option, ...]]] = {0: (0.0, ())}
+    for opts in per_component:
+        nxt: dict[int, tuple[float, tuple[Option, ...]]] = {}
+        for used, (t, picks) in best.items():
+            for o in opts:
+                r = used + -(-o.ram_bytes // RAM_BUCKET)
+                if r > cap:
+                    continue
+                cand = (t + o.seconds_per_image, picks + (o,))
+                if r not in nxt or cand[0] < nxt[r][0]:
+                    nxt[r] = cand
+        # drop dominated states: more RAM and not faster
+        best, fastest_so_far = {}, float("inf")
+        for r in sorted(nxt):
+            if nxt[r][0] < fastest_so_far:
+                best[r] = nxt[r]
+                fastest_so_far = nxt[r][0]
+        if not best:
             break
-        i = max(cands, key=lambda j: chosen[j].ram_bytes)
-        o = chosen[i]
-        bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s)
-        p = o.plan
-        per_call = max(p.seconds_per_call - p.streamed_bytes / machine.link_bytes_per_s, p.streamed_bytes / bw) \
-            if p.streamed_bytes else p.seconds_per_call
-        load = (p.stored_bytes - p.streamed_bytes) / bw
-        secs = per_call * p.calls_per_image + load
-        chosen[i] = replace(o, ram_bytes=0, seconds_per_image=secs,
-                            plan=replace(p, source="disk", seconds_per_call=per_call,
-                                         notes=(p.notes + "; " if p.notes else "") + "disk-backed weights"))
-        decisions.append(f"{p.name}: weights stay on disk (memory-mapped) because RAM is short; "
-                         f"reads at {bw / 1e9:.1f} GB/s")
-    return chosen
+    if not best:  # nothing fits RAM: take the least-RAM combination (the plan reports it does not fit)
+        return [min(opts, key=lambda o: (o.ram_bytes, o.seconds_per_image)) for opts in per_component]
+    return list(min(best.values(), key=lambda v: v[0])[1])
 
 
 def _why(best: Option, others: list[Option]) -> str:

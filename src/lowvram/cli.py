@@ -203,7 +203,7 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
         cells = []
         for n in names:
             spec = MODELS[n]
-            p = make_plan(spec, Workload(spec.width, spec.height, 1, spec.steps), m, Policy(quality))
+            p = make_plan(spec, Workload(spec.width, spec.height, 1, spec.steps), m, Policy(quality), find_smallest=False)
             cells.append(_cell(p))
         table.append((label, cells))
     header = ["GPU"] + names

@@ -179,9 +179,17 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
     return out
 
 
-def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy()) -> Plan:
-    """The fastest feasible plan under the policy; `fits` False (with the reason) when none fits."""
+def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy(),
+              find_smallest: bool = True) -> Plan:
+    """The fastest feasible plan under the policy; `fits` False (with the reason) when none fits.
+
+    find_smallest: when nothing fits, also search the smallest machine that would (a dozen more searches).
+    """
     reserve = policy.reserve_bytes or cost.DEFAULT_RESERVE_BYTES
+
+    def smallest(quality: str) -> dict:
+        return _smallest_fitting(model, wl, machine, quality, reserve) if find_smallest else {}
+
     if policy.quality == "balanced":
         # Lossy weights only when they are needed to fit, or make the whole image >= 1.3x faster.
         lossless = _search(model, wl, machine, "lossless", reserve)
@@ -189,14 +197,14 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
         if lossless.fits and (not lossy.fits or lossless.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * lossy.seconds_per_image):
             return replace(lossless, policy="balanced")
         if not lossy.fits:
-            return replace(lossless, policy="balanced", smallest_fitting=_smallest_fitting(model, wl, machine, "fast", reserve))
+            return replace(lossless, policy="balanced", smallest_fitting=smallest("fast"))
         why = ("lossless does not fit" if not lossless.fits else
                f"{lossless.seconds_per_image / lossy.seconds_per_image:.1f}x faster than lossless")
         return replace(lossy, policy="balanced", lossy_reason=f"8-bit weights: {why}",
                        decisions=lossy.decisions + (f"precision: 8-bit weights because {why}",))
     plan = _search(model, wl, machine, policy.quality, reserve)
     if plan.fits or policy.quality != "lossless":
-        return plan if plan.fits else replace(plan, smallest_fitting=_smallest_fitting(model, wl, machine, policy.quality, reserve))
+        return plan if plan.fits else replace(plan, smallest_fitting=smallest(policy.quality))
     lossy = _search(model, wl, machine, "fast", reserve)
     reason = ("no lossless plan fits: " + plan.lossy_reason) if plan.lossy_reason else "no lossless plan fits"
     if lossy.fits:
@@ -208,7 +216,7 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
                                               "seconds_per_step": lossy.seconds_per_step,
                                               "peak_vram_bytes": lossy.peak_vram_bytes,
                                               "precisions": {c.name: c.precision for c in lossy.components}},),
-                   smallest_fitting=_smallest_fitting(model, wl, machine, "lossless", reserve))
+                   smallest_fitting=smallest("lossless"))
 
 
 def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int) -> Plan:
@@ -290,7 +298,8 @@ def _select(per_component: list[list[Option]], ram_budget: int) -> list[Option]:
     Usually the fastest option of each fits and we are done; otherwise a knapsack over RAM buckets
     (components are few, options a few dozen) finds the fastest combination that fits.
     """
-    fastest = [min(opts, key=lambda o: (o.seconds_per_image, o.vram_peak, o.ram_bytes)) for opts in per_component]
+    # ties (a VAE whose load hides behind its compute) go to weights held in RAM, not memory-mapped
+    fastest = [min(opts, key=lambda o: (o.seconds_per_image, o.vram_peak, o.plan.source == "disk")) for opts in per_component]
     if sum(o.ram_bytes for o in fastest) <= ram_budget:
         return fastest
     cap = max(0, ram_budget // RAM_BUCKET)
@@ -332,7 +341,7 @@ def _why(best: Option, others: list[Option]) -> str:
     if p.placement == "cpu":
         why = "no GPU option fits" if not [o for o in others if o.plan.placement != "cpu"] else "faster than loading it"
     elif faster:
-        why = "faster options are lossy and the policy keeps precision" if p.precision in ("bf16", "fp16") else "fastest that fits"
+        why = "the faster options need more RAM than the other components leave"
     elif p.placement == "streamed":
         why = "the whole component does not fit next to its activations; partial residency fills the budget"
     else:

@@ -64,6 +64,11 @@ def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, u
     """Peak memory and FLOPs of one call, from the cache or by a fake-tensor run."""
     if comp.role == "text_encoder":  # a text encoder's work does not depend on the image size
         req = replace(req, width=0, height=0, vae_tile=0)
+    if req.dtype == "fp16":
+        # fp16 and bf16 tensors have the same sizes and the model code runs the same ops, so one
+        # simulation serves both (planning for Turing cards then costs nothing extra). The exception is
+        # T5's fp16 overflow clamp, one transient tensor of the hidden-state size (4 MiB for T5-XXL).
+        req = replace(req, dtype="bf16")
     memo_key = (model.name, comp.name, req, json.dumps(config_overrides, sort_keys=True))
     if use_cache and memo_key in _MEMO:
         return _MEMO[memo_key]

@@ -41,7 +41,7 @@ def denoiser_inputs(module, model: ModelSpec, comp: ComponentSpec, batch: int, w
                                        "time_ids": _rand((batch, n_ids), dtype, device)}
         if cfg.class_embed_type is not None or cfg.num_class_embeds is not None:  # IF II / x4 upscaler: noise level
             kw["class_labels"] = torch.full((batch,), 20, dtype=torch.long, device=device)
-        return module.forward, kw
+        return module, kw
     if cls in ("FluxTransformer2DModel", "ChromaTransformer2DModel"):
         n = (h // 2) * (w // 2)
         text_len = model.text_lengths.get("text_encoder_2" if cls == "FluxTransformer2DModel" else "text_encoder", 512)
@@ -53,10 +53,10 @@ def denoiser_inputs(module, model: ModelSpec, comp: ComponentSpec, batch: int, w
             kw["pooled_projections"] = _rand((batch, cfg.pooled_projection_dim), dtype, device)
             if cfg.guidance_embeds:
                 kw["guidance"] = torch.full((batch,), 3.5, device=device)
-        return module.forward, kw
+        return module, kw
     if cls == "SD3Transformer2DModel":
         text_len = model.text_lengths["text_encoder"] + model.text_lengths["text_encoder_3"]
-        return module.forward, dict(
+        return module, dict(
             hidden_states=_rand((batch, cfg.in_channels, h, w), dtype, device),
             encoder_hidden_states=_rand((batch, text_len, cfg.joint_attention_dim), dtype, device),
             pooled_projections=_rand((batch, cfg.pooled_projection_dim), dtype, device), timestep=t, return_dict=False)
@@ -66,13 +66,13 @@ def denoiser_inputs(module, model: ModelSpec, comp: ComponentSpec, batch: int, w
         if cfg.use_additional_conditions:
             added = {"resolution": torch.tensor([[height, width]] * batch, dtype=dtype, device=device),
                      "aspect_ratio": torch.tensor([[height / width]] * batch, dtype=dtype, device=device)}
-        return module.forward, dict(
+        return module, dict(
             hidden_states=_rand((batch, cfg.in_channels, h, w), dtype, device),
             encoder_hidden_states=_rand((batch, text_len, cfg.cross_attention_dim if cfg.caption_channels is None else cfg.caption_channels), dtype, device),
             timestep=t, added_cond_kwargs=added, return_dict=False)
     if cls == "HiDreamImageTransformer2DModel":
         llama_layers = 32
-        return module.forward, dict(
+        return module, dict(
             hidden_states=_rand((batch, cfg.in_channels, h, w), dtype, device), timesteps=t,
             encoder_hidden_states_t5=_rand((batch, model.text_lengths["text_encoder_3"], cfg.caption_channels[0]), dtype, device),
             encoder_hidden_states_llama3=_rand((llama_layers, batch, model.text_lengths["text_encoder_4"], cfg.caption_channels[1]), dtype, device),
@@ -80,7 +80,7 @@ def denoiser_inputs(module, model: ModelSpec, comp: ComponentSpec, batch: int, w
     if cls == "QwenImageTransformer2DModel":
         n = (h // 2) * (w // 2)
         text_len = model.text_lengths["text_encoder"]
-        return module.forward, dict(
+        return module, dict(
             hidden_states=_rand((batch, n, cfg.in_channels), dtype, device),
             encoder_hidden_states=_rand((batch, text_len, cfg.joint_attention_dim), dtype, device),
             encoder_hidden_states_mask=torch.ones(batch, text_len, dtype=torch.long, device=device),
@@ -94,10 +94,10 @@ def text_encoder_inputs(module, comp: ComponentSpec, batch: int, device) -> Inpu
     ids = _ids((batch, comp.max_tokens or 77), vocab, device)
     if comp.class_name in ("LlamaForCausalLM", "Qwen2_5_VLForConditionalGeneration"):
         # HiDream / Qwen-Image read hidden states, not logits: the pipelines ask for all of them.
-        return module.forward, dict(input_ids=ids, output_hidden_states=True)
+        return module, dict(input_ids=ids, output_hidden_states=True)
     if comp.class_name.startswith("CLIP"):
-        return module.forward, dict(input_ids=ids, output_hidden_states=True)
-    return module.forward, dict(input_ids=ids)
+        return module, dict(input_ids=ids, output_hidden_states=True)
+    return module, dict(input_ids=ids)
 
 
 def vae_inputs(module, comp: ComponentSpec, op: str, batch: int, width: int, height: int, dtype, device) -> Inputs:

@@ -1,0 +1,84 @@
+"""Weight storage precision: fp8-e4m3 or int8 weight-only (per-channel scales), computing in bf16/fp16.
+
+Only Linear weights are stored in 8 bits; biases, norms, embeddings and convolutions stay in compute
+precision (they are a few percent of the bytes and the most sensitive to rounding). The stored 8-bit
+tensor *is* the parameter, so the streaming engine moves 8-bit bytes; a forward pre-hook dequantises
+it into a transient compute-precision weight just for that layer, a post-hook puts the 8-bit one back.
+Same recipe as diffusers' layerwise casting (hooks/layerwise_casting.py), plus a scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+INT8_MAX = 127.0
+STORAGE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    storage: str  # "fp8" or "int8"
+    compute_dtype: torch.dtype  # torch.bfloat16 / torch.float16 (float32 in tests)
+
+    def __post_init__(self) -> None:
+        if self.storage not in STORAGE_DTYPES:
+            raise ValueError(f"unknown storage precision {self.storage!r}")
+
+
+def quantize_weight(w: torch.Tensor, storage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric quantisation: returns (8-bit weight, scale per row)."""
+    w32 = w.detach().float()
+    amax = w32.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+    if storage == "fp8":
+        scale = amax / FP8_MAX
+        q = (w32 / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    else:
+        scale = amax / INT8_MAX
+        q = torch.round(w32 / scale).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    return q, scale.squeeze(1)
+
+
+def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return q.to(dtype) * scale.to(dtype).unsqueeze(1)
+
+
+def _pre_hook(module: torch.nn.Linear, args):
+    q = module.weight.data
+    module._lowvram_stored = q
+    module.weight.data = dequantize_weight(q, module.weight_scale, module._lowvram_compute_dtype)
+
+
+def _post_hook(module: torch.nn.Linear, args, output):
+    module.weight.data = module._lowvram_stored
+    del module._lowvram_stored
+
+
+def apply_weight_precision(module: torch.nn.Module, config: PrecisionConfig) -> int:
+    """Store every Linear weight under `module` in 8 bits (in place); returns how many were converted.
+
+    Call it before streaming is applied, so the streamed host copies are the 8-bit ones.
+    """
+    n = 0
+    for m in module.modules():
+        if not isinstance(m, torch.nn.Linear) or hasattr(m, "weight_scale"):
+            continue
+        q, scale = quantize_weight(m.weight.data, config.storage)
+        m.weight = torch.nn.Parameter(q, requires_grad=False)
+        m.register_buffer("weight_scale", scale.to(config.compute_dtype))
+        m._lowvram_compute_dtype = config.compute_dtype
+        m.register_forward_pre_hook(_pre_hook)
+        m.register_forward_hook(_post_hook)
+        n += 1
+    return n
+
+
+def quantize_state_tensor(name: str, t: torch.Tensor, is_linear_weight: bool, config: PrecisionConfig | None,
+                          compute_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """For loaders: one checkpoint tensor -> the tensors to store (8-bit weight + scale, or cast)."""
+    if config is not None and is_linear_weight and t.dim() == 2:
+        q, scale = quantize_weight(t, config.storage)
+        return {name: q, name[: -len("weight")] + "weight_scale": scale.to(compute_dtype)}
+    return {name: t.to(compute_dtype) if t.is_floating_point() else t}

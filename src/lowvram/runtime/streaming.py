@@ -1,0 +1,297 @@
+"""Stream a module's weights from host memory, block by block, with the next block prefetched.
+
+Hand-written because no library does the combination the plan needs: diffusers' group offloading
+streams every group every step and keeps a second pinned copy of the model (host RAM ~2x model), and
+accelerate's hooks copy synchronously. Here:
+- the units are `structure.streamable_units` — the same ones the planner sized;
+- the first K units (the plan's resident prefix) live on the device for good; units whose parameters
+  are shared with another unit (tied embeddings) and the own parameters of split parents are resident
+  too (they are small, and used across units);
+- every other unit keeps ONE host copy (pinned, up to a cap, pageable beyond) and is copied into one of
+  two reusable device buffers just before it runs; the copy of the next unit is issued on a side CUDA
+  stream while the current one computes, ordered with events (never a global synchronize);
+- the order in which units run is recorded on the first call, so models whose forward order differs
+  from their creation order prefetch correctly; a unit called out of order is loaded synchronously.
+With device = CPU the same code path runs (copies into the pool still happen, synchronously), which is
+how the CPU tests check prefetch order, eviction and accounting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..structure import streamable_units
+from .accountant import BudgetAccountant
+from .buffers import BufferPool, align
+
+
+@dataclass
+class _Slot:
+    owner: int | None = None  # unit index whose weights are in the slot
+    free_event: object = None  # recorded on the compute stream when its last user finished
+
+
+@dataclass
+class _Unit:
+    idx: int
+    name: str
+    module: torch.nn.Module
+    tensors: list = field(default_factory=list)  # (owner module, "param"/"buffer", name, host tensor, offset)
+    nbytes: int = 0
+    resident: bool = False
+    slot: int | None = None
+    ready_event: object = None
+    running: bool = False
+
+
+@dataclass
+class StreamStats:
+    copies: int = 0  # unit copies host -> device buffer
+    bytes_copied: int = 0
+    sync_loads: int = 0  # units that were not prefetched in time (out-of-order calls)
+    order: list = field(default_factory=list)  # recorded unit order (names)
+
+
+class StreamingEngine:
+    """Apply with `engine = StreamingEngine(module, device, resident_units, accountant).apply()`."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device | str, resident_units: int,
+                 accountant: BudgetAccountant, owner: str = "component", pin_memory: bool | None = None,
+                 pinned_cap_bytes: int | None = None) -> None:
+        self.module = module
+        self.device = torch.device(device)
+        self.resident_units = resident_units
+        self.accountant = accountant
+        self.owner = owner
+        self.cuda = self.device.type == "cuda"
+        self.pin = self.cuda if pin_memory is None else pin_memory
+        self.pinned_cap = pinned_cap_bytes if pinned_cap_bytes is not None else _default_pinned_cap()
+        self.pinned_bytes = 0
+        self.units: list[_Unit] = []
+        self.streamed: list[_Unit] = []
+        self.stats = StreamStats()
+        self._handles: list = []
+        self._order: list[int] = []
+        self._recording = True
+        self._pos = 0
+        self._slots = [_Slot(), _Slot()]
+        self._pool: BufferPool | None = None
+        self._resident_bytes = 0
+        self._stream = torch.cuda.Stream(self.device) if self.cuda else None
+
+    # ------------------------------------------------------------------ set-up
+    def apply(self) -> "StreamingEngine":
+        specs = streamable_units(self.module)
+        names = [u.name for u in specs]
+        owners: dict[int, int] = {}  # tensor id -> first unit that holds it
+        shared: set[int] = set()
+        # tied weights (T5's shared embedding is also encoder.embed_tokens): used outside their unit
+        seen_ids: set[int] = set()
+        tied: set[int] = set()
+        for _, p in self.module.named_parameters(remove_duplicate=False):
+            (tied if id(p) in seen_ids else seen_ids).add(id(p))
+        for i, name in enumerate(names):
+            mod = self.module if name == "<root>" else self.module.get_submodule(name)
+            split_parent = name == "<root>" or any(n.startswith(name + ".") for n in names)
+            unit = _Unit(i, name, mod)
+            for owner_mod, kind, tname, t in _tensors_of(mod, recurse=not split_parent):
+                if id(t) in owners and owners[id(t)] != i:
+                    shared.add(owners[id(t)])
+                    shared.add(i)
+                    continue
+                owners[id(t)] = i
+                if id(t) in tied:
+                    shared.add(i)
+                unit.tensors.append([owner_mod, kind, tname, t, 0])
+            unit.resident = split_parent or i < self.resident_units
+            self.units.append(unit)
+        for i in shared:
+            self.units[i].resident = True
+        for u in self.units:
+            if u.resident:
+                self._make_resident(u)
+            else:
+                self._make_streamed(u)
+        if self.streamed:
+            slot_bytes = max(u.nbytes for u in self.streamed)
+            self._pool = BufferPool(slot_bytes, 2, self.device, self.accountant, f"{self.owner} stream buffers")
+            for u in self.streamed:
+                # prepend: weights must be in place before any other pre-hook (8-bit dequantisation) reads them
+                self._handles.append(u.module.register_forward_pre_hook(self._make_pre(u), prepend=True))
+                self._handles.append(u.module.register_forward_hook(self._make_post(u)))
+            self._handles.append(self.module.register_forward_pre_hook(self._root_pre))
+            self._handles.append(self.module.register_forward_hook(self._root_post))
+        return self
+
+    def _make_resident(self, u: _Unit) -> None:
+        for entry in u.tensors:
+            owner_mod, kind, name, t, _ = entry
+            dev = self.accountant.to_device(t, self.owner)
+            self._resident_bytes += t.numel() * t.element_size()
+            _set(owner_mod, kind, name, dev)
+            entry[3] = dev
+
+    def _make_streamed(self, u: _Unit) -> None:
+        off = 0
+        for entry in u.tensors:
+            owner_mod, kind, name, t, _ = entry
+            host = t.detach().to("cpu")
+            n = host.numel() * host.element_size()
+            if self.pin and not host.is_pinned() and self.pinned_bytes + n <= self.pinned_cap:
+                host = host.pin_memory()  # replaces the pageable copy: one host copy, never two
+                self.pinned_bytes += n
+            _set(owner_mod, kind, name, host)
+            entry[3] = host
+            entry[4] = off
+            off += align(n)
+        u.nbytes = off
+        self.streamed.append(u)
+
+    # ------------------------------------------------------------------ hooks
+    def _root_pre(self, module, args):
+        self._pos = 0
+
+    def _end_recording(self) -> None:
+        if self._recording:
+            self._recording = False
+            self.stats.order = [self.units[i].name for i in self._order]
+
+    def _root_post(self, module, args, output):
+        self._end_recording()
+        if self._order:  # the next call starts with the same unit: fetch it now
+            self._prefetch(self._order[0])
+
+    def _make_pre(self, u: _Unit):
+        def pre(module, args):
+            if self._order and u.idx == self._order[0] and (self._recording or self._pos >= len(self._order)):
+                # a new pass began without going through the root module's forward (e.g. vae.decode)
+                self._end_recording()
+                self._pos = 0
+            if self._recording:
+                self._order.append(u.idx)
+            expected_next = None
+            if not self._recording:
+                if self._pos < len(self._order) and self._order[self._pos] == u.idx:
+                    self._pos += 1
+                    if self._pos < len(self._order):
+                        expected_next = self._order[self._pos]
+            if u.slot is None:
+                self.stats.sync_loads += 0 if self._recording else 1
+                self._load(u, self._free_slot(exclude=None), sync=True)
+            elif self.cuda:
+                torch.cuda.current_stream(self.device).wait_event(u.ready_event)
+            for owner_mod, kind, name, host, off in u.tensors:
+                _set(owner_mod, kind, name, self._pool.view(u.slot, off, host))
+            u.running = True
+            if expected_next is not None and expected_next != u.idx:
+                self._prefetch(expected_next)
+        return pre
+
+    def _make_post(self, u: _Unit):
+        def post(module, args, output):
+            for owner_mod, kind, name, host, off in u.tensors:
+                _set(owner_mod, kind, name, host)
+            slot = self._slots[u.slot]
+            if self.cuda:
+                ev = torch.cuda.Event()
+                ev.record(torch.cuda.current_stream(self.device))
+                slot.free_event = ev
+            slot.owner = None
+            u.slot = None
+            u.running = False
+        return post
+
+    # ------------------------------------------------------------------ copies
+    def _free_slot(self, exclude: int | None) -> int:
+        for i, s in enumerate(self._slots):
+            if s.owner is None and i != exclude:
+                return i
+        # both slots hold prefetched (not running) units: drop the one that is not `exclude`
+        i = 0 if exclude != 0 else 1
+        self.units[self._slots[i].owner].slot = None
+        self._slots[i].owner = None
+        return i
+
+    def _prefetch(self, idx: int) -> None:
+        u = self.units[idx]
+        if u.slot is not None or u.resident:
+            return
+        running = next((i for i, s in enumerate(self._slots) if s.owner is not None and self.units[s.owner].running), None)
+        self._load(u, self._free_slot(exclude=running), sync=False)
+
+    def _load(self, u: _Unit, slot: int, sync: bool) -> None:
+        s = self._slots[slot]
+        s.owner = u.idx
+        u.slot = slot
+        if self.cuda and not sync:
+            stream = self._stream
+            if s.free_event is not None:
+                stream.wait_event(s.free_event)
+            with torch.cuda.stream(stream):
+                for _, _, _, host, off in u.tensors:
+                    self._pool.view(slot, off, host).copy_(host, non_blocking=True)
+                ev = torch.cuda.Event()
+                ev.record(stream)
+            u.ready_event = ev
+        else:
+            if self.cuda and s.free_event is not None:
+                torch.cuda.current_stream(self.device).wait_event(s.free_event)
+            for _, _, _, host, off in u.tensors:
+                self._pool.view(slot, off, host).copy_(host, non_blocking=self.cuda)
+            if self.cuda:
+                ev = torch.cuda.Event()
+                ev.record(torch.cuda.current_stream(self.device))
+                u.ready_event = ev
+        self.stats.copies += 1
+        self.stats.bytes_copied += sum(h.numel() * h.element_size() for _, _, _, h, _ in u.tensors)
+
+    # ------------------------------------------------------------------ teardown
+    @property
+    def resident_bytes(self) -> int:
+        return self._resident_bytes
+
+    @property
+    def streamed_bytes(self) -> int:
+        return sum(sum(h.numel() * h.element_size() for _, _, _, h, _ in u.tensors) for u in self.streamed)
+
+    def remove(self) -> None:
+        """Undo: hooks off, buffers freed, resident weights back to host memory."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for u in self.units:
+            for owner_mod, kind, name, t, _ in u.tensors:
+                if u.resident:
+                    _set(owner_mod, kind, name, t.to("cpu"))
+        if self._pool is not None:
+            self._pool.free()
+        if self._resident_bytes:
+            self.accountant.release(self._resident_bytes, self.owner)
+
+
+def _tensors_of(mod: torch.nn.Module, recurse: bool):
+    mods = mod.modules() if recurse else [mod]
+    for m in mods:
+        for name, p in m._parameters.items():
+            if p is not None:
+                yield m, "param", name, p
+        for name, b in m._buffers.items():
+            if b is not None:
+                yield m, "buffer", name, b
+
+
+def _set(m: torch.nn.Module, kind: str, name: str, t: torch.Tensor) -> None:
+    if kind == "param":
+        m._parameters[name].data = t
+    else:
+        m._buffers[name] = t
+
+
+def _default_pinned_cap() -> int:
+    import psutil
+
+    from ..plan.cost import PINNED_RAM_FRACTION
+
+    return int(psutil.virtual_memory().total * PINNED_RAM_FRACTION)

@@ -1,0 +1,216 @@
+"""The runtime on CPU: every lossless feature equals the plain run; lossy ones within stated bounds."""
+
+import gguf
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import TINY
+
+from lowvram.catalogue import MODELS, build_component
+from lowvram.runtime.accountant import BudgetAccountant, BudgetExceeded
+from lowvram.runtime.attention import attention_context
+from lowvram.runtime.gguf_weights import dequantize, reference_dequantize, set_gguf_weight
+from lowvram.runtime.precision import PrecisionConfig, apply_weight_precision
+from lowvram.runtime.streaming import StreamingEngine
+from lowvram.simulate import SimRequest
+from lowvram.simulate.run import build_inputs
+from lowvram.structure import streamable_units
+
+
+def _tiny(model, component, seed=0):
+    spec = MODELS[model]
+    comp = spec.component(component)
+    torch.manual_seed(seed)
+    m = build_component(comp, "cpu", dtype=torch.float32, config_overrides=TINY[comp.config])
+    return spec, comp, m
+
+
+def _inputs(spec, comp, module, req, seed=1):
+    torch.manual_seed(seed)
+    return build_inputs(module, spec, comp, req)
+
+
+def _out(o):
+    if isinstance(o, (tuple, list)):
+        return o[0]
+    for attr in ("sample", "last_hidden_state"):
+        if hasattr(o, attr):
+            return getattr(o, attr)
+    return o
+
+
+CASES = [("flux-dev", "transformer", SimRequest(batch=1, width=128, height=128, dtype="fp32")),
+         ("sdxl", "unet", SimRequest(batch=2, width=64, height=64, dtype="fp32")),
+         ("flux-dev", "text_encoder_2", SimRequest(batch=1, dtype="fp32"))]
+
+
+@pytest.mark.parametrize("model,component,req", CASES, ids=[f"{m}-{c}" for m, c, _ in CASES])
+@pytest.mark.parametrize("resident", [0, 3, 10_000])
+def test_streaming_is_bit_exact_and_stays_in_budget(model, component, req, resident):
+    spec, comp, ref_m = _tiny(model, component)
+    fn, kw = _inputs(spec, comp, ref_m, req)
+    with torch.no_grad():
+        ref = _out(fn(**kw)).clone()
+    _, _, m = _tiny(model, component)
+    n_units = len(streamable_units(m))
+    total = sum(p.numel() * p.element_size() for p in m.parameters()) + sum(b.numel() * b.element_size() for b in m.buffers())
+    acc = BudgetAccountant(total, "cpu")  # the whole model's size is the budget: streaming must use less
+    eng = StreamingEngine(m, "cpu", resident, acc, owner=component).apply()
+    fn, kw = _inputs(spec, comp, m, req)
+    with torch.no_grad():
+        outs = [_out(fn(**kw)).clone() for _ in range(3)]  # three "steps"
+    for o in outs:
+        assert torch.equal(o, ref)
+    assert acc.peak <= acc.budget
+    if resident < n_units:
+        # every streamed unit was really copied into the pool, every step
+        assert eng.stats.order and eng.stats.copies >= 3 * len(eng.stats.order) and eng.stats.bytes_copied > 0
+        assert eng.stats.sync_loads <= 1  # after the first (recording) call, prefetch is always in time
+        assert acc.peak < total
+    else:
+        assert not eng.streamed and eng.stats.copies == 0
+    eng.remove()
+
+
+def test_budget_is_enforced():
+    _, _, m = _tiny("flux-dev", "transformer")
+    total = sum(p.numel() * p.element_size() for p in m.parameters())
+    with pytest.raises(BudgetExceeded):
+        StreamingEngine(m, "cpu", 10_000, BudgetAccountant(total // 2, "cpu")).apply()
+
+
+class Backwards(torch.nn.Module):
+    """Blocks created in one order and run in another: prefetch must follow the recorded order."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(64, 64) for _ in range(6))
+
+    def forward(self, x):
+        for i in (5, 3, 1, 0, 2, 4):
+            x = torch.tanh(self.blocks[i](x))
+        return x
+
+
+def test_recorded_order_drives_prefetch():
+    torch.manual_seed(0)
+    m = Backwards()
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        ref = m(x)
+    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9)).apply()
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(m(x), ref)
+    assert eng.stats.order[:6] == [f"blocks.{i}" for i in (5, 3, 1, 0, 2, 4)]
+    assert eng.stats.sync_loads == 0
+
+
+@pytest.mark.parametrize("storage,tol", [("fp8", 0.08), ("int8", 0.02)])
+def test_8bit_weights_within_tolerance_and_compose_with_streaming(storage, tol):
+    """Tolerance: per-channel fp8-e4m3 keeps 3 mantissa bits (relative step 2^-4 = 6 %, errors partly
+    average out over a dot product); int8 per-channel has 255 levels (0.4 % of the row max). We bound
+    the relative L2 error of the whole tiny transformer's output."""
+    spec, comp, ref_m = _tiny("flux-dev", "transformer")
+    req = SimRequest(batch=1, width=128, height=128, dtype="fp32")
+    fn, kw = _inputs(spec, comp, ref_m, req)
+    with torch.no_grad():
+        ref = _out(fn(**kw)).clone()
+    _, _, m = _tiny("flux-dev", "transformer")
+    n = apply_weight_precision(m, PrecisionConfig(storage, torch.float32))
+    assert n > 0
+    stored = [mm.weight.dtype for mm in m.modules() if isinstance(mm, torch.nn.Linear)]
+    assert set(stored) == {torch.float8_e4m3fn if storage == "fp8" else torch.int8}
+    eng = StreamingEngine(m, "cpu", 2, BudgetAccountant(10**9)).apply()
+    fn, kw = _inputs(spec, comp, m, req)
+    with torch.no_grad():
+        out = _out(fn(**kw))
+    rel = (out - ref).norm() / ref.norm()
+    assert rel < tol, rel
+    assert all(mm.weight.dtype != torch.float32 for mm in m.modules() if isinstance(mm, torch.nn.Linear))
+    eng.remove()
+
+
+GGUF_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+
+
+def _random_blocks(qtype, n_blocks, rng):
+    """Random GGUF blocks with sane f16 scales: every bit pattern of the quants is exercised."""
+    _, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+    # the f16 scale fields sit at fixed places; set them to small finite values
+    def f16(at):
+        raw[:, at:at + 2] = np.frombuffer(np.float16(rng.uniform(0.001, 0.05)).tobytes(), dtype=np.uint8)
+    name = qtype.name
+    if name in ("Q8_0", "Q4_0", "Q5_0"):
+        f16(0)
+    elif name in ("Q4_1", "Q5_1"):
+        f16(0), f16(2)
+    elif name in ("Q4_K", "Q5_K"):
+        f16(0), f16(2)
+    elif name == "Q6_K":
+        f16(type_size - 2)
+    return raw
+
+
+@pytest.mark.parametrize("name", GGUF_TYPES)
+def test_gguf_torch_dequantizer_matches_reference(name):
+    qtype = gguf.GGMLQuantizationType[name]
+    block, _ = gguf.GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(0)
+    rows, cols = 8, 2 * max(block, 256)
+    raw = _random_blocks(qtype, rows * cols // block, rng)
+    ref = reference_dequantize(raw.reshape(rows, -1), qtype).reshape(rows, cols)
+    ours = dequantize(torch.from_numpy(raw.reshape(-1)), qtype, (rows, cols), torch.float32).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-6)
+
+
+def test_gguf_linear_forward_streams_quantized_bytes():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64, bias=True)
+    w = lin.weight.detach().numpy().astype(np.float32)
+    raw = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+    ref_w = torch.from_numpy(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q8_0)).float()
+    x = torch.randn(3, 256)
+    expected = F.linear(x, ref_w, lin.bias)
+    seq = torch.nn.Sequential(lin, torch.nn.Identity())
+    set_gguf_weight(lin, torch.from_numpy(raw.reshape(-1)), gguf.GGMLQuantizationType.Q8_0, torch.float32)
+    eng = StreamingEngine(seq, "cpu", 0, BudgetAccountant(10**9)).apply()
+    with torch.no_grad():
+        out = seq(x)
+    torch.testing.assert_close(out, expected)
+    assert eng.stats.bytes_copied >= raw.nbytes and lin.weight.dtype == torch.uint8  # quantised bytes moved
+    eng.remove()
+
+
+def test_chunked_attention_equals_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 300, 16) for _ in range(3))
+    mask = torch.randn(2, 1, 300, 300)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with attention_context("chunked", 64):
+        out = F.scaled_dot_product_attention(query=q, key=k, value=v, attn_mask=mask)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    spec, comp, m = _tiny("flux-dev", "transformer")
+    req = SimRequest(batch=1, width=128, height=128, dtype="fp32")
+    fn, kw = _inputs(spec, comp, m, req)
+    with torch.no_grad():
+        ref = _out(fn(**kw))
+        with attention_context("chunked", 16):
+            out = _out(fn(**kw))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cfg_split_equals_batch():
+    """CFG as two batches of 1 gives the batch-of-2 result (float tolerance: different GEMM shapes)."""
+    spec, comp, m = _tiny("sdxl", "unet")
+    fn, kw = _inputs(spec, comp, m, SimRequest(batch=2, width=64, height=64, dtype="fp32"))
+    with torch.no_grad():
+        both = _out(fn(**kw))
+        halves = []
+        for i in range(2):
+            kw_i = {k: (v[i:i + 1] if torch.is_tensor(v) and v.shape[:1] == (2,) else
+                        {kk: vv[i:i + 1] for kk, vv in v.items()} if isinstance(v, dict) else v) for k, v in kw.items()}
+            halves.append(_out(fn(**kw_i)))
+    torch.testing.assert_close(torch.cat(halves), both, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,118 @@
+"""Carry a Plan out on real modules: each component on the device only during its phase.
+
+Text encoders run, their outputs stay, the encoders leave; the denoiser runs; the VAE decodes. Each
+component is activated by a hook when it is first called (its forward, or the VAE's decode/encode) and
+the previous one is evicted, so the pipeline code (diffusers') stays untouched. Placement, resident
+prefix and storage precision come from the plan; this module never re-decides them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..plan.types import ComponentPlan, Plan
+from .accountant import BudgetAccountant
+from .precision import PrecisionConfig, apply_weight_precision
+from .streaming import StreamingEngine
+
+RESIDENT_ALL = 1 << 30  # "every unit resident"
+
+
+class PlanExecutor:
+    def __init__(self, plan: Plan, modules: dict[str, torch.nn.Module], device: torch.device | str,
+                 weight_budget_bytes: int | None = None) -> None:
+        self.plan = plan
+        self.modules = modules
+        self.device = torch.device(device)
+        budget = weight_budget_bytes if weight_budget_bytes is not None else plan.peak_vram_bytes - plan.reserve_bytes
+        self.accountant = BudgetAccountant(budget, self.device)
+        self.active: str | None = None
+        self.engine: StreamingEngine | None = None
+        self.phases: list[str] = []  # the order components were activated in (for reports and tests)
+        self._handles = []
+        self._wrapped: list[tuple[torch.nn.Module, str]] = []
+        self.by_name = {c.name: c for c in plan.components}
+
+    def apply(self) -> "PlanExecutor":
+        for name, module in self.modules.items():
+            cp = self.by_name.get(name)
+            if cp is None:
+                continue
+            if cp.precision in ("fp8", "int8"):
+                apply_weight_precision(module, PrecisionConfig(cp.precision, _dtype(cp.compute_dtype)))
+            self._handles.append(module.register_forward_pre_hook(self._pre(name), prepend=True))
+            for method in ("decode", "encode"):  # VAE entry points that bypass forward
+                if cp.role == "vae" and hasattr(module, method):
+                    self._wrap(module, method, name)
+        return self
+
+    def _pre(self, name: str):
+        def hook(module, args):
+            self.activate(name)
+        return hook
+
+    def _wrap(self, module, method: str, name: str) -> None:
+        original = getattr(module, method)
+
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            self.activate(name)
+            return original(*args, **kwargs)
+
+        setattr(module, method, wrapper)
+        self._wrapped.append((module, method))
+
+    def activate(self, name: str) -> None:
+        """Put `name` on the device as planned, evicting the component of the previous phase."""
+        if self.active == name:
+            return
+        self.deactivate()
+        cp: ComponentPlan = self.by_name[name]
+        module = self.modules[name]
+        if cp.placement == "cpu":
+            # the module stays in host memory and computes there; its inputs come to it and its
+            # outputs go back to the device the rest of the pipeline runs on
+            self.active, self.engine = name, None
+            if not getattr(module, "_lowvram_cpu_hooks", False):
+                module.register_forward_pre_hook(lambda m, a, k: (_to(a, "cpu"), _to(k, "cpu")), with_kwargs=True)
+                module.register_forward_hook(lambda m, a, out: _to(out, self.device))
+                module._lowvram_cpu_hooks = True
+        else:
+            k = RESIDENT_ALL if cp.placement == "resident" else cp.resident_units
+            self.engine = StreamingEngine(module, self.device, k, self.accountant, owner=name).apply()
+            self.active = name
+        self.phases.append(name)
+
+    def deactivate(self) -> None:
+        if self.engine is not None:
+            self.engine.remove()
+        self.engine = None
+        self.active = None
+
+    def remove(self) -> None:
+        self.deactivate()
+        for h in self._handles:
+            h.remove()
+        for module, method in self._wrapped:
+            delattr(module, method)  # the instance attribute shadowed the class method
+        self._handles, self._wrapped = [], []
+
+
+def _to(obj, device):
+    """Move every tensor in a (nested) call argument or model output to `device`."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):  # includes transformers' / diffusers' ModelOutput
+        for k in list(obj.keys()):
+            obj[k] = _to(obj[k], device)
+        return obj
+    if isinstance(obj, (list, tuple)):
+        moved = [_to(v, device) for v in obj]
+        return type(obj)(moved) if not hasattr(obj, "_fields") else type(obj)(*moved)
+    return obj
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]

@@ -1,0 +1,51 @@
+"""VAE decode under the plan: full or tiled, and never losing the latents to an out-of-memory error.
+
+Tiling is diffusers' own (`enable_tiling`: overlapping tiles, blended linearly across the overlap, so no
+seams); we only set the tile size the plan chose. If a decode still runs out of memory (another program
+took VRAM), it is retried tiled with tiles half the size, down to a floor — the latents stay untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MIN_TILE = 128  # pixels: below this the overlap dominates and quality suffers
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def set_tile(vae, tile: int) -> None:
+    """Tiled decode/encode with `tile`-pixel tiles (0: whole image)."""
+    if not tile:
+        vae.disable_tiling()
+        return
+    vae.enable_tiling()
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_sample_min_size = tile
+    vae.tile_latent_min_size = tile // f
+
+
+def decode(vae, latents: torch.Tensor, tile: int = 0, on_retry=None, min_tile: int = MIN_TILE) -> torch.Tensor:
+    """`vae.decode(latents)` at the planned tile size; on OOM, smaller tiles until MIN_TILE."""
+    current = tile
+    while True:
+        set_tile(vae, current)
+        try:
+            with torch.no_grad():
+                return vae.decode(latents, return_dict=False)[0]
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not _is_oom(e):
+                raise
+            if vae.device.type == "cuda":
+                torch.cuda.empty_cache()
+            nxt = (current // 2) if current else 512
+            h, w = latents.shape[-2:]
+            f = 2 ** (len(vae.config.block_out_channels) - 1)
+            nxt = min(nxt, max(h, w) * f // 2)
+            if nxt < min_tile:
+                raise
+            if on_retry is not None:
+                on_retry(current, nxt)
+            current = nxt

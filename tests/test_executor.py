@@ -1,0 +1,48 @@
+"""Phases under a plan: each component is on the device only while it runs, as the plan says."""
+
+import torch
+from tiny import TINY
+
+from lowvram.catalogue import MODELS, build_component
+from lowvram.plan.types import ComponentPlan, Machine, Plan, Workload
+from lowvram.runtime.executor import PlanExecutor
+from lowvram.simulate import SimRequest
+from lowvram.simulate.run import build_inputs
+
+
+def _cp(name, role, placement, k=0, precision="fp16"):
+    return ComponentPlan(name=name, role=role, params=0, stored_bytes=0, placement=placement, precision=precision,
+                         compute_dtype="fp32", vram_bytes=0, resident_units=k)
+
+
+def test_phases_follow_the_plan():
+    spec = MODELS["flux-dev"]
+    mods = {}
+    for c in spec.components:
+        torch.manual_seed(0)
+        cfg = TINY.get(c.config) or (TINY["sd-vae"] if c.role == "vae" else TINY["clip-vit-large-patch14"])
+        mods[c.name] = build_component(c, "cpu", dtype=torch.float32, config_overrides=cfg)
+    plan = Plan(model="flux-dev", policy="lossless", fits=True, workload=Workload(128, 128),
+                machine=Machine("cpu", 1 << 30, 1 << 34, 1e10, 1.0),
+                components=(_cp("transformer", "denoiser", "streamed", 2), _cp("text_encoder", "text_encoder", "cpu"),
+                            _cp("text_encoder_2", "text_encoder", "resident"), _cp("vae", "vae", "resident")),
+                attention="sdpa", attention_chunk=0, cfg_mode="none", vae_tile=0, peak_vram_bytes=1 << 30,
+                peak_ram_bytes=0, seconds_per_step=0, seconds_per_image=0, reserve_bytes=0)
+    req = SimRequest(batch=1, width=128, height=128, dtype="fp32")
+    calls = {}
+    for name in ("text_encoder", "text_encoder_2", "transformer"):
+        torch.manual_seed(1)
+        calls[name] = build_inputs(mods[name], spec, spec.component(name), req)
+    with torch.no_grad():
+        ref = calls["transformer"][0](**calls["transformer"][1])[0].clone()
+    ex = PlanExecutor(plan, mods, "cpu").apply()
+    with torch.no_grad():
+        for name in ("text_encoder", "text_encoder_2", "transformer", "transformer"):
+            fn, kw = calls[name]
+            out = fn(**kw)
+        assert torch.equal(out[0], ref)
+        mods["vae"].decode(torch.randn(1, mods["vae"].config.latent_channels, 32, 32))
+    assert ex.phases == ["text_encoder", "text_encoder_2", "transformer", "vae"]
+    assert ex.accountant.peak <= ex.accountant.budget
+    assert set(ex.accountant.by_owner) <= {"vae", "vae stream buffers"}  # earlier phases were evicted
+    ex.remove()

@@ -15,38 +15,72 @@ import torch
 
 from ..checkpoints.safetensors_header import read_safetensors_header
 from ..checkpoints.tensors import TensorInfo
-from .precision import PrecisionConfig, quantize_weight
+from .precision import ROW_CHUNK_ELEMENTS, STORAGE_DTYPES, PrecisionConfig, quantize_weight
 
 TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
                 "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
-def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
-    """One tensor's bytes by positioned reads (no mapping of the file, no read-ahead of the rest)."""
-    buf = bytearray(info.nbytes)
+def _pread(fd: int, nbytes: int, offset: int, what: str) -> bytearray:
+    buf = bytearray(nbytes)
     view = memoryview(buf)
     done = 0
-    while done < info.nbytes:
-        n = os.preadv(fd, [view[done:]], info.offset + done)
+    while done < nbytes:
+        n = os.preadv(fd, [view[done:]], offset + done)
         if n <= 0:
-            raise OSError(f"unexpected end of file reading {info.name}")
+            raise OSError(f"unexpected end of file reading {what}")
         done += n
+    return buf
+
+
+def read_tensor(fd: int, info: TensorInfo, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """A tensor (or rows [a, b) of it) by positioned reads: no mapping of the file, no read-ahead."""
+    dtype = TORCH_DTYPES[info.dtype]
     if info.nbytes == 0:
-        return torch.empty(info.shape, dtype=TORCH_DTYPES[info.dtype])
-    return torch.frombuffer(buf, dtype=TORCH_DTYPES[info.dtype]).reshape(info.shape)
+        return torch.empty(info.shape, dtype=dtype)
+    shape, offset, nbytes = info.shape, info.offset, info.nbytes
+    if rows is not None:
+        row_bytes = info.nbytes // info.shape[0]
+        shape = (rows[1] - rows[0],) + tuple(info.shape[1:])
+        offset, nbytes = info.offset + rows[0] * row_bytes, (rows[1] - rows[0]) * row_bytes
+    return torch.frombuffer(_pread(fd, nbytes, offset, info.name), dtype=dtype).reshape(shape)
+
+
+class LazyTensor:
+    """A checkpoint tensor not read yet: the loader reads it whole, or row chunk by row chunk."""
+
+    def __init__(self, fd: int, info: TensorInfo) -> None:
+        self.fd, self.info = fd, info
+
+    def read(self, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return read_tensor(self.fd, self.info, rows)
 
 
 def iter_safetensors(paths: Iterable[str]):
-    """(info, tensor) for every tensor of the files, read one at a time."""
+    """(info, LazyTensor) for every tensor of the files, one at a time."""
     for path in paths:
         infos, _ = read_safetensors_header(path)
         fd = os.open(path, os.O_RDONLY)
         try:
             for info in infos:
-                yield info, read_tensor(fd, info)
+                yield info, LazyTensor(fd, info)
         finally:
             os.close(fd)
+
+
+def _quantise_lazy(t: "LazyTensor | torch.Tensor", storage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit weight and scales, reading the source rows in chunks (peak: the 8-bit tensor + one chunk)."""
+    if isinstance(t, torch.Tensor):
+        return quantize_weight(t, storage)
+    rows_total, cols = t.info.shape
+    q = torch.empty((rows_total, cols), dtype=STORAGE_DTYPES[storage])
+    scale = torch.empty(rows_total, dtype=torch.float32)
+    step = max(1, ROW_CHUNK_ELEMENTS // max(1, cols))
+    for a in range(0, rows_total, step):
+        b = min(rows_total, a + step)
+        q[a:b], scale[a:b] = quantize_weight(t.read((a, b)), storage)
+    return q, scale
 
 
 def prepare_precision(module: torch.nn.Module, config: PrecisionConfig | None) -> set[str]:
@@ -60,13 +94,32 @@ def prepare_precision(module: torch.nn.Module, config: PrecisionConfig | None) -
     return {f"{n}.weight" for n, m in module.named_modules() if hasattr(m, "weight_scale")}
 
 
-def load_into(module: torch.nn.Module, tensors: Iterable[tuple[TensorInfo, torch.Tensor]], compute_dtype: torch.dtype,
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _fix_malloc_threshold() -> None:
+    """Make glibc serve every buffer above 1 MB with its own mapping, returned to the OS when freed.
+
+    By default glibc raises its mmap threshold after the first large free, after which the loader's
+    per-tensor buffers come from the heap and fragment it: a 3 GB checkpoint loaded into fp8 then
+    peaked at twice the fp8 size. Pinning the threshold keeps the peak at the 8-bit model plus one chunk.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+def load_into(module: torch.nn.Module, tensors: Iterable[tuple[TensorInfo, "LazyTensor | torch.Tensor"]], compute_dtype: torch.dtype,
               precision: PrecisionConfig | None = None, key_map: Callable[[str], str | None] | None = None) -> dict:
     """Assign checkpoint tensors to a (meta-built) module; returns {"missing": [...], "unexpected": [...]}.
 
     Linear weights named by `prepare_precision` are quantised per tensor as they arrive; everything
     floating else is cast to the compute dtype.
     """
+    _fix_malloc_threshold()
     quantised = prepare_precision(module, precision)
     expected = dict(module.state_dict(keep_vars=True))
     loaded, unexpected = set(), []
@@ -76,11 +129,12 @@ def load_into(module: torch.nn.Module, tensors: Iterable[tuple[TensorInfo, torch
             unexpected.append(info.name)
             continue
         if name in quantised:
-            q, scale = quantize_weight(t, precision.storage)
+            q, scale = _quantise_lazy(t, precision.storage)
             _assign(module, name, q)
             _assign(module, name[: -len("weight")] + "weight_scale", scale.to(compute_dtype))
             loaded.add(name[: -len("weight")] + "weight_scale")
         else:
+            t = t.read() if isinstance(t, LazyTensor) else t
             _assign(module, name, t.to(compute_dtype) if t.is_floating_point() else t.clone())
         loaded.add(name)
         del t

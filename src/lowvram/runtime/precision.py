@@ -28,17 +28,29 @@ class PrecisionConfig:
             raise ValueError(f"unknown storage precision {self.storage!r}")
 
 
+ROW_CHUNK_ELEMENTS = 1 << 22  # quantise ~4 M elements at a time: fp32 temporaries stay ~16 MB
+
+
 def quantize_weight(w: torch.Tensor, storage: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-output-channel symmetric quantisation: returns (8-bit weight, scale per row)."""
-    w32 = w.detach().float()
-    amax = w32.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-    if storage == "fp8":
-        scale = amax / FP8_MAX
-        q = (w32 / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    else:
-        scale = amax / INT8_MAX
-        q = torch.round(w32 / scale).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return q, scale.squeeze(1)
+    """Per-output-channel symmetric quantisation: returns (8-bit weight, scale per row).
+
+    Works through the rows in chunks so loading a 4096x12288 layer does not allocate four fp32 copies
+    of it — the loader's peak RAM stays at the 8-bit model plus a few MB."""
+    w = w.detach()
+    q = torch.empty(w.shape, dtype=STORAGE_DTYPES[storage], device=w.device)
+    scale = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
+    rows = max(1, ROW_CHUNK_ELEMENTS // max(1, w.shape[1]))
+    for i in range(0, w.shape[0], rows):
+        w32 = w[i:i + rows].float()
+        amax = w32.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        if storage == "fp8":
+            s = amax / FP8_MAX
+            q[i:i + rows] = (w32 / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        else:
+            s = amax / INT8_MAX
+            q[i:i + rows] = torch.round(w32 / s).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+        scale[i:i + rows] = s.squeeze(1)
+    return q, scale
 
 
 def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

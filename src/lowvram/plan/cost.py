@@ -16,6 +16,9 @@ DEFAULT_RESERVE_BYTES = int(0.9 * GiB)
 # Per streamed unit per call: a copy issue, an event record/wait and a hook call (~0.3-0.5 ms measured
 # for hooks with CUDA events in diffusers' group offloading traces); use 0.4 ms.
 PER_UNIT_OVERHEAD_S = 0.0004
+# Per forward call: Python and kernel-launch latency of a whole model (an SDXL UNet forward issues ~1,500
+# kernels at ~3 us each). It is why CFG as one batch of 2 beats two batches of 1 when both fit.
+PER_CALL_OVERHEAD_S = 0.005
 # Extra compute time of weights stored in 8 bits and dequantised per layer before the matmul
 # (HF "Exploring Quantization Backends": fp8 layerwise casting 13 s vs bf16 12 s; int8 15 s).
 DEQUANT_OVERHEAD = {"bf16": 0.0, "fp16": 0.0, "fp8": 0.08, "int8": 0.25}

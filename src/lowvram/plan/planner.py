@@ -97,14 +97,14 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
 
 def _call_seconds(compute_s: float, streamed: int, bw: float, overhead_s: float) -> float:
     """One call: copies of the streamed units hide behind compute (prefetch), plus per-unit overhead."""
-    return max(compute_s, streamed / bw) + overhead_s
+    return max(compute_s, streamed / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
 
 
 def _image_seconds(compute_s: float, overhead_s: float, total: int, streamed: int, calls: int, bw: float) -> float:
     """All calls of one image. The component arrives as the first call runs (the resident prefix is
     loaded by the same prefetch that streams the rest, and stays), so the first call moves every byte
     and later calls only the streamed part."""
-    first = max(compute_s, total / bw) + overhead_s
+    first = max(compute_s, total / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
     return first + max(calls - 1, 0) * _call_seconds(compute_s, streamed, bw, overhead_s)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Optional
 
@@ -230,11 +231,71 @@ def _cell(p) -> str:
     return f"{cls} {p.seconds_per_step:.2f}"
 
 
+@app.command()
+def generate(prompt: str = typer.Argument(..., help="What to draw."),
+             model: str = typer.Option(..., "--model", help="A diffusers folder (model_index.json)."),
+             negative: str = typer.Option("", "--negative", help="Negative prompt (models with CFG)."),
+             width: Optional[int] = typer.Option(None, help="Width in pixels (default: the model's)."),
+             height: Optional[int] = typer.Option(None, help="Height in pixels (default: the model's)."),
+             steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the model's)."),
+             guidance: Optional[float] = typer.Option(None, help="Guidance scale (default: the model's)."),
+             seed: int = typer.Option(0, help="Random seed: the same seed gives the same image."),
+             batch: int = typer.Option(1, help="Images to make."),
+             sampler: Optional[str] = typer.Option(None, help="euler, euler_a, dpm++_2m, ddim, unipc, flow_euler."),
+             gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
+             vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
+             ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
+             quality: str = typer.Option("lossless", help="lossless | balanced | fast"),
+             output: str = typer.Option("lowvram.png", "-o", "--output", help="PNG to write (numbered for a batch)."),
+             quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
+    """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
+    from .generate.run import GenerateRequest
+    from .generate.run import generate as run_generate
+    from .plan import Policy, make_plan
+    from .plan.machine import resolve_machine
+    from .plan.types import POLICIES
+
+    if quality not in POLICIES:
+        raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
+    import os
+
+    if not os.path.exists(model):
+        raise UserError(f"{model} does not exist: give the path of a diffusers model folder.")
+    if vram is None and gpu is None:
+        from .machines.probe import probe
+
+        p = probe()
+        if p.gpu_name is None:  # CPU only: plan as for a card with this machine's RAM, run on the CPU
+            vram = f"{max(1, p.ram_available // 2**30 // 2)}GB"
+    machine = resolve_machine(gpu, vram, ram)
+
+    def plan_fn(spec, wl):
+        return make_plan(spec, wl, machine, Policy(quality))
+
+    req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet)
+    err = Console(stderr=True)
+    res = run_generate(req, plan_fn, console=None if quiet else err)
+    if res.interrupted_at is not None:
+        err.print(f"Stopped at step {res.interrupted_at} (Ctrl-C); no image written.")
+        raise typer.Exit(130)
+    p = res.plan
+    for path in res.paths:
+        out.print(f"wrote {path}")
+    if not quiet:
+        out.print(f"time {res.seconds:.1f} s (predicted {p.seconds_per_image:.1f} s on {p.machine.name}); "
+                  f"peak VRAM {format_bytes(res.peak_vram_bytes)} (predicted {format_bytes(p.peak_vram_bytes)}); "
+                  f"RAM {format_bytes(res.peak_ram_bytes)} (predicted {format_bytes(p.peak_ram_bytes)})")
+        for r in res.replans:
+            out.print(f"re-planned: {r}")
+
+
 def main() -> None:
     """Entry point: run the app; a UserError becomes one sentence on stderr and exit status 2."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for users
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
         app()
     except UserError as e:

@@ -236,7 +236,10 @@ def _inspect_diffusers(path: str) -> Inspection:
     denoisers = [p for p in parts_by_name.values() if p.is_denoiser]
     if not denoisers:
         raise CheckpointError(f"{path} is a diffusers folder without a readable diffusion model (unet/ or transformer/ weights are missing).")
-    model, variant, _ = identify(denoisers[0])
+    try:
+        model, variant, _ = identify_denoiser(denoisers[0])
+    except ValueError:  # a fine-tune or scaled variant with unusual widths: trust the folder's pipeline class
+        model, variant = _by_pipeline_class(path, index, denoisers[0])
     comps = []
     for name, p in parts_by_name.items():
         role = _role(p.kind)
@@ -246,6 +249,29 @@ def _inspect_diffusers(path: str) -> Inspection:
     present = {c.name for c in comps}
     missing = [c.name for c in model.components if c.name not in present and not (model.family == "deepfloyd-if")]
     return Inspection(path, "diffusers", model.name, model.family, variant, comps, missing, unrecognised_tensors=unknown)
+
+
+# diffusers pipeline class -> catalogue model, for folders whose weights alone do not say (e.g. widths)
+PIPELINE_MODELS = {
+    "StableDiffusionPipeline": "sd15", "StableDiffusionImg2ImgPipeline": "sd15", "StableDiffusionInpaintPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl", "StableDiffusionXLImg2ImgPipeline": "sdxl-refiner",
+    "StableDiffusion3Pipeline": "sd35-large", "FluxPipeline": "flux-dev", "PixArtAlphaPipeline": "pixart-alpha",
+    "PixArtSigmaPipeline": "pixart-sigma", "HiDreamImagePipeline": "hidream-i1", "IFPipeline": "deepfloyd-if",
+    "ChromaPipeline": "chroma", "QwenImagePipeline": "qwen-image",
+}
+
+
+def _by_pipeline_class(path: str, index: dict, denoiser: Part):
+    from ..catalogue import MODELS
+
+    name = PIPELINE_MODELS.get(index.get("_class_name", ""))
+    if name is None:
+        raise UserError(f"{path} holds a {index.get('_class_name')} that lowvram does not know; see `lowvram models`.")
+    if name == "flux-dev" and not denoiser.facts.get("guidance"):
+        name = "flux-schnell"
+    if name == "sd15" and denoiser.facts.get("context_dim") == 1024:
+        name = "sd21"
+    return MODELS[name], "variant (by pipeline class)"
 
 
 def _pick_weight_files(folder: str) -> list[str]:

@@ -9,6 +9,7 @@ prefix and storage precision come from the plan; this module never re-decides th
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import torch
 
@@ -34,6 +35,7 @@ class PlanExecutor:
         self._handles = []
         self._wrapped: list[tuple[torch.nn.Module, str]] = []
         self.by_name = {c.name: c for c in plan.components}
+        self.replans: list[str] = []  # out-of-memory recoveries, in words
 
     def apply(self) -> "PlanExecutor":
         for name, module in self.modules.items():
@@ -71,6 +73,8 @@ class PlanExecutor:
         self.deactivate()
         cp: ComponentPlan = self.by_name[name]
         module = self.modules[name]
+        if cp.placement != "cpu" and cp.role == "denoiser" and not getattr(module, "_lowvram_oom_guard", False):
+            self._guard_oom(name, module)
         if cp.placement == "cpu":
             # the module stays in host memory and computes there; its inputs come to it and its
             # outputs go back to the device the rest of the pipeline runs on
@@ -80,10 +84,55 @@ class PlanExecutor:
                 module.register_forward_hook(lambda m, a, out: _to(out, self.device))
                 module._lowvram_cpu_hooks = True
         else:
-            k = RESIDENT_ALL if cp.placement == "resident" else cp.resident_units
+            k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
             self.engine = StreamingEngine(module, self.device, k, self.accountant, owner=name).apply()
             self.active = name
         self.phases.append(name)
+
+    def _guard_oom(self, name: str, module: torch.nn.Module) -> None:
+        """If a denoiser call still runs out of memory (another program took VRAM), keep fewer units
+        resident and run the same call again: a forward is a pure function of its inputs, so the step's
+        latents are untouched and the result equals an uninterrupted run's."""
+        original = module.forward
+
+        @functools.wraps(original)
+        def guarded(*args, **kwargs):
+            while True:
+                try:
+                    return original(*args, **kwargs)
+                except torch.OutOfMemoryError:
+                    if not self._shrink(name):
+                        raise
+
+        module.forward = guarded
+        module._lowvram_oom_guard = True
+        self._wrapped.append((module, "forward"))
+
+    def _shrink(self, name: str) -> bool:
+        """Re-plan `name` with half its resident units (all streamed at the end); False if nothing is left."""
+        cp = self.by_name[name]
+        if self.engine is None:
+            return False
+        current = min(self.engine.resident_units, len(self.engine.units))
+        if current == 0:
+            return False
+        new_k = current // 2
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        self.deactivate()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.by_name[name] = replace(cp, placement="streamed", resident_units=new_k)
+        self.replans.append(f"{name}: out of memory{f' with {free / 2**30:.1f} GiB free' if free is not None else ''}; "
+                            f"re-planned with {new_k} resident units")
+        self.activate(name)
+        return True
+
+    def mark_execution_device(self) -> None:
+        """Tell diffusers pipelines where to compute (they read `_hf_hook.execution_device`) and let
+        their `apply_forward_hook` entry points (vae.decode) activate the component's phase."""
+        for name, module in self.modules.items():
+            if name in self.by_name and not hasattr(module, "_hf_hook"):
+                module._hf_hook = _DeviceHook(self, name)
 
     def deactivate(self) -> None:
         if self.engine is not None:
@@ -97,7 +146,33 @@ class PlanExecutor:
             h.remove()
         for module, method in self._wrapped:
             delattr(module, method)  # the instance attribute shadowed the class method
+        for module in self.modules.values():
+            if isinstance(getattr(module, "_hf_hook", None), _DeviceHook):
+                del module._hf_hook
         self._handles, self._wrapped = [], []
+
+
+class _DeviceHook:
+    """The minimal accelerate-style hook diffusers pipelines look for."""
+
+    def __init__(self, executor: PlanExecutor, name: str) -> None:
+        self.executor, self.name = executor, name
+        self.execution_device = executor.device
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.executor.activate(self.name)
+        return args, kwargs
+
+
+def _runtime_units(cp: ComponentPlan, module: torch.nn.Module) -> int:
+    """The plan's resident prefix in this module's units. Equal for catalogue architectures; for a
+    variant with another unit count (a scaled-down test model), the same fraction of units."""
+    if not cp.total_units:
+        return cp.resident_units
+    from ..structure import streamable_units
+
+    n = len(streamable_units(module))
+    return cp.resident_units if n == cp.total_units else round(cp.resident_units * n / cp.total_units)
 
 
 def _to(obj, device):

@@ -263,8 +263,9 @@ class StreamingEngine:
         self._handles = []
         for u in self.units:
             for owner_mod, kind, name, t, _ in u.tensors:
-                if u.resident:
-                    _set(owner_mod, kind, name, t.to("cpu"))
+                # resident weights go back to host memory; streamed ones point at their host copy again
+                # (a call that failed half-way, e.g. out of memory, left them on buffer views)
+                _set(owner_mod, kind, name, t.to("cpu") if u.resident else t)
         if self._pool is not None:
             self._pool.free()
         if self._resident_bytes:

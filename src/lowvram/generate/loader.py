@@ -1,0 +1,149 @@
+"""Build a diffusers pipeline from a local diffusers folder, weights straight into the planned precision.
+
+Model components are built on the meta device from the folder's own config.json and filled tensor by
+tensor (runtime/loading.py): no full-precision copy in RAM first. Tokenizers, schedulers and feature
+extractors load with their own `from_pretrained` from the local sub-folder — never from a hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from ..errors import UserError
+from ..plan.types import Plan
+from ..runtime.loading import iter_safetensors, load_into
+from ..runtime.precision import PrecisionConfig
+
+NON_MODULE_KINDS = ("Tokenizer", "Scheduler", "FeatureExtractor", "ImageProcessor", "Processor")
+TOKENIZER_FILES = {"CLIPTokenizer": ("vocab.json", "merges.txt"), "T5TokenizerFast": ("tokenizer.json or spiece.model",),
+                   "T5Tokenizer": ("spiece.model",)}
+
+
+def _weights(sub: str) -> list[str]:
+    from ..checkpoints.inspect import _pick_weight_files
+
+    files = [f for f in _pick_weight_files(sub) if f.endswith(".safetensors")]
+    if not files:
+        raise UserError(f"{sub} has no .safetensors weights: convert the component to safetensors or download it again.")
+    return files
+
+
+def build_module(sub: str, library: str, class_name: str) -> torch.nn.Module:
+    """The component's class from its own config.json, on the meta device."""
+    if library == "transformers":
+        import transformers
+
+        cls = getattr(transformers, class_name)
+        config = transformers.AutoConfig.from_pretrained(sub, local_files_only=True)
+        with torch.device("meta"):
+            return cls._from_config(config, attn_implementation="sdpa").eval()
+    import diffusers
+
+    cls = getattr(diffusers, class_name)
+    cfg = cls.load_config(sub, local_files_only=True)
+    with torch.device("meta"):
+        return cls.from_config(cfg).eval()
+
+
+def _key_map(expected: set[str]):
+    """Tolerate the two CLIP key spellings (transformers < 5 saves `text_model.*`, 5 drops it)."""
+    def fn(name: str) -> str | None:
+        if name in expected:
+            return name
+        if name.startswith("text_model.") and name[len("text_model."):] in expected:
+            return name[len("text_model."):]
+        if "text_model." + name in expected:
+            return "text_model." + name
+        return None
+    return fn
+
+
+def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dtype,
+                precision: str | None) -> torch.nn.Module:
+    module = build_module(sub, library, class_name)
+    pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
+    expected = set(module.state_dict().keys())
+    load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected))
+    if hasattr(module, "tie_weights"):  # tied weights are stored once (T5's shared embedding)
+        module.tie_weights()
+    _materialise_buffers(module, class_name, library, sub)
+    missing = [k for k, t in module.state_dict(keep_vars=True).items() if t.is_meta]
+    if missing:
+        raise UserError(f"{sub} is missing {len(missing)} weights (first: {missing[0]}); the download is incomplete.")
+    return module.requires_grad_(False)
+
+
+def _materialise_buffers(module: torch.nn.Module, class_name: str, library: str, sub: str) -> None:
+    """Buffers a checkpoint does not store (computed in __init__) are still on meta: rebuild them by
+    instantiating the module on the CPU's meta-free path only for those buffers."""
+    meta_buffers = [n for n, b in module.named_buffers() if b.is_meta]
+    if not meta_buffers:
+        return
+    ref = build_module_cpu(sub, library, class_name)
+    ref_buffers = dict(ref.named_buffers())
+    for name in meta_buffers:
+        path, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(path) if path else module
+        owner._buffers[leaf] = ref_buffers[name].clone()
+
+
+def build_module_cpu(sub: str, library: str, class_name: str) -> torch.nn.Module:
+    """Only for recomputing non-persistent buffers: parameters are skipped via init_empty_weights."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        if library == "transformers":
+            import transformers
+
+            config = transformers.AutoConfig.from_pretrained(sub, local_files_only=True)
+            return getattr(transformers, class_name)._from_config(config, attn_implementation="sdpa")
+        import diffusers
+
+        cls = getattr(diffusers, class_name)
+        return cls.from_config(cls.load_config(sub, local_files_only=True))
+
+
+def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
+    """(pipeline, {component name: module}) from a diffusers folder, each component per the plan."""
+    import diffusers
+    import transformers
+
+    try:
+        with open(os.path.join(folder, "model_index.json")) as f:
+            index = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{folder}/model_index.json cannot be read ({e}): point --model at a diffusers folder.") from None
+    precisions = {c.name: c.precision for c in plan.components}
+    parts: dict[str, object] = {}
+    modules: dict[str, torch.nn.Module] = {}
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2:
+            continue
+        library, class_name = value
+        if library is None or class_name is None:
+            parts[name] = None
+            continue
+        sub = os.path.join(folder, name)
+        if not os.path.isdir(sub):
+            if "tokenizer" in name:
+                files = " and ".join(TOKENIZER_FILES.get(class_name, ("the tokenizer files",)))
+                raise UserError(f"{folder} has no {name}/ folder ({class_name}): put {files} there, or run `lowvram pull` for this model.")
+            raise UserError(f"{folder} has no {name}/ folder, which its model_index.json lists: the download is incomplete.")
+        if any(k in class_name for k in NON_MODULE_KINDS):
+            lib = transformers if library == "transformers" else diffusers
+            try:
+                parts[name] = getattr(lib, class_name).from_pretrained(sub, local_files_only=True)
+            except (OSError, ValueError) as e:
+                raise UserError(f"{sub} cannot be loaded as a {class_name} ({str(e).splitlines()[0]}); "
+                                "put the missing files there, or run `lowvram pull` for this model.") from None
+            continue
+        module = load_module(sub, library, class_name, compute_dtype, precisions.get(name))
+        parts[name] = module
+        modules[name] = module
+    cls = getattr(diffusers, index["_class_name"])
+    if "requires_safety_checker" in cls.__init__.__code__.co_varnames:
+        parts.setdefault("requires_safety_checker", False)
+    return cls(**parts), modules

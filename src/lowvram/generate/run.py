@@ -1,0 +1,176 @@
+"""`lowvram generate`: inspect, plan, load under the plan, denoise with progress, write PNGs + report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import UserError
+
+SAMPLERS = {  # A1111 name -> diffusers scheduler class
+    "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler", "dpm++_2m": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler", "unipc": "UniPCMultistepScheduler", "flow_euler": "FlowMatchEulerDiscreteScheduler",
+}
+
+
+@dataclass
+class GenerateRequest:
+    prompt: str
+    model: str
+    negative: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    batch: int = 1
+    sampler: str | None = None
+    output: str = "lowvram.png"
+    quiet: bool = False
+
+
+@dataclass
+class GenerateResult:
+    paths: list[str]
+    plan: object
+    seconds: float
+    peak_vram_bytes: int
+    peak_ram_bytes: int
+    interrupted_at: int | None = None
+    replans: list[str] = field(default_factory=list)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
+    """Run one generation. `plan_fn(spec, workload) -> Plan` is supplied by the front end (machine, policy)."""
+    import numpy as np
+    import psutil
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from ..catalogue import MODELS
+    from ..checkpoints.inspect import inspect_path
+    from ..plan import Workload
+    from ..runtime.executor import PlanExecutor
+    from ..units import check_resolution
+    from .infotext import build_infotext
+    from .loader import load_pipeline
+
+    if not os.path.isdir(req.model) or not os.path.isfile(os.path.join(req.model, "model_index.json")):
+        raise UserError(f"{req.model} is not a diffusers folder (no model_index.json): generation from single files "
+                        "and ComfyUI folders is not supported yet; `lowvram inspect` tells what it is.")
+    rep = inspect_path(req.model)
+    spec = MODELS[rep.architecture]
+    width, height = req.width or spec.width, req.height or spec.height
+    check_resolution(width, height, spec.latent_factor, spec.name)
+    steps = spec.steps if req.steps is None else req.steps
+    if steps < 1 or steps > 1000:
+        raise UserError(f"--steps {steps} is out of range: give 1 to 1000 steps.")
+    if req.batch < 1 or req.batch > 64:
+        raise UserError(f"--batch {req.batch} is out of range: give 1 to 64 images.")
+    guidance = spec.guidance if req.guidance is None else req.guidance
+    if guidance < 0:
+        raise UserError(f"--guidance {guidance} is negative: give 0 or more.")
+    plan = plan_fn(spec, Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg))
+    if not plan.fits:
+        raise UserError(f"{spec.name} does not fit this machine at {width}x{height}: {plan.lossy_reason or 'see `lowvram plan`'}.")
+    device = _device()
+    compute = torch.float32 if device.type == "cpu" else (torch.bfloat16 if plan.machine.bf16 else torch.float16)
+    out_dir = os.path.dirname(os.path.abspath(req.output))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"The output folder {out_dir} does not exist: create it or choose another -o path.")
+    t0 = time.perf_counter()
+    pipe, modules = load_pipeline(req.model, plan, compute)
+    pipe.set_progress_bar_config(disable=True)  # ours (rich, with ETA) replaces diffusers' tqdm bar
+    if req.sampler:
+        import diffusers
+
+        key = req.sampler.lower()
+        if key not in SAMPLERS:
+            raise UserError(f"Unknown --sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
+        pipe.scheduler = getattr(diffusers, SAMPLERS[key]).from_config(pipe.scheduler.config)
+    executor = PlanExecutor(plan, modules, device).apply()
+    executor.mark_execution_device()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    state = {"step": 0, "interrupt": False}
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        state["interrupt"] = True
+
+    signal.signal(signal.SIGINT, on_sigint)
+    progress = None if req.quiet or console is None else _progress(console, steps)
+
+    def on_step_end(p, i, t, kwargs):
+        state["step"] = i + 1
+        if progress is not None:
+            progress[0].update(progress[1], completed=i + 1)
+        if state["interrupt"]:
+            p._interrupt = True
+        return kwargs
+
+    gen = torch.Generator("cpu").manual_seed(req.seed)
+    kwargs = dict(prompt=[req.prompt] * req.batch, height=height, width=width, num_inference_steps=steps,
+                  generator=gen, output_type="np", callback_on_step_end=on_step_end)
+    if spec.uses_cfg or spec.family == "flux":
+        kwargs["guidance_scale"] = guidance
+    if req.negative and spec.uses_cfg:
+        kwargs["negative_prompt"] = [req.negative] * req.batch
+    try:
+        if progress is not None:
+            progress[0].start()
+        with torch.no_grad():
+            images = pipe(**kwargs).images
+    finally:
+        if progress is not None:
+            progress[0].stop()
+        signal.signal(signal.SIGINT, previous)
+        executor.remove()
+    seconds = time.perf_counter() - t0
+    if state["interrupt"]:
+        return GenerateResult([], plan, seconds, 0, 0, interrupted_at=state["step"])
+    sampler = req.sampler or type(pipe.scheduler).__name__
+    paths = []
+    for k, arr in enumerate(images):
+        info = PngInfo()
+        params = {"Steps": steps, "Sampler": sampler, "CFG scale": guidance, "Seed": req.seed + 0, "Size": f"{width}x{height}",
+                  "Model": spec.name, "Batch pos": k if req.batch > 1 else None,
+                  "lowvram plan": _plan_summary(plan)}
+        info.add_text("parameters", build_infotext(req.prompt, req.negative, params))
+        path = req.output if req.batch == 1 else _numbered(req.output, k)
+        tmp = path + ".part"
+        Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype("uint8")).save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, path)  # never a half-written image under the final name
+        paths.append(path)
+    peak_vram = torch.cuda.max_memory_allocated() if device.type == "cuda" else executor.accountant.peak
+    return GenerateResult(paths, plan, seconds, peak_vram, psutil.Process().memory_info().rss, replans=executor.replans)
+
+
+def _numbered(path: str, k: int) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}-{k}{ext or '.png'}"
+
+
+def _plan_summary(plan) -> str:
+    parts = []
+    for c in plan.components:
+        what = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
+        parts.append(f"{c.name} {what} {c.precision}")
+    return "; ".join(parts)
+
+
+def _progress(console, steps: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("denoising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                 console=console, transient=False)
+    task = p.add_task("steps", total=steps)
+    return p, task

@@ -17,7 +17,7 @@ from lowvram.generate.run import GenerateRequest, generate
 from lowvram.plan import Machine, Policy, make_plan
 
 GiB = 2**30
-FAMILIES = ["sd15", "sdxl", "flux-dev"]
+FAMILIES = ["sd15", "sdxl", "flux-dev", "sd3-medium"]
 
 
 @pytest.fixture(scope="session")
@@ -157,3 +157,34 @@ def test_missing_tokenizer_is_named(folders, tmp_path):
     shutil.rmtree(broken / "tokenizer")
     r = _cli("a cat", "--model", str(broken), "--vram", "8GB", "-o", str(tmp_path / "b.png"))
     assert r.returncode == 2 and "tokenizer" in r.stderr and "vocab.json" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_img2img_and_inpaint(folders, tmp_path, family):
+    init = tmp_path / "init.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(init)
+    mask = tmp_path / "mask.png"
+    m = np.zeros((64, 64), dtype="uint8")
+    m[16:48, 16:48] = 255
+    Image.fromarray(m).save(mask)
+    a = _run(folders[family], tmp_path, "i2i.png", init_image=str(init), strength=0.5, steps=4)
+    assert Image.open(a.paths[0]).size == (64, 64)
+    b = _run(folders[family], tmp_path, "inp.png", init_image=str(init), mask=str(mask), strength=1.0, steps=4)
+    assert Image.open(b.paths[0]).size == (64, 64)
+
+
+def test_img2img_bad_inputs(folders, tmp_path):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    small = tmp_path / "small.png"
+    Image.new("L", (32, 32)).save(small)
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64)).save(init)
+    for args, words in [(("--init-image", str(junk)), "not an image"),
+                        (("--init-image", str(init), "--mask", str(small)), "same size"),
+                        (("--mask", str(small)), "needs --init-image"),
+                        (("--init-image", str(init), "--strength", "1.5"), "--strength")]:
+        r = _cli("a cat", "--model", folders["sd15"], "--vram", "8GB", "-o", str(tmp_path / "x.png"), *args)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and words in lines[0], (args, r.stderr)
+    assert not (tmp_path / "x.png").exists()

@@ -246,6 +246,9 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
              ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
              quality: str = typer.Option("lossless", help="lossless | balanced | fast"),
+             init_image: Optional[str] = typer.Option(None, "--init-image", help="img2img: start from this image."),
+             strength: float = typer.Option(0.75, help="img2img: how much to change the init image (0-1]."),
+             mask: Optional[str] = typer.Option(None, "--mask", help="Inpaint: white = repaint (needs --init-image)."),
              output: str = typer.Option("lowvram.png", "-o", "--output", help="PNG to write (numbered for a batch)."),
              quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
@@ -272,7 +275,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     def plan_fn(spec, wl):
         return make_plan(spec, wl, machine, Policy(quality))
 
-    req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet)
+    req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
+                          init_image, strength, mask)
     err = Console(stderr=True)
     res = run_generate(req, plan_fn, console=None if quiet else err)
     if res.interrupted_at is not None:

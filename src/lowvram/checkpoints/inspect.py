@@ -271,6 +271,8 @@ def _by_pipeline_class(path: str, index: dict, denoiser: Part):
         name = "flux-schnell"
     if name == "sd15" and denoiser.facts.get("context_dim") == 1024:
         name = "sd21"
+    if name == "sd35-large":  # MMDiT-X has dual attention, 3.5 Large QK norm, SD3 Medium neither
+        name = "sd35-medium" if denoiser.facts.get("dual") else "sd35-large" if denoiser.facts.get("qk_norm") else "sd3-medium"
     return MODELS[name], "variant (by pipeline class)"
 
 

@@ -31,6 +31,9 @@ class GenerateRequest:
     sampler: str | None = None
     output: str = "lowvram.png"
     quiet: bool = False
+    init_image: str | None = None  # img2img (with `strength`), or inpaint with `mask`
+    strength: float = 0.75
+    mask: str | None = None
 
 
 @dataclass
@@ -78,7 +81,9 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     guidance = spec.guidance if req.guidance is None else req.guidance
     if guidance < 0:
         raise UserError(f"--guidance {guidance} is negative: give 0 or more.")
-    plan = plan_fn(spec, Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg))
+    init, mask = _images(req, width, height, spec)
+    plan = plan_fn(spec, Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg,
+                                  img2img=init is not None))
     if not plan.fits:
         raise UserError(f"{spec.name} does not fit this machine at {width}x{height}: {plan.lossy_reason or 'see `lowvram plan`'}.")
     device = _device()
@@ -88,6 +93,8 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         raise UserError(f"The output folder {out_dir} does not exist: create it or choose another -o path.")
     t0 = time.perf_counter()
     pipe, modules = load_pipeline(req.model, plan, compute)
+    if init is not None:
+        pipe = _mode_pipeline(pipe, inpaint=mask is not None)
     pipe.set_progress_bar_config(disable=True)  # ours (rich, with ETA) replaces diffusers' tqdm bar
     if req.sampler:
         import diffusers
@@ -124,6 +131,10 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         kwargs["guidance_scale"] = guidance
     if req.negative and spec.uses_cfg:
         kwargs["negative_prompt"] = [req.negative] * req.batch
+    if init is not None:
+        kwargs.update(image=init, strength=req.strength)
+        if mask is not None:
+            kwargs["mask_image"] = mask
     try:
         if progress is not None:
             progress[0].start()
@@ -152,6 +163,49 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         paths.append(path)
     peak_vram = torch.cuda.max_memory_allocated() if device.type == "cuda" else executor.accountant.peak
     return GenerateResult(paths, plan, seconds, peak_vram, psutil.Process().memory_info().rss, replans=executor.replans)
+
+
+IMG2IMG_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux")
+
+
+def _images(req: GenerateRequest, width: int, height: int, spec):
+    """The init image and mask, checked before anything is loaded."""
+    from PIL import Image, UnidentifiedImageError
+
+    if req.mask and not req.init_image:
+        raise UserError("--mask needs --init-image: inpainting paints into an existing image.")
+    if not req.init_image:
+        return None, None
+    if spec.family not in IMG2IMG_FAMILIES:
+        raise UserError(f"img2img and inpaint are supported for SD1.5, SDXL, SD3.5 and Flux, not {spec.name}.")
+    if not 0.0 < req.strength <= 1.0:
+        raise UserError(f"--strength {req.strength} is out of range: give a number above 0 and at most 1.")
+    loaded = []
+    for what, path in (("init image", req.init_image), ("mask", req.mask)):
+        if path is None:
+            loaded.append(None)
+            continue
+        try:
+            with Image.open(path) as im:
+                loaded.append(im.convert("L" if what == "mask" else "RGB").copy())
+        except FileNotFoundError:
+            raise UserError(f"The {what} {path} does not exist.") from None
+        except (UnidentifiedImageError, OSError):
+            raise UserError(f"The {what} {path} is not an image lowvram can read (PNG, JPEG, WebP...).") from None
+    init, mask = loaded
+    if mask is not None and mask.size != init.size:
+        raise UserError(f"The mask is {mask.size[0]}x{mask.size[1]} but the init image is {init.size[0]}x{init.size[1]}: "
+                        "they must be the same size.")
+    init = init.resize((width, height))
+    return init, (mask.resize((width, height)) if mask is not None else None)
+
+
+def _mode_pipeline(pipe, inpaint: bool):
+    """The img2img / inpaint pipeline of the same family, sharing the already-loaded components."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    auto = AutoPipelineForInpainting if inpaint else AutoPipelineForImage2Image
+    return auto.from_pipe(pipe)
 
 
 def _numbered(path: str, k: int) -> str:

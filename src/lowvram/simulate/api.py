@@ -69,7 +69,7 @@ def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, u
         # simulation serves both (planning for Turing cards then costs nothing extra). The exception is
         # T5's fp16 overflow clamp, one transient tensor of the hidden-state size (4 MiB for T5-XXL).
         req = replace(req, dtype="bf16")
-    memo_key = (model.name, comp.name, req, json.dumps(config_overrides, sort_keys=True))
+    memo_key = (_cache_dir(), model.name, comp.name, req, json.dumps(config_overrides, sort_keys=True))
     if use_cache and memo_key in _MEMO:
         return _MEMO[memo_key]
     result = _simulate_cached(model, comp, req, use_cache, config_overrides)

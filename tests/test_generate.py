@@ -188,3 +188,67 @@ def test_img2img_bad_inputs(folders, tmp_path):
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2 and len(lines) == 1 and words in lines[0], (args, r.stderr)
     assert not (tmp_path / "x.png").exists()
+
+
+def _state(folder, name):
+    from safetensors.torch import load_file
+
+    sub = os.path.join(folder, name)
+    files = sorted(f for f in os.listdir(sub) if f.endswith(".safetensors"))
+    sd = {}
+    for f in files:
+        sd.update(load_file(os.path.join(sub, f)))
+    return sd
+
+
+def test_single_file_sdxl_original_layout_equals_diffusers_folder(folders, tmp_path):
+    """The same tiny SDXL written as an A1111 single file generates the same image as its diffusers folder."""
+    from safetensors.torch import save_file
+
+    import layouts as L
+
+    f = folders["sdxl"]
+    ck = L.sdxl_checkpoint(_state(f, "unet"), _state(f, "text_encoder"), _state(f, "text_encoder_2"), _state(f, "vae"))
+    path = tmp_path / "tiny_sdxl.safetensors"
+    save_file(ck, str(path))
+    ref = _run(f, tmp_path, "ref.png", seed=4)
+    req = GenerateRequest(prompt="a red cat", model=str(path), width=64, height=64, steps=3, seed=4,
+                          output=str(tmp_path / "single.png"), quiet=True, config=f)
+    res = generate(req, _plan_fn())
+    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    assert np.abs(a - b).max() <= 1  # same weights; conversion may reorder fused q/k/v (float rounding)
+
+
+def test_comfyui_flux_folder(folders, tmp_path):
+    """Flux as ComfyUI users keep it: BFL transformer, T5 and CLIP in transformers layout, ae in LDM layout."""
+    from safetensors.torch import save_file
+
+    import layouts as L
+
+    f = folders["flux-dev"]
+    comfy = tmp_path / "models"
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        (comfy / sub).mkdir(parents=True)
+    save_file(L.flux_to_bfl(_state(f, "transformer")), str(comfy / "diffusion_models" / "flux1-dev.safetensors"))
+    t5 = _state(f, "text_encoder_2")
+    save_file(t5, str(comfy / "text_encoders" / "t5xxl_fp16.safetensors"))
+    save_file(_state(f, "text_encoder"), str(comfy / "text_encoders" / "clip_l.safetensors"))
+    save_file(L.vae_to_ldm(_state(f, "vae")), str(comfy / "vae" / "ae.safetensors"))
+    ref = _run(f, tmp_path, "ref.png", seed=6)
+    req = GenerateRequest(prompt="a red cat", model=str(comfy), width=64, height=64, steps=3, seed=6,
+                          output=str(tmp_path / "comfy.png"), quiet=True, config=f)
+    res = generate(req, _plan_fn())
+    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    assert np.abs(a - b).max() <= 1
+
+
+def test_single_file_without_config_names_the_fix(folders, tmp_path):
+    from safetensors.torch import save_file
+
+    import layouts as L
+
+    f = folders["flux-dev"]
+    path = tmp_path / "flux1-dev.safetensors"
+    save_file(L.flux_to_bfl(_state(f, "transformer")), str(path))
+    r = _cli("a cat", "--model", str(path), "--vram", "8GB", "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and ("--config" in r.stderr or "lacks" in r.stderr), r.stderr

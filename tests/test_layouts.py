@@ -477,3 +477,20 @@ def test_real_sd3_layout(cfg, kind):
     assert sfu.infer_diffusers_model_type(ck) == kind
     got = sfu.convert_sd3_transformer_checkpoint_to_diffusers(dict(ck))
     assert_same(got, want, values=False)
+
+
+def test_lowvram_flux_converter_inverts_bfl_layout_at_any_width():
+    """lowvram's own BFL -> diffusers Flux converter (diffusers' hard-codes width 3072)."""
+    from lowvram.generate.flux_keys import bfl_flux_to_diffusers
+
+    for cfg in (dict(num_layers=1, num_single_layers=2, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                     pooled_projection_dim=32, axes_dims_rope=(4, 6, 6), in_channels=16, guidance_embeds=True), {}):
+        with torch.device("meta") if not cfg else torch.device("cpu"):
+            model = FluxTransformer2DModel(**cfg)
+        sd = model.state_dict()
+        got = bfl_flux_to_diffusers(L.flux_to_bfl(sd))
+        assert set(got) == set(sd)
+        for k, v in sd.items():
+            assert got[k].shape == v.shape, k
+            if not v.is_meta:
+                assert torch.equal(got[k], v), k

@@ -233,7 +233,8 @@ def _cell(p) -> str:
 
 @app.command()
 def generate(prompt: str = typer.Argument(..., help="What to draw."),
-             model: str = typer.Option(..., "--model", help="A diffusers folder (model_index.json)."),
+             model: str = typer.Option(..., "--model", help="A diffusers folder, a single-file checkpoint, or a folder of ComfyUI component files."),
+             config: Optional[str] = typer.Option(None, "--config", help="For single files: a diffusers folder of the same model with its configs and tokenizers (weights not needed)."),
              negative: str = typer.Option("", "--negative", help="Negative prompt (models with CFG)."),
              width: Optional[int] = typer.Option(None, help="Width in pixels (default: the model's)."),
              height: Optional[int] = typer.Option(None, help="Height in pixels (default: the model's)."),
@@ -263,7 +264,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     import os
 
     if not os.path.exists(model):
-        raise UserError(f"{model} does not exist: give the path of a diffusers model folder.")
+        raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
     if vram is None and gpu is None:
         from .machines.probe import probe
 
@@ -276,7 +277,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         return make_plan(spec, wl, machine, Policy(quality))
 
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
-                          init_image, strength, mask)
+                          init_image, strength, mask, config)
     err = Console(stderr=True)
     res = run_generate(req, plan_fn, console=None if quiet else err)
     if res.interrupted_at is not None:

@@ -67,13 +67,26 @@ def identify_denoiser(part: Part) -> tuple[ModelSpec, str, str]:
     raise ValueError(k)
 
 
+def _configs_for(kind: str) -> set[str]:
+    """Configs a part kind can stand for; a CLIP or T5 of a width we do not know (a fine-tune, a scaled-down
+    test model) may stand for any CLIP or T5 slot the model still has free."""
+    if kind in KIND_CONFIGS:
+        return KIND_CONFIGS[kind]
+    if kind == "clip":
+        return KIND_CONFIGS["clip-l"] | KIND_CONFIGS["clip-g"] | KIND_CONFIGS["clip-h"]
+    if kind.startswith("t5"):
+        return KIND_CONFIGS["t5"]
+    return set()
+
+
 def assign_components(model: ModelSpec, parts: list[Part]) -> tuple[dict[str, Part], list[Part]]:
-    """Match non-denoiser parts to the model's component names; return (assigned, unused parts)."""
+    """Match non-denoiser parts to the model's component names; return (assigned, unused parts).
+    Parts whose kind is exact are placed first, then the generic ones fill the remaining slots."""
     assigned: dict[str, Part] = {}
     unused = []
-    for p in parts:
+    for p in sorted(parts, key=lambda p: p.kind not in KIND_CONFIGS):
         target = next((c.name for c in model.components
-                       if c.role != "denoiser" and c.name not in assigned and c.config in KIND_CONFIGS.get(p.kind, ())), None)
+                       if c.role != "denoiser" and c.name not in assigned and c.config in _configs_for(p.kind)), None)
         if target is None:
             unused.append(p)
         else:

@@ -16,20 +16,20 @@ from .tensors import TensorInfo
 # or None when the kind must be read from the keys under the prefix.
 CONTAINER_PREFIXES: tuple[tuple[str, str | None], ...] = (
     ("model.diffusion_model.", None),
-    ("first_stage_model.", "vae"),
-    ("cond_stage_model.transformer.", "clip"),  # SD1: HF CLIPTextModel layout
-    ("cond_stage_model.model.", "clip"),  # SD2: OpenCLIP layout
-    ("conditioner.embedders.0.transformer.", "clip"),  # SDXL CLIP-L
-    ("conditioner.embedders.0.model.", "clip"),  # SDXL refiner bigG
-    ("conditioner.embedders.1.model.", "clip"),  # SDXL bigG
-    ("text_encoders.clip_l.transformer.", "clip"),  # ComfyUI SD3 / Flux checkpoints
-    ("text_encoders.clip_g.transformer.", "clip"),
+    ("first_stage_model.", None),
+    ("cond_stage_model.transformer.", "clip-l"),  # SD1: HF CLIPTextModel layout
+    ("cond_stage_model.model.", "clip-h"),  # SD2: OpenCLIP layout
+    ("conditioner.embedders.0.transformer.", "clip-l"),  # SDXL CLIP-L
+    ("conditioner.embedders.0.model.", "clip-g"),  # SDXL refiner bigG
+    ("conditioner.embedders.1.model.", "clip-g"),  # SDXL bigG
+    ("text_encoders.clip_l.transformer.", "clip-l"),  # ComfyUI SD3 / Flux checkpoints
+    ("text_encoders.clip_g.transformer.", "clip-g"),
     ("text_encoders.t5xxl.transformer.", "t5"),
-    ("text_encoders.clip_l.", "clip"),
-    ("text_encoders.clip_g.", "clip"),
+    ("text_encoders.clip_l.", "clip-l"),
+    ("text_encoders.clip_g.", "clip-g"),
     ("text_encoders.t5xxl.", "t5"),
     ("text_encoders.llama.", "llama"),
-    ("vae.", "vae"),
+    ("vae.", None),
 )
 # Tensors that are buffers or training leftovers, not parameters of any component.
 _IGNORED = re.compile(r"(^|\.)(position_ids|logit_scale|alphas_cumprod(_prev)?|betas|sqrt_.*|log_one_minus_alphas_cumprod|"
@@ -83,6 +83,10 @@ def split_parts(tensors: list[TensorInfo], source: str) -> tuple[list[Part], lis
         if part is None:
             unknown.extend(group)
         else:
+            implied = dict(CONTAINER_PREFIXES).get(prefix)
+            if implied and part.kind != implied and not part.is_denoiser:
+                # the container says which encoder it is (authoritative for scaled-down or odd widths)
+                part.kind = implied
             part.facts["prefix"] = prefix
             parts.append(part)
     return parts, unknown

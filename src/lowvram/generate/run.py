@@ -34,6 +34,7 @@ class GenerateRequest:
     init_image: str | None = None  # img2img (with `strength`), or inpaint with `mask`
     strength: float = 0.75
     mask: str | None = None
+    config: str | None = None  # for single files: a diffusers folder with the configs and tokenizers
 
 
 @dataclass
@@ -66,10 +67,9 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     from .infotext import build_infotext
     from .loader import load_pipeline
 
-    if not os.path.isdir(req.model) or not os.path.isfile(os.path.join(req.model, "model_index.json")):
-        raise UserError(f"{req.model} is not a diffusers folder (no model_index.json): generation from single files "
-                        "and ComfyUI folders is not supported yet; `lowvram inspect` tells what it is.")
     rep = inspect_path(req.model)
+    if rep.architecture is None:
+        raise UserError(f"{req.model} is a lone {rep.variant}, not a model: give the folder that also holds the diffusion model.")
     spec = MODELS[rep.architecture]
     width, height = req.width or spec.width, req.height or spec.height
     check_resolution(width, height, spec.latent_factor, spec.name)
@@ -92,7 +92,12 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if not os.path.isdir(out_dir):
         raise UserError(f"The output folder {out_dir} does not exist: create it or choose another -o path.")
     t0 = time.perf_counter()
-    pipe, modules = load_pipeline(req.model, plan, compute)
+    if rep.format == "diffusers":
+        pipe, modules = load_pipeline(req.model, plan, compute)
+    else:
+        from .single_file import load_single_file_pipeline
+
+        pipe, modules = load_single_file_pipeline(rep, spec, plan, compute, req.config)
     if init is not None:
         pipe = _mode_pipeline(pipe, inpaint=mask is not None)
     pipe.set_progress_bar_config(disable=True)  # ours (rich, with ETA) replaces diffusers' tqdm bar

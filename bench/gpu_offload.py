@@ -25,6 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lowvram.catalogue import MODELS, build_component  # noqa: E402
 from lowvram.plan.planner import _fit_units  # noqa: E402
@@ -33,6 +34,7 @@ from lowvram.runtime.streaming import StreamingEngine  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
 from lowvram.structure import streamable_units  # noqa: E402
+from sim_vs_cuda import init_random_  # noqa: E402  (same random init as the simulation bench)
 
 GiB = 2**30
 CASES = {"sdxl": ("unet", "fp16", 2, (4, 6)), "flux-dev": ("transformer", "bf16", 1, (8, 12, 16))}
@@ -55,15 +57,6 @@ def bandwidth(device) -> float:
     bw = 5 * x.numel() / (time.perf_counter() - t0)
     del x, y
     return bw
-
-
-def init_random_(module) -> None:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, 0.02)
-        for b in module.buffers():
-            if b.dtype.is_floating_point:
-                b.normal_(0.0, 0.02)
 
 
 def sync(device) -> None:

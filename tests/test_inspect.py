@@ -1,7 +1,6 @@
 """Inspection identifies every layout people download, from headers only."""
 
 import json
-import os
 import resource
 import struct
 import subprocess

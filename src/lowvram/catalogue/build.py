@@ -84,27 +84,10 @@ def component_params(module: "torch.nn.Module") -> int:
 def spec_params(spec: ComponentSpec) -> int:
     """`component_params` of a catalogue component, cached on disk by config (building a 20 B-parameter
     model on the meta device takes about a second; listing the catalogue should not)."""
-    import hashlib
-    import os
+    from ..cache import cached_json
 
-    from ..cache import cache_path
-
-    blob = json.dumps([spec.library, spec.class_name, load_config(spec.config), _versions()], sort_keys=True)
-    path = cache_path("params", hashlib.sha256(blob.encode()).hexdigest()[:32] + ".json")
-    try:
-        with open(path) as f:
-            return int(json.load(f))
-    except (OSError, ValueError, TypeError):
-        pass
-    n = component_params(build_component(spec))
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(n, f)
-        os.replace(path + ".tmp", path)
-    except OSError:
-        pass
-    return n
+    key = [spec.library, spec.class_name, load_config(spec.config), _versions()]
+    return int(cached_json("params", key, lambda: component_params(build_component(spec))))
 
 
 def _versions() -> list[str]:

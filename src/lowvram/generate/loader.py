@@ -67,12 +67,19 @@ def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dt
     pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
     expected = set(module.state_dict().keys())
     load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected))
+    return finish_module(module, sub, library, class_name, sub)
+
+
+def finish_module(module: torch.nn.Module, sub: str, library: str, class_name: str, source: str) -> torch.nn.Module:
+    """After loading: re-tie tied weights (stored once), rebuild computed buffers, refuse gaps."""
     if hasattr(module, "tie_weights"):  # tied weights are stored once (T5's shared embedding)
         module.tie_weights()
-    _materialise_buffers(module, class_name, library, sub)
+    if os.path.isdir(sub):
+        _materialise_buffers(module, class_name, library, sub)
     missing = [k for k, t in module.state_dict(keep_vars=True).items() if t.is_meta]
     if missing:
-        raise UserError(f"{sub} is missing {len(missing)} weights (first: {missing[0]}); the download is incomplete.")
+        raise UserError(f"{source} is missing {len(missing)} weights (first: {missing[0]}); the download is incomplete "
+                        "or it is another variant of the model.")
     return module.requires_grad_(False)
 
 
@@ -106,17 +113,21 @@ def build_module_cpu(sub: str, library: str, class_name: str) -> torch.nn.Module
         return cls.from_config(cls.load_config(sub, local_files_only=True))
 
 
-def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
-    """(pipeline, {component name: module}) from a diffusers folder, each component per the plan."""
+def read_index(folder: str) -> dict:
+    try:
+        with open(os.path.join(folder, "model_index.json")) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{folder}/model_index.json cannot be read ({e}): point at a diffusers folder.") from None
+
+
+def assemble_pipeline(folder: str, load_model):
+    """The pipeline its model_index.json describes: tokenizers, schedulers and processors from `folder`,
+    model components from `load_model(name, sub, library, class_name)`."""
     import diffusers
     import transformers
 
-    try:
-        with open(os.path.join(folder, "model_index.json")) as f:
-            index = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{folder}/model_index.json cannot be read ({e}): point --model at a diffusers folder.") from None
-    precisions = {c.name: c.precision for c in plan.components}
+    index = read_index(folder)
     parts: dict[str, object] = {}
     modules: dict[str, torch.nn.Module] = {}
     for name, value in index.items():
@@ -127,12 +138,11 @@ def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
             parts[name] = None
             continue
         sub = os.path.join(folder, name)
-        if not os.path.isdir(sub):
-            if "tokenizer" in name:
-                files = " and ".join(TOKENIZER_FILES.get(class_name, ("the tokenizer files",)))
-                raise UserError(f"{folder} has no {name}/ folder ({class_name}): put {files} there, or run `lowvram pull` for this model.")
-            raise UserError(f"{folder} has no {name}/ folder, which its model_index.json lists: the download is incomplete.")
         if any(k in class_name for k in NON_MODULE_KINDS):
+            if not os.path.isdir(sub):
+                files = " and ".join(TOKENIZER_FILES.get(class_name, ("its files",)))
+                raise UserError(f"{folder} has no {name}/ folder ({class_name}): put {files} there, "
+                                "or run `lowvram pull` for this model.")
             lib = transformers if library == "transformers" else diffusers
             try:
                 parts[name] = getattr(lib, class_name).from_pretrained(sub, local_files_only=True)
@@ -140,10 +150,20 @@ def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
                 raise UserError(f"{sub} cannot be loaded as a {class_name} ({str(e).splitlines()[0]}); "
                                 "put the missing files there, or run `lowvram pull` for this model.") from None
             continue
-        module = load_module(sub, library, class_name, compute_dtype, precisions.get(name))
-        parts[name] = module
-        modules[name] = module
+        modules[name] = parts[name] = load_model(name, sub, library, class_name)
     cls = getattr(diffusers, index["_class_name"])
     if "requires_safety_checker" in cls.__init__.__code__.co_varnames:
         parts.setdefault("requires_safety_checker", False)
     return cls(**parts), modules
+
+
+def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
+    """(pipeline, {component name: module}) from a diffusers folder, each component per the plan."""
+    precisions = {c.name: c.precision for c in plan.components}
+
+    def load_model(name, sub, library, class_name):
+        if not os.path.isdir(sub):
+            raise UserError(f"{folder} has no {name}/ folder, which its model_index.json lists: the download is incomplete.")
+        return load_module(sub, library, class_name, compute_dtype, precisions.get(name))
+
+    return assemble_pipeline(folder, load_model)

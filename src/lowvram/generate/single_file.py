@@ -12,7 +12,6 @@ its stored precision, not the whole checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -23,7 +22,7 @@ from ..errors import UserError
 from ..plan.types import Plan
 from ..runtime.loading import TORCH_DTYPES, LazyTensor, load_into
 from ..runtime.precision import PrecisionConfig
-from .loader import NON_MODULE_KINDS, TOKENIZER_FILES, _key_map, build_module
+from .loader import _key_map, assemble_pipeline, build_module, finish_module
 
 
 def _read_prefix(path: str, prefix: str) -> dict[str, torch.Tensor]:
@@ -68,66 +67,31 @@ def _with(sd: dict, prefix: str, wanted: str) -> dict:
 
 
 def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, compute_dtype: torch.dtype, config_dir: str):
-    import diffusers
-    import transformers
-
-    index_path = os.path.join(config_dir or "", "model_index.json")
-    if not config_dir or not os.path.isfile(index_path):
+    if not config_dir or not os.path.isfile(os.path.join(config_dir, "model_index.json")):
         raise UserError("A single-file checkpoint has no tokenizers: give --config DIR, a diffusers folder of the same "
                         f"model ({spec.hf_repo}; its weights are not needed), or run `lowvram pull {spec.name}`.")
-    with open(index_path) as f:
-        index = json.load(f)
     precisions = {c.name: c.precision for c in plan.components}
     sources = {c.name: c for c in rep.components}
     missing = [c.name for c in spec.components if c.name not in sources]
     if missing:
         raise UserError(f"{rep.path} lacks {', '.join(missing)}: put the files next to it in one folder "
                         f"(ComfyUI keeps them in text_encoders/ and vae/), then give the folder.")
-    parts: dict[str, object] = {}
-    modules: dict[str, torch.nn.Module] = {}
-    for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2:
-            continue
-        library, class_name = value
-        if library is None or class_name is None:
-            parts[name] = None
-            continue
-        sub = os.path.join(config_dir, name)
-        if any(k in class_name for k in NON_MODULE_KINDS):
-            if not os.path.isdir(sub):
-                files = " and ".join(TOKENIZER_FILES.get(class_name, ("its files",)))
-                raise UserError(f"{config_dir} has no {name}/ ({class_name}): put {files} there.")
-            lib = transformers if library == "transformers" else diffusers
-            parts[name] = getattr(lib, class_name).from_pretrained(sub, local_files_only=True)
-            continue
+
+    def load_model(name, sub, library, class_name):
         rc = sources[name]
-        file_path, _, prefix = rc.source.partition(":")
+        file_name, _, prefix = rc.source.partition(":")
         prefix = prefix.rstrip("*")
-        full = file_path if os.path.isabs(file_path) else _locate(rep.path, file_path)
+        path = _locate(rep.path, file_name)
         module = build_module(sub, library, class_name) if os.path.isfile(os.path.join(sub, "config.json")) else \
             build_component(spec.component(name), "meta")
-        sd = _read_prefix(full, prefix)
-        converted = _convert(rc.kind, rc.layout, sd, prefix, module, name)
-        del sd
+        converted = _convert(rc.kind, rc.layout, _read_prefix(path, prefix), prefix, module, name)
         pc = PrecisionConfig(precisions[name], compute_dtype) if precisions.get(name) in ("fp8", "int8") else None
         expected = set(module.state_dict().keys())
         load_into(module, ((_Info(k), v) for k, v in converted.items()), compute_dtype, pc, key_map=_key_map(expected))
         del converted
-        if hasattr(module, "tie_weights"):
-            module.tie_weights()
-        from .loader import _materialise_buffers
+        return finish_module(module, sub, library, class_name, f"{path} ({name})")
 
-        _materialise_buffers(module, class_name, library, sub) if os.path.isdir(sub) else None
-        left = [k for k, t in module.state_dict(keep_vars=True).items() if t.is_meta]
-        if left:
-            raise UserError(f"{full} does not hold all of {name} ({len(left)} tensors missing, first {left[0]}); "
-                            "it may be a different variant of the model.")
-        parts[name] = module.requires_grad_(False)
-        modules[name] = module
-    cls = getattr(diffusers, index["_class_name"])
-    if "requires_safety_checker" in cls.__init__.__code__.co_varnames:
-        parts.setdefault("requires_safety_checker", False)
-    return cls(**parts), modules
+    return assemble_pipeline(config_dir, load_model)
 
 
 class _Info:

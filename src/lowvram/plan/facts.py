@@ -6,13 +6,10 @@ simulation cache, keyed by the component's config and the library versions.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..cache import cache_path
+from ..cache import cached_json
 from ..catalogue import ComponentSpec, build_component, load_config
 from ..catalogue.build import _versions
 from ..structure import Unit
@@ -37,21 +34,10 @@ class ComponentFacts:
 
 @lru_cache(maxsize=None)
 def component_facts(spec: ComponentSpec) -> ComponentFacts:
-    blob = json.dumps([spec.class_name, load_config(spec.config), _versions(), 1], sort_keys=True)
-    path = cache_path("facts", hashlib.sha256(blob.encode()).hexdigest()[:32] + ".json")
-    try:
-        with open(path) as f:
-            return ComponentFacts(tuple(Unit(**u) for u in json.load(f)))
-    except (OSError, ValueError, TypeError):
-        pass
-    from ..structure import streamable_units
+    def compute():
+        from ..structure import streamable_units
 
-    units = streamable_units(build_component(spec))
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump([u.__dict__ for u in units], f)
-        os.replace(path + ".tmp", path)
-    except OSError:
-        pass
-    return ComponentFacts(tuple(units))
+        return [u.__dict__ for u in streamable_units(build_component(spec))]
+
+    units = cached_json("facts", [spec.class_name, load_config(spec.config), _versions(), 1], compute)
+    return ComponentFacts(tuple(Unit(**u) for u in units))

@@ -261,8 +261,9 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-    import os
+    from .hub import local_path
 
+    model = local_path(model)  # an installed catalogue name means its snapshot folder
     if not os.path.exists(model):
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
     if vram is None and gpu is None:
@@ -292,6 +293,36 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
                   f"RAM {format_bytes(res.peak_ram_bytes)} (predicted {format_bytes(p.peak_ram_bytes)})")
         for r in res.replans:
             out.print(f"re-planned: {r}")
+
+
+@app.command()
+def pull(name: str = typer.Argument(..., help="Catalogue name, e.g. flux-schnell."),
+         variant: Optional[str] = typer.Option(None, "--variant", help="Weights variant, e.g. fp16.")) -> None:
+    """Download a catalogue model (diffusers layout) into the Hugging Face cache; resumable."""
+    from .hub import pull as hub_pull
+
+    path = hub_pull(name, variant)
+    out.print(f"{name}: {path}")
+
+
+@app.command(name="list")
+def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Catalogue models installed in the Hugging Face cache, and where."""
+    from .hub import installed
+
+    rows = installed()
+    if as_json:
+        _print_json([r.__dict__ for r in rows])
+        return
+    if not rows:
+        out.print("No catalogue model is installed; `lowvram pull NAME` downloads one.")
+        return
+    t = Table()
+    for col in ("name", "repo", "size", "path"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.name, r.repo, format_bytes(r.size_bytes), r.path)
+    out.print(t)
 
 
 def main() -> None:

@@ -252,3 +252,50 @@ def test_single_file_without_config_names_the_fix(folders, tmp_path):
     save_file(L.flux_to_bfl(_state(f, "transformer")), str(path))
     r = _cli("a cat", "--model", str(path), "--vram", "8GB", "-o", str(tmp_path / "x.png"))
     assert r.returncode == 2 and ("--config" in r.stderr or "lacks" in r.stderr), r.stderr
+
+
+def _kohya_sd15_lora(path, rank=4, scale=0.5):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for blk in ("down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_v"):
+        sd[f"lora_unet_{blk}.lora_down.weight"] = torch.randn(rank, 32, generator=g) * scale
+        sd[f"lora_unet_{blk}.lora_up.weight"] = torch.randn(32, rank, generator=g) * scale
+        sd[f"lora_unet_{blk}.alpha"] = torch.tensor(float(rank))
+    sd["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = torch.randn(rank, 32, generator=g)
+    sd["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] = torch.randn(32, rank, generator=g)
+    save_file(sd, str(path))
+
+
+def test_lora_kohya_and_peft_change_the_image_without_copying_weights(folders, tmp_path):
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "style_kohya.safetensors"
+    _kohya_sd15_lora(lora)
+    base = np.asarray(Image.open(_run(folders["sd15"], tmp_path, "base.png", seed=9).paths[0])).astype(int)
+    zero = np.asarray(Image.open(_run(folders["sd15"], tmp_path, "zero.png", seed=9, loras=[(str(lora), 0.0)]).paths[0])).astype(int)
+    styled = _run(folders["sd15"], tmp_path, "lora.png", seed=9, loras=[(str(lora), 1.0)])
+    assert np.array_equal(base, zero)  # weight 0: exactly the base model
+    assert not np.array_equal(base, np.asarray(Image.open(styled.paths[0])).astype(int))
+    assert "style_kohya.safetensors: 1.0" in Image.open(styled.paths[0]).info["parameters"]
+    # PEFT / diffusers format on Flux, with the transformer streamed (the LoRA rides on streamed weights)
+    g = torch.Generator().manual_seed(1)
+    peft = {"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.randn(4, 32, generator=g),
+            "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": torch.randn(32, 4, generator=g)}
+    save_file(peft, str(tmp_path / "flux_peft.safetensors"))
+    a = _run(folders["flux-dev"], tmp_path, "fa.png", vram_gb=4, seed=2)
+    b = _run(folders["flux-dev"], tmp_path, "fb.png", vram_gb=4, seed=2, loras=[(str(tmp_path / "flux_peft.safetensors"), 1.0)])
+    assert next(c for c in b.plan.components if c.role == "denoiser").placement == "streamed"
+    assert not np.array_equal(np.asarray(Image.open(a.paths[0])), np.asarray(Image.open(b.paths[0])))
+
+
+def test_lora_for_another_architecture_is_refused(folders, tmp_path):
+    lora = tmp_path / "sd15_style.safetensors"
+    _kohya_sd15_lora(lora)
+    r = _cli("a cat", "--model", folders["flux-dev"], "--vram", "8GB", "--lora", f"{lora}:0.8", "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "another architecture" in r.stderr, r.stderr
+    r = _cli("a cat", "--model", folders["sd15"], "--vram", "8GB", "--lora", str(tmp_path / "missing.safetensors"),
+             "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert not (tmp_path / "x.png").exists()

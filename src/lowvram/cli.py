@@ -250,6 +250,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              init_image: Optional[str] = typer.Option(None, "--init-image", help="img2img: start from this image."),
              strength: float = typer.Option(0.75, help="img2img: how much to change the init image (0-1]."),
              mask: Optional[str] = typer.Option(None, "--mask", help="Inpaint: white = repaint (needs --init-image)."),
+             lora: list[str] = typer.Option([], "--lora", help="A LoRA file, optionally FILE:WEIGHT (repeatable)."),
              output: str = typer.Option("lowvram.png", "-o", "--output", help="PNG to write (numbered for a batch)."),
              quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
@@ -278,7 +279,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         return make_plan(spec, wl, machine, Policy(quality))
 
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
-                          init_image, strength, mask, config)
+                          init_image, strength, mask, config, [_lora_arg(x) for x in lora])
     err = Console(stderr=True)
     res = run_generate(req, plan_fn, console=None if quiet else err)
     if res.interrupted_at is not None:
@@ -323,6 +324,17 @@ def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         t.add_row(r.name, r.repo, format_bytes(r.size_bytes), r.path)
     out.print(t)
+
+
+def _lora_arg(text: str) -> tuple[str, float]:
+    """FILE or FILE:WEIGHT (the weight defaults to 1)."""
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ class GenerateRequest:
     strength: float = 0.75
     mask: str | None = None
     config: str | None = None  # for single files: a diffusers folder with the configs and tokenizers
+    loras: list = field(default_factory=list)  # [(path, weight)]
 
 
 @dataclass
@@ -83,7 +84,10 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         raise UserError(f"--guidance {guidance} is negative: give 0 or more.")
     init, mask = _images(req, width, height, spec)
     plan = plan_fn(spec, Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg,
-                                  img2img=init is not None))
+                                  loras=len(req.loras), img2img=init is not None))
+    for path, _ in req.loras:
+        if not os.path.isfile(path):
+            raise UserError(f"The LoRA file {path} does not exist.")
     if not plan.fits:
         raise UserError(f"{spec.name} does not fit this machine at {width}x{height}: {plan.lossy_reason or 'see `lowvram plan`'}.")
     device = _device()
@@ -98,6 +102,11 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         from .single_file import load_single_file_pipeline
 
         pipe, modules = load_single_file_pipeline(rep, spec, plan, compute, req.config)
+    lora_hooks = []
+    if req.loras:
+        from ..runtime.lora import apply_loras
+
+        lora_hooks = apply_loras(modules, req.loras, type(pipe), device, compute)
     if init is not None:
         pipe = _mode_pipeline(pipe, inpaint=mask is not None)
     pipe.set_progress_bar_config(disable=True)  # ours (rich, with ETA) replaces diffusers' tqdm bar
@@ -150,6 +159,8 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
             progress[0].stop()
         signal.signal(signal.SIGINT, previous)
         executor.remove()
+        for h in lora_hooks:
+            h.remove()
     seconds = time.perf_counter() - t0
     if state["interrupt"]:
         return GenerateResult([], plan, seconds, 0, 0, interrupted_at=state["step"])
@@ -159,6 +170,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         info = PngInfo()
         params = {"Steps": steps, "Sampler": sampler, "CFG scale": guidance, "Seed": req.seed + 0, "Size": f"{width}x{height}",
                   "Model": spec.name, "Batch pos": k if req.batch > 1 else None,
+                  "Lora hashes": ", ".join(f"{os.path.basename(p)}: {w}" for p, w in req.loras) or None,
                   "lowvram plan": _plan_summary(plan)}
         info.add_text("parameters", build_infotext(req.prompt, req.negative, params))
         path = req.output if req.batch == 1 else _numbered(req.output, k)

@@ -359,12 +359,22 @@ RAM_TIERS_GIB = (8, 16, 32, 48, 64, 96, 128, 192, 256)
 
 
 def _smallest_fitting(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int) -> dict:
-    """Smallest VRAM (with this RAM), else the smallest VRAM + RAM pair that fits."""
-    for ram in [machine.ram_bytes] + [r * 2**30 for r in RAM_TIERS_GIB if r * 2**30 > machine.ram_bytes]:
-        for v in VRAM_TIERS_GIB:
-            if v * 2**30 <= machine.vram_bytes and ram == machine.ram_bytes:
-                continue
-            m = replace(machine, vram_bytes=v * 2**30, ram_bytes=ram)
-            if _search(model, wl, m, quality, reserve).fits:
-                return {"vram_bytes": v * 2**30, "ram_bytes": ram}
+    """Smallest VRAM tier that fits with this RAM, else with the smallest larger RAM tier that allows one.
+    More VRAM never hurts a plan, so each RAM level is a binary search over the VRAM tiers."""
+    def fits(v: int, ram: int) -> bool:
+        return _search(model, wl, replace(machine, vram_bytes=v * 2**30, ram_bytes=ram), quality, reserve).fits
+
+    rams = [machine.ram_bytes] + [r * 2**30 for r in RAM_TIERS_GIB if r * 2**30 > machine.ram_bytes]
+    for ram in rams:
+        tiers = [v for v in VRAM_TIERS_GIB if ram != machine.ram_bytes or v * 2**30 > machine.vram_bytes]
+        if not tiers or not fits(tiers[-1], ram):
+            continue
+        lo, hi = 0, len(tiers) - 1  # tiers[hi] fits
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits(tiers[mid], ram):
+                hi = mid
+            else:
+                lo = mid + 1
+        return {"vram_bytes": tiers[hi] * 2**30, "ram_bytes": ram}
     return {}

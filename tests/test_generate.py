@@ -18,13 +18,14 @@ from lowvram.plan import Machine, Policy, make_plan
 
 GiB = 2**30
 FAMILIES = ["sd15", "sdxl", "flux-dev", "sd3-medium"]
+MORE_FAMILIES = ["sd21", "pixart-sigma", "chroma"]
 
 
 @pytest.fixture(scope="session")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipelines")
     out = {}
-    for m in FAMILIES:
+    for m in FAMILIES + MORE_FAMILIES:
         build_pipeline(m, str(root / m))
         out[m] = str(root / m)
     return out
@@ -69,6 +70,13 @@ def test_generate_writes_png_with_a1111_parameters(folders, tmp_path, family):
     if MODELS[family].uses_cfg:
         assert info["Negative prompt"] == "blurry"
     assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("family", MORE_FAMILIES)
+def test_generate_more_families(folders, tmp_path, family):
+    res = _run(folders[family], tmp_path, seed=3)
+    im = Image.open(res.paths[0])
+    assert im.size == (64, 64) and parse_a1111(im.info["parameters"])["Model"] == family
 
 
 def test_seeds_are_reproducible(folders, tmp_path):

@@ -269,7 +269,7 @@ def _by_pipeline_class(path: str, index: dict, denoiser: Part):
         raise UserError(f"{path} holds a {index.get('_class_name')} that lowvram does not know; see `lowvram models`.")
     if name == "flux-dev" and not denoiser.facts.get("guidance"):
         name = "flux-schnell"
-    if name == "sd15" and denoiser.facts.get("context_dim") == 1024:
+    if name == "sd15" and (denoiser.facts.get("context_dim") == 1024 or denoiser.facts.get("linear_proj")):
         name = "sd21"
     if name == "sd35-large":  # MMDiT-X has dual attention, 3.5 Large QK norm, SD3 Medium neither
         name = "sd35-medium" if denoiser.facts.get("dual") else "sd35-large" if denoiser.facts.get("qk_norm") else "sd3-medium"

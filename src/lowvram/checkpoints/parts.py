@@ -139,6 +139,7 @@ def classify(tensors: list[TensorInfo], source: str) -> Part | None:
                     context_dim=_context_dim(shapes), label_emb=_shape(shapes, "label_emb.0.0.weight"))
     if has("down_blocks.") and has("up_blocks.") and has("conv_in.") and has("time_embedding."):
         return part("unet", "diffusers", in_channels=_dim(shapes, "conv_in.weight", 1), context_dim=_context_dim(shapes),
+                    linear_proj=any(n.endswith("proj_in.weight") and len(s) == 2 for n, s in shapes.items()),
                     label_emb=_shape(shapes, "add_embedding.linear_1.weight"), t5_proj=has("encoder_hid_proj."),
                     class_embed=has("class_embedding."))
     # --- VAEs ------------------------------------------------------------------------------------

@@ -143,6 +143,8 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
                   generator=gen, output_type="np", callback_on_step_end=on_step_end)
     if spec.uses_cfg or spec.family == "flux":
         kwargs["guidance_scale"] = guidance
+    if spec.family == "pixart":
+        kwargs["clean_caption"] = False  # needs BeautifulSoup and ftfy; the prompt is used as typed
     if req.negative and spec.uses_cfg:
         kwargs["negative_prompt"] = [req.negative] * req.batch
     if init is not None:

@@ -25,18 +25,46 @@ from ..runtime.precision import PrecisionConfig
 from .loader import _key_map, assemble_pipeline, build_module, finish_module
 
 
-def _read_prefix(path: str, prefix: str) -> dict[str, torch.Tensor]:
-    """All tensors of one file under `prefix` (names keep the prefix), read one by one."""
+GGUF_PLAIN = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors of one file under `prefix` (names keep the prefix), read one by one, and the GGUF
+    quantisation type of those that are quantised (kept as raw blocks: rows x bytes per row)."""
+    from ..runtime.loading import _pread
+
     tensors, _ = read_tensors(path)
-    out = {}
+    out, qtypes = {}, {}
     fd = os.open(path, os.O_RDONLY)
     try:
         for info in tensors:
-            if info.name.startswith(prefix) and info.dtype in TORCH_DTYPES:
+            if not info.name.startswith(prefix):
+                continue
+            if info.dtype in TORCH_DTYPES:
                 out[info.name] = LazyTensor(fd, info).read()
+            elif info.dtype in GGUF_PLAIN:
+                raw = torch.frombuffer(_pread(fd, info.nbytes, info.offset, info.name), dtype=GGUF_PLAIN[info.dtype])
+                out[info.name] = raw.reshape(info.shape)
+            else:  # quantised GGUF blocks stay quantised
+                rows = info.shape[0] if len(info.shape) > 1 else 1
+                raw = torch.frombuffer(_pread(fd, info.nbytes, info.offset, info.name), dtype=torch.uint8)
+                out[info.name] = raw.reshape(rows, -1)
+                qtypes[info.name] = info.dtype
     finally:
         os.close(fd)
-    return out
+    return out, qtypes
+
+
+def _converted_qtypes(kind, layout, sd, prefix, module, name, qtypes: dict[str, str]) -> dict[str, str]:
+    """Which converted tensor came from which quantised source: convert a probe whose rows carry the
+    source's index (the converters split, chunk and concatenate along rows only)."""
+    if not qtypes:
+        return {}
+    names = list(sd)
+    probe = {k: torch.full((sd[k].shape[0],) + (1,) * (sd[k].dim() - 1), float(i), dtype=torch.float64)
+             for i, k in enumerate(names)}
+    conv = _convert(kind, layout, probe, prefix, module, name)
+    return {k: qtypes[names[int(v.reshape(-1)[0])]] for k, v in conv.items() if names[int(v.reshape(-1)[0])] in qtypes}
 
 
 def _convert(kind: str, layout: str, sd: dict, prefix: str, module: torch.nn.Module, comp_name: str) -> dict:
@@ -84,14 +112,35 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         path = _locate(rep.path, file_name)
         module = build_module(sub, library, class_name) if os.path.isfile(os.path.join(sub, "config.json")) else \
             build_component(spec.component(name), "meta")
-        converted = _convert(rc.kind, rc.layout, _read_prefix(path, prefix), prefix, module, name)
-        pc = PrecisionConfig(precisions[name], compute_dtype) if precisions.get(name) in ("fp8", "int8") else None
+        sd, qtypes = _read_prefix(path, prefix)
+        q_out = _converted_qtypes(rc.kind, rc.layout, sd, prefix, module, name, qtypes)
+        converted = _convert(rc.kind, rc.layout, sd, prefix, module, name)
+        del sd
+        if q_out:
+            _place_gguf(module, converted, q_out, compute_dtype)
+        pc = PrecisionConfig(precisions[name], compute_dtype) if precisions.get(name) in ("fp8", "int8") and not q_out else None
         expected = set(module.state_dict().keys())
         load_into(module, ((_Info(k), v) for k, v in converted.items()), compute_dtype, pc, key_map=_key_map(expected))
         del converted
         return finish_module(module, sub, library, class_name, f"{path} ({name})")
 
     return assemble_pipeline(config_dir, load_model)
+
+
+def _place_gguf(module: torch.nn.Module, converted: dict, q_out: dict[str, str], compute_dtype: torch.dtype) -> None:
+    """Quantised Linear weights become GGUF weights (dequantised per layer at compute time); they are
+    removed from `converted` so the generic loader only sees plain tensors."""
+    import gguf
+
+    from ..runtime.gguf_weights import set_gguf_weight
+
+    for k, qname in q_out.items():
+        mod_path, _, leaf = k.rpartition(".")
+        mod = module.get_submodule(mod_path)
+        if leaf != "weight" or not isinstance(mod, torch.nn.Linear):
+            raise UserError(f"GGUF tensor {k} is quantised but is not a Linear weight; lowvram cannot load it yet.")
+        raw = converted.pop(k).contiguous().reshape(-1)
+        set_gguf_weight(mod, raw, gguf.GGMLQuantizationType[qname], compute_dtype)
 
 
 class _Info:

@@ -344,3 +344,39 @@ def test_gguf_flux_diffusion_model(folders, tmp_path):
     a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
     # Q8_0 keeps 8 bits per weight with a scale per 32: the image stays within a few levels of the original
     assert np.abs(a - b).mean() < 3.0, np.abs(a - b).mean()
+
+
+def test_controlnet_sd15_and_flux(folders, tmp_path):
+    import diffusers
+
+    ctrl_img = tmp_path / "edges.png"
+    Image.fromarray(((np.indices((64, 64)).sum(0) % 16 < 8) * 255).astype("uint8")).convert("RGB").save(ctrl_img)
+    # SD1.5: a ControlNet made from the tiny UNet, saved as a diffusers folder
+    unet = diffusers.UNet2DConditionModel.from_pretrained(os.path.join(folders["sd15"], "unet"))
+    torch.manual_seed(0)
+    cn = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))  # /2 like the tiny VAE
+    with torch.no_grad():
+        for p in cn.parameters():  # zero-initialised convs would make the ControlNet a no-op
+            p.add_(torch.randn_like(p) * 0.05)
+    cn.save_pretrained(str(tmp_path / "cn_sd15"))
+    base = _run(folders["sd15"], tmp_path, "base.png", seed=1)
+    ctl = _run(folders["sd15"], tmp_path, "ctl.png", seed=1, controlnet=str(tmp_path / "cn_sd15"), control_image=str(ctrl_img))
+    assert not np.array_equal(np.asarray(Image.open(base.paths[0])), np.asarray(Image.open(ctl.paths[0])))
+    # the same with the UNet streamed: the ControlNet shares its phase and the image is identical
+    ctl2 = _run(folders["sd15"], tmp_path, "ctl2.png", vram_gb=3, seed=1, controlnet=str(tmp_path / "cn_sd15"),
+                control_image=str(ctrl_img))
+    assert next(c for c in ctl2.plan.components if c.role == "denoiser").placement == "streamed"
+    assert np.array_equal(np.asarray(Image.open(ctl.paths[0])), np.asarray(Image.open(ctl2.paths[0])))
+    # Flux ControlNet
+    torch.manual_seed(0)
+    fcn = diffusers.FluxControlNetModel(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                                        joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 6, 6],
+                                        in_channels=64, guidance_embeds=True)
+    with torch.no_grad():
+        for p in fcn.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    fcn.save_pretrained(str(tmp_path / "cn_flux"))
+    fres = _run(folders["flux-dev"], tmp_path, "fctl.png", seed=1, controlnet=str(tmp_path / "cn_flux"), control_image=str(ctrl_img))
+    assert Image.open(fres.paths[0]).size == (64, 64)
+    r = _cli("a cat", "--model", folders["sd15"], "--vram", "8GB", "--controlnet", str(tmp_path / "cn_sd15"), "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "--control-image" in r.stderr

@@ -251,6 +251,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              strength: float = typer.Option(0.75, help="img2img: how much to change the init image (0-1]."),
              mask: Optional[str] = typer.Option(None, "--mask", help="Inpaint: white = repaint (needs --init-image)."),
              lora: list[str] = typer.Option([], "--lora", help="A LoRA file, optionally FILE:WEIGHT (repeatable)."),
+             controlnet: Optional[str] = typer.Option(None, "--controlnet", help="A diffusers ControlNet folder."),
+             control_image: Optional[str] = typer.Option(None, "--control-image", help="The ControlNet's condition image."),
              output: str = typer.Option("lowvram.png", "-o", "--output", help="PNG to write (numbered for a batch)."),
              quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
@@ -279,7 +281,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         return make_plan(spec, wl, machine, Policy(quality))
 
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
-                          init_image, strength, mask, config, [_lora_arg(x) for x in lora])
+                          init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image)
     err = Console(stderr=True)
     res = run_generate(req, plan_fn, console=None if quiet else err)
     if res.interrupted_at is not None:

@@ -167,3 +167,15 @@ def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
         return load_module(sub, library, class_name, compute_dtype, precisions.get(name))
 
     return assemble_pipeline(folder, load_model)
+
+
+def load_controlnet(folder: str, compute_dtype: torch.dtype) -> torch.nn.Module:
+    """A diffusers ControlNet folder (ControlNetModel, FluxControlNetModel, SD3ControlNetModel)."""
+    try:
+        with open(os.path.join(folder, "config.json")) as f:
+            class_name = json.load(f)["_class_name"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{folder}/config.json cannot be read as a ControlNet config ({e}).") from None
+    if "ControlNet" not in class_name:
+        raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
+    return load_module(folder, "diffusers", class_name, compute_dtype, None)

@@ -36,6 +36,9 @@ class GenerateRequest:
     mask: str | None = None
     config: str | None = None  # for single files: a diffusers folder with the configs and tokenizers
     loras: list = field(default_factory=list)  # [(path, weight)]
+    controlnet: str | None = None  # a diffusers ControlNet folder
+    control_image: str | None = None
+    control_scale: float = 1.0
 
 
 @dataclass
@@ -83,8 +86,9 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if guidance < 0:
         raise UserError(f"--guidance {guidance} is negative: give 0 or more.")
     init, mask = _images(req, width, height, spec)
+    control = _control_image(req, width, height, spec)
     plan = plan_fn(spec, Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg,
-                                  loras=len(req.loras), img2img=init is not None))
+                                  loras=len(req.loras), controlnet=control is not None, img2img=init is not None))
     for path, _ in req.loras:
         if not os.path.isfile(path):
             raise UserError(f"The LoRA file {path} does not exist.")
@@ -117,7 +121,14 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         if key not in SAMPLERS:
             raise UserError(f"Unknown --sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
         pipe.scheduler = getattr(diffusers, SAMPLERS[key]).from_config(pipe.scheduler.config)
-    executor = PlanExecutor(plan, modules, device).apply()
+    companions = {}
+    if control is not None:
+        from .loader import load_controlnet
+
+        modules["controlnet"] = load_controlnet(req.controlnet, compute)
+        companions["controlnet"] = next(c.name for c in spec.components if c.role == "denoiser")
+        pipe = _controlnet_pipeline(pipe, modules["controlnet"])
+    executor = PlanExecutor(plan, modules, device, companions=companions).apply()
     executor.mark_execution_device()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -147,6 +158,9 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         kwargs["clean_caption"] = False  # needs BeautifulSoup and ftfy; the prompt is used as typed
     if req.negative and spec.uses_cfg:
         kwargs["negative_prompt"] = [req.negative] * req.batch
+    if control is not None:
+        key = "control_image" if spec.family == "flux" else "image"
+        kwargs.update({key: control, "controlnet_conditioning_scale": req.control_scale})
     if init is not None:
         kwargs.update(image=init, strength=req.strength)
         if mask is not None:
@@ -217,6 +231,37 @@ def _images(req: GenerateRequest, width: int, height: int, spec):
                         "they must be the same size.")
     init = init.resize((width, height))
     return init, (mask.resize((width, height)) if mask is not None else None)
+
+
+CONTROLNET_FAMILIES = ("sd1", "sdxl", "flux")
+
+
+def _control_image(req: GenerateRequest, width: int, height: int, spec):
+    from PIL import Image, UnidentifiedImageError
+
+    if not req.controlnet and not req.control_image:
+        return None
+    if not (req.controlnet and req.control_image):
+        raise UserError("--controlnet and --control-image go together: give both.")
+    if spec.family not in CONTROLNET_FAMILIES:
+        raise UserError(f"ControlNet is supported for SD1.5, SDXL and Flux, not {spec.name}.")
+    if req.init_image:
+        raise UserError("ControlNet with --init-image is not supported yet: use one or the other.")
+    if not os.path.isfile(os.path.join(req.controlnet, "config.json")):
+        raise UserError(f"{req.controlnet} is not a diffusers ControlNet folder (no config.json).")
+    try:
+        with Image.open(req.control_image) as im:
+            return im.convert("RGB").resize((width, height))
+    except FileNotFoundError:
+        raise UserError(f"The control image {req.control_image} does not exist.") from None
+    except (UnidentifiedImageError, OSError):
+        raise UserError(f"The control image {req.control_image} is not an image lowvram can read.") from None
+
+
+def _controlnet_pipeline(pipe, controlnet):
+    from diffusers import AutoPipelineForText2Image
+
+    return AutoPipelineForText2Image.from_pipe(pipe, controlnet=controlnet)
 
 
 def _mode_pipeline(pipe, inpaint: bool):

@@ -70,14 +70,14 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
     out = []
     for p in precisions:
         ub = facts.unit_bytes(p)
-        if extra_weights:
-            ub = ub + [extra_weights]
-        total = sum(ub)
-        fit = _fit_units(ub, budget - act)
+        # LoRA factors and a ControlNet stay resident beside the component for its whole phase
+        fit = _fit_units(ub, budget - act - extra_weights)
         if fit is None:
             continue
         k, vram = fit
-        streamed = total - sum(ub[:k])
+        vram += extra_weights
+        total = sum(ub) + extra_weights
+        streamed = sum(ub[k:])
         compute_s = flops / (machine.tflops * 1e12 * cost.COMPUTE_EFFICIENCY) * (1 + cost.DEQUANT_OVERHEAD[p])
         overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
         per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)

@@ -23,7 +23,7 @@ RESIDENT_ALL = 1 << 30  # "every unit resident"
 
 class PlanExecutor:
     def __init__(self, plan: Plan, modules: dict[str, torch.nn.Module], device: torch.device | str,
-                 weight_budget_bytes: int | None = None) -> None:
+                 weight_budget_bytes: int | None = None, companions: dict[str, str] | None = None) -> None:
         self.plan = plan
         self.modules = modules
         self.device = torch.device(device)
@@ -36,6 +36,12 @@ class PlanExecutor:
         self._wrapped: list[tuple[torch.nn.Module, str]] = []
         self.by_name = {c.name: c for c in plan.components}
         self.replans: list[str] = []  # out-of-memory recoveries, in words
+        # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}
+        self.companions = dict(companions or {})
+        self.extra_engines: dict[str, StreamingEngine] = {}
+        for comp, partner in self.companions.items():
+            p = self.by_name[partner]
+            self.by_name.setdefault(comp, replace(p, name=comp, placement="resident", resident_units=0))
 
     def apply(self) -> "PlanExecutor":
         for name, module in self.modules.items():
@@ -68,9 +74,21 @@ class PlanExecutor:
 
     def activate(self, name: str) -> None:
         """Put `name` on the device as planned, evicting the component of the previous phase."""
-        if self.active == name:
+        if self.active == name or name in self.extra_engines:
             return
-        self.deactivate()
+        group = {name, self.companions.get(name)} | {c for c, p in self.companions.items() if p == name}
+        if self.active is not None and self.active in group:
+            if name in self.companions:  # a companion joins its partner's phase, resident beside it
+                self.extra_engines[name] = StreamingEngine(self.modules[name], self.device, RESIDENT_ALL,
+                                                           self.accountant, owner=name).apply()
+                self.phases.append(name)
+                return
+            # the partner arrives while its companion holds the phase: the companion stays beside it
+            if self.engine is not None:
+                self.extra_engines[self.active] = self.engine
+            self.engine, self.active = None, None
+        else:
+            self.deactivate()
         cp: ComponentPlan = self.by_name[name]
         module = self.modules[name]
         if cp.placement != "cpu" and cp.role == "denoiser" and not getattr(module, "_lowvram_oom_guard", False):
@@ -137,6 +155,9 @@ class PlanExecutor:
     def deactivate(self) -> None:
         if self.engine is not None:
             self.engine.remove()
+        for e in self.extra_engines.values():
+            e.remove()
+        self.extra_engines = {}
         self.engine = None
         self.active = None
 

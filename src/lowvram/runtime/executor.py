@@ -103,7 +103,9 @@ class PlanExecutor:
                 module._lowvram_cpu_hooks = True
         else:
             k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
-            self.engine = StreamingEngine(module, self.device, k, self.accountant, owner=name).apply()
+            # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
+            self.engine = StreamingEngine(module, self.device, k, self.accountant, owner=name,
+                                          pin_memory=False if cp.source == "disk" else None).apply()
             self.active = name
         self.phases.append(name)
 

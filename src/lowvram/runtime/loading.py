@@ -48,13 +48,33 @@ def read_tensor(fd: int, info: TensorInfo, rows: tuple[int, int] | None = None) 
 
 
 class LazyTensor:
-    """A checkpoint tensor not read yet: the loader reads it whole, or row chunk by row chunk."""
+    """A checkpoint tensor not read yet: the loader reads it whole, row chunk by row chunk, or maps it."""
 
-    def __init__(self, fd: int, info: TensorInfo) -> None:
-        self.fd, self.info = fd, info
+    def __init__(self, fd: int, info: TensorInfo, path: str = "") -> None:
+        self.fd, self.info, self.path = fd, info, path
 
     def read(self, rows: tuple[int, int] | None = None) -> torch.Tensor:
         return read_tensor(self.fd, self.info, rows)
+
+    def map(self) -> torch.Tensor:
+        return map_tensor(self.path, self.info)
+
+
+def map_tensor(path: str, info: TensorInfo) -> torch.Tensor:
+    """The tensor as a read-only *shared* mapping of its bytes in the file: disk-backed weights.
+
+    Pages are read on first touch and belong to the page cache, which the kernel can drop again, so a
+    checkpoint larger than RAM + swap loads and runs. (A private copy-on-write mapping of the whole file —
+    what safetensors' safe_open makes — is refused by Linux for such files.)"""
+    import warnings
+
+    import numpy as np
+
+    arr = np.memmap(path, dtype=np.uint8, mode="r", offset=info.offset, shape=(info.nbytes,))
+    with warnings.catch_warnings():  # torch warns that the array is not writable: it is read-only on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(arr)
+    return t.view(TORCH_DTYPES[info.dtype]).reshape(info.shape)
 
 
 def iter_safetensors(paths: Iterable[str]):
@@ -64,7 +84,7 @@ def iter_safetensors(paths: Iterable[str]):
         fd = os.open(path, os.O_RDONLY)
         try:
             for info in infos:
-                yield info, LazyTensor(fd, info)
+                yield info, LazyTensor(fd, info, path)
         finally:
             os.close(fd)
 
@@ -113,11 +133,13 @@ def _fix_malloc_threshold() -> None:
 
 
 def load_into(module: torch.nn.Module, tensors: Iterable[tuple[TensorInfo, "LazyTensor | torch.Tensor"]], compute_dtype: torch.dtype,
-              precision: PrecisionConfig | None = None, key_map: Callable[[str], str | None] | None = None) -> dict:
+              precision: PrecisionConfig | None = None, key_map: Callable[[str], str | None] | None = None,
+              disk_backed: bool = False) -> dict:
     """Assign checkpoint tensors to a (meta-built) module; returns {"missing": [...], "unexpected": [...]}.
 
     Linear weights named by `prepare_precision` are quantised per tensor as they arrive; everything
-    floating else is cast to the compute dtype.
+    floating else is cast to the compute dtype. `disk_backed`: tensors already in the compute dtype are
+    mapped from the file instead of read (the plan's "disk" source, for checkpoints larger than RAM).
     """
     _fix_malloc_threshold()
     quantised = prepare_precision(module, precision)
@@ -133,6 +155,8 @@ def load_into(module: torch.nn.Module, tensors: Iterable[tuple[TensorInfo, "Lazy
             _assign(module, name, q)
             _assign(module, name[: -len("weight")] + "weight_scale", scale.to(compute_dtype))
             loaded.add(name[: -len("weight")] + "weight_scale")
+        elif disk_backed and isinstance(t, LazyTensor) and TORCH_DTYPES.get(t.info.dtype) == compute_dtype:
+            _assign(module, name, t.map())
         else:
             t = t.read() if isinstance(t, LazyTensor) else t
             _assign(module, name, t.to(compute_dtype) if t.is_floating_point() else t.clone())

@@ -137,7 +137,7 @@ class StreamingEngine:
         off = 0
         for entry in u.tensors:
             owner_mod, kind, name, t, _ = entry
-            host = t.detach().to("cpu")
+            host = t.detach().to("cpu")  # already on the CPU: no copy (a file mapping stays a mapping)
             n = host.numel() * host.element_size()
             if self.pin and not host.is_pinned() and self.pinned_bytes + n <= self.pinned_cap:
                 host = host.pin_memory()  # replaces the pageable copy: one host copy, never two

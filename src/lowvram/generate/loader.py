@@ -62,11 +62,12 @@ def _key_map(expected: set[str]):
 
 
 def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dtype,
-                precision: str | None) -> torch.nn.Module:
+                precision: str | None, disk_backed: bool = False) -> torch.nn.Module:
     module = build_module(sub, library, class_name)
     pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
     expected = set(module.state_dict().keys())
-    load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected))
+    load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected),
+              disk_backed=disk_backed)
     return finish_module(module, sub, library, class_name, sub)
 
 
@@ -159,12 +160,14 @@ def assemble_pipeline(folder: str, load_model):
 
 def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
     """(pipeline, {component name: module}) from a diffusers folder, each component per the plan."""
-    precisions = {c.name: c.precision for c in plan.components}
+    by_name = {c.name: c for c in plan.components}
 
     def load_model(name, sub, library, class_name):
         if not os.path.isdir(sub):
             raise UserError(f"{folder} has no {name}/ folder, which its model_index.json lists: the download is incomplete.")
-        return load_module(sub, library, class_name, compute_dtype, precisions.get(name))
+        cp = by_name.get(name)
+        return load_module(sub, library, class_name, compute_dtype, cp.precision if cp else None,
+                           disk_backed=cp is not None and cp.source == "disk")
 
     return assemble_pipeline(folder, load_model)
 

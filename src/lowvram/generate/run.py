@@ -184,7 +184,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     paths = []
     for k, arr in enumerate(images):
         info = PngInfo()
-        params = {"Steps": steps, "Sampler": sampler, "CFG scale": guidance, "Seed": req.seed + 0, "Size": f"{width}x{height}",
+        params = {"Steps": steps, "Sampler": sampler, "CFG scale": guidance, "Seed": req.seed + 0, "Size": f"{arr.shape[1]}x{arr.shape[0]}",
                   "Model": spec.name, "Batch pos": k if req.batch > 1 else None,
                   "Lora hashes": ", ".join(f"{os.path.basename(p)}: {w}" for p, w in req.loras) or None,
                   "lowvram plan": _plan_summary(plan)}

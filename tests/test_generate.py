@@ -383,3 +383,45 @@ def test_controlnet_sd15_and_flux(folders, tmp_path):
     assert Image.open(fres.paths[0]).size == (64, 64)
     r = _cli("a cat", "--model", folders["sd15"], "--vram", "8GB", "--controlnet", str(tmp_path / "cn_sd15"), "-o", str(tmp_path / "x.png"))
     assert r.returncode == 2 and "--control-image" in r.stderr
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd3-medium"])
+def test_single_file_sd15_and_sd3(folders, tmp_path, family):
+    """SD1.5 as an A1111 checkpoint and SD3 as a ComfyUI all-in-one file (text encoders inside)."""
+    from safetensors.torch import save_file
+
+    import layouts as L
+
+    f = folders[family]
+    if family == "sd15":
+        ck = L.sd1_checkpoint(_state(f, "unet"), _state(f, "text_encoder"), _state(f, "vae"))
+    else:
+        ck = L.sd3_checkpoint(_state(f, "transformer"), _state(f, "text_encoder"), _state(f, "text_encoder_2"),
+                              _state(f, "text_encoder_3"), _state(f, "vae"))
+    path = tmp_path / f"{family}.safetensors"
+    save_file(ck, str(path))
+    ref = _run(f, tmp_path, "ref.png", seed=5)
+    req = GenerateRequest(prompt="a red cat", model=str(path), width=64, height=64, steps=3, seed=5,
+                          output=str(tmp_path / "single.png"), quiet=True, config=f)
+    res = generate(req, _plan_fn())
+    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    assert np.abs(a - b).max() <= 1
+
+
+def test_legacy_ckpt_loads_only_with_weights_only(folders, tmp_path):
+    import layouts as L
+
+    f = folders["sd15"]
+    ck = L.sd1_checkpoint(_state(f, "unet"), _state(f, "text_encoder"), _state(f, "vae"))
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": ck}, str(path))
+    ref = _run(f, tmp_path, "ref.png", seed=5)
+    res = generate(GenerateRequest(prompt="a red cat", model=str(path), width=64, height=64, steps=3, seed=5,
+                                   output=str(tmp_path / "ckpt.png"), quiet=True, config=f), _plan_fn())
+    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    assert np.abs(a - b).max() <= 1
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": ck, "callback": GenerateRequest("x", "y")}, str(evil))  # needs more than tensors
+    r = _cli("a cat", "--model", str(evil), "--config", f, "--vram", "8GB", "-o", str(tmp_path / "e.png"))
+    assert r.returncode == 2 and ("refused" in r.stderr or "safe" in r.stderr), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "e.png").exists()

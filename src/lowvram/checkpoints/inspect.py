@@ -55,14 +55,16 @@ class Inspection:
         return asdict(self)
 
 
-def inspect_path(path: str) -> Inspection:
+def inspect_path(path: str, pipeline_hint: str | None = None) -> Inspection:
+    """`pipeline_hint`: the diffusers pipeline class of a config folder given with the checkpoint; it
+    names the architecture when the weights alone do not (fine-tunes with unusual widths)."""
     if not os.path.exists(path):
         raise UserError(f"{path} does not exist: give the path of a checkpoint file or a model folder.")
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "model_index.json")):
             return _inspect_diffusers(path)
-        return _inspect_component_folder(path)
-    return _inspect_files([path], path)
+        return _inspect_component_folder(path, pipeline_hint)
+    return _inspect_files([path], path, pipeline_hint)
 
 
 def read_tensors(path: str) -> tuple[list[TensorInfo], dict]:
@@ -118,7 +120,8 @@ def _role(kind: str) -> str:
     return "denoiser" if kind in ("unet", "mmdit", "flux", "chroma", "pixart", "hidream", "qwen-image") else "text_encoder"
 
 
-def _assemble(path: str, fmt: str, parts: list[Part], unknown: int, name_hint: str = "") -> Inspection:
+def _assemble(path: str, fmt: str, parts: list[Part], unknown: int, name_hint: str = "",
+              pipeline_hint: str | None = None) -> Inspection:
     """Turn recognised parts into an Inspection: one denoiser decides the architecture."""
     denoisers = [p for p in parts if p.is_denoiser]
     if not parts:
@@ -138,6 +141,9 @@ def _assemble(path: str, fmt: str, parts: list[Part], unknown: int, name_hint: s
         reps = [_report(p.kind, _role(p.kind), p) for p in parts]
         return Inspection(path, fmt, None, None, "components without a diffusion model", reps, ["denoiser"],
                           unrecognised_tensors=unknown)
+    def identify(p):
+        return _identify(p, pipeline_hint, path)
+
     if len({(identify(p)[0].name, identify(p)[2]) for p in denoisers}) > 1 and fmt != "diffusers":
         names = ", ".join(sorted({p.source for p in denoisers}))
         raise UserError(f"{path} holds several diffusion models ({names}): inspect one file, or put one model's files in a folder.")
@@ -163,15 +169,21 @@ def _assemble(path: str, fmt: str, parts: list[Part], unknown: int, name_hint: s
                       unrecognised_tensors=unknown, notes=notes)
 
 
-def identify(p: Part):
+def _identify(p: Part, pipeline_hint: str | None = None, path: str = ""):
     try:
         return identify_denoiser(p)
     except ValueError as e:
+        if pipeline_hint in PIPELINE_MODELS:
+            model, variant = _by_pipeline_class(path, {"_class_name": pipeline_hint}, p)
+            return model, variant, model.by_role("denoiser")[0].name
         raise UserError(f"{p.source} is a diffusion model of an architecture lowvram does not know ({e}); "
                         "see `lowvram models` for the supported ones.") from None
 
 
-def _inspect_files(files: list[str], path: str) -> Inspection:
+identify = _identify
+
+
+def _inspect_files(files: list[str], path: str, pipeline_hint: str | None = None) -> Inspection:
     parts: list[Part] = []
     unknown = 0
     gguf = False
@@ -188,7 +200,7 @@ def _inspect_files(files: list[str], path: str) -> Inspection:
         fmt = "component-files"
     else:
         fmt = "gguf" if gguf else "single-file"
-    return _assemble(path, fmt, parts, unknown, name_hint=path)
+    return _assemble(path, fmt, parts, unknown, name_hint=path, pipeline_hint=pipeline_hint)
 
 
 def _weight_files(folder: str) -> list[str]:
@@ -196,7 +208,7 @@ def _weight_files(folder: str) -> list[str]:
                   if f.lower().endswith(WEIGHT_EXTS) and os.path.isfile(os.path.join(folder, f)))
 
 
-def _inspect_component_folder(path: str) -> Inspection:
+def _inspect_component_folder(path: str, pipeline_hint: str | None = None) -> Inspection:
     files = _weight_files(path)
     # A ComfyUI models/ tree keeps components in sub-folders: diffusion_models/, text_encoders/, vae/, ...
     for sub in sorted(os.listdir(path)):
@@ -204,7 +216,7 @@ def _inspect_component_folder(path: str) -> Inspection:
             files += _weight_files(os.path.join(path, sub))
     if not files:
         raise UserError(f"{path} holds no model: no model_index.json and no weight files ({', '.join(WEIGHT_EXTS)}).")
-    return _inspect_files(files, path)
+    return _inspect_files(files, path, pipeline_hint)
 
 
 def _inspect_diffusers(path: str) -> Inspection:

@@ -71,7 +71,13 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     from .infotext import build_infotext
     from .loader import load_pipeline
 
-    rep = inspect_path(req.model)
+    hint = None
+    if req.config and os.path.isfile(os.path.join(req.config, "model_index.json")):
+        import json
+
+        with open(os.path.join(req.config, "model_index.json")) as f:
+            hint = json.load(f).get("_class_name")
+    rep = inspect_path(req.model, pipeline_hint=hint)
     if rep.architecture is None:
         raise UserError(f"{req.model} is a lone {rep.variant}, not a model: give the folder that also holds the diffusion model.")
     spec = MODELS[rep.architecture]

@@ -33,6 +33,8 @@ def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[
     quantisation type of those that are quantised (kept as raw blocks: rows x bytes per row)."""
     from ..runtime.loading import _pread
 
+    if path.lower().endswith((".ckpt", ".pt", ".pth", ".bin")):
+        return {k: v for k, v in _load_pickle(path).items() if k.startswith(prefix)}, {}
     tensors, _ = read_tensors(path)
     out, qtypes = {}, {}
     fd = os.open(path, os.O_RDONLY)
@@ -53,6 +55,19 @@ def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[
     finally:
         os.close(fd)
     return out, qtypes
+
+
+def _load_pickle(path: str) -> dict[str, torch.Tensor]:
+    """A legacy .ckpt/.pt state dict, with torch's weights-only unpickler: a file that needs to run code
+    to load (anything but tensors and plain containers) is refused."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # UnpicklingError and friends: the file wants more than tensors
+        raise UserError(f"{os.path.basename(path)} is refused: it needs more than tensors to load "
+                        f"({type(e).__name__}), which could run code. Convert it to .safetensors from a trusted copy.") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
 def _converted_qtypes(kind, layout, sd, prefix, module, name, qtypes: dict[str, str]) -> dict[str, str]:

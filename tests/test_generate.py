@@ -425,3 +425,28 @@ def test_legacy_ckpt_loads_only_with_weights_only(folders, tmp_path):
     r = _cli("a cat", "--model", str(evil), "--config", f, "--vram", "8GB", "-o", str(tmp_path / "e.png"))
     assert r.returncode == 2 and ("refused" in r.stderr or "safe" in r.stderr), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "e.png").exists()
+
+
+def test_models_dir_finds_the_parts_of_a_comfyui_tree(folders, tmp_path):
+    from safetensors.torch import save_file
+
+    import layouts as L
+
+    f = folders["flux-dev"]
+    tree = tmp_path / "ComfyUI" / "models"
+    for sub in ("diffusion_models", "text_encoders", "vae", "checkpoints"):
+        (tree / sub).mkdir(parents=True)
+    save_file(L.flux_to_bfl(_state(f, "transformer")), str(tree / "diffusion_models" / "flux1-dev.safetensors"))
+    save_file(_state(f, "text_encoder_2"), str(tree / "text_encoders" / "t5xxl_fp16.safetensors"))
+    save_file(_state(f, "text_encoder"), str(tree / "text_encoders" / "clip_l.safetensors"))
+    save_file(L.vae_to_ldm(_state(f, "vae")), str(tree / "vae" / "ae.safetensors"))
+    save_file(L.vae_to_ldm(_state(folders["sd15"], "vae")), str(tree / "vae" / "sd_vae.safetensors"))  # another model's
+    ref = _run(f, tmp_path, "ref.png", seed=6)
+    out = tmp_path / "tree.png"
+    r = _cli("a red cat", "--model", "flux1-dev.safetensors", "--models-dir", str(tree), "--config", f, "--width", "64",
+             "--height", "64", "--steps", "3", "--seed", "6", "--vram", "48GB", "--quiet", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], out))
+    assert np.abs(a - b).max() <= 1
+    r = _cli("a cat", "--model", "nope.safetensors", "--models-dir", str(tree), "--vram", "8GB")
+    assert r.returncode == 2 and "is not in" in r.stderr

@@ -234,6 +234,7 @@ def _cell(p) -> str:
 @app.command()
 def generate(prompt: str = typer.Argument(..., help="What to draw."),
              model: str = typer.Option(..., "--model", help="A diffusers folder, a single-file checkpoint, or a folder of ComfyUI component files."),
+             models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: find the model (by file name) and its text encoders and VAE there."),
              config: Optional[str] = typer.Option(None, "--config", help="For single files: a diffusers folder of the same model with its configs and tokenizers (weights not needed)."),
              negative: str = typer.Option("", "--negative", help="Negative prompt (models with CFG)."),
              width: Optional[int] = typer.Option(None, help="Width in pixels (default: the model's)."),
@@ -266,8 +267,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
     from .hub import local_path
 
-    model = local_path(model)  # an installed catalogue name means its snapshot folder
-    if not os.path.exists(model):
+    model = local_path(model) if not models_dir else model  # an installed catalogue name: its snapshot folder
+    if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
     if vram is None and gpu is None:
         from .machines.probe import probe
@@ -281,7 +282,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         return make_plan(spec, wl, machine, Policy(quality))
 
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
-                          init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image)
+                          init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
+                          models_dir=models_dir)
     err = Console(stderr=True)
     res = run_generate(req, plan_fn, console=None if quiet else err)
     if res.interrupted_at is not None:

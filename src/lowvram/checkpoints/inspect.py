@@ -50,6 +50,7 @@ class Inspection:
     used_by: list[str] = field(default_factory=list)  # for a lone component: models it serves
     unrecognised_tensors: int = 0
     notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> full path of every file read
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -183,15 +184,16 @@ def _identify(p: Part, pipeline_hint: str | None = None, path: str = ""):
 identify = _identify
 
 
-def _inspect_files(files: list[str], path: str, pipeline_hint: str | None = None) -> Inspection:
+def _inspect_files(files: list[str], path: str, pipeline_hint: str | None = None, extra: int = 0) -> Inspection:
+    """`extra`: how many of the last files are optional candidates (a models/ tree) that may not fit."""
     parts: list[Part] = []
     unknown = 0
     gguf = False
-    for f in files:
+    for n, f in enumerate(files):
         tensors, meta = read_tensors(f)
         gguf |= f.lower().endswith(".gguf")
         p, u = split_parts(tensors, os.path.basename(f))
-        if not p and tensors and not os.path.isdir(path):
+        if not p and tensors and not os.path.isdir(path) and n < len(files) - extra:
             raise CheckpointError(f"{os.path.basename(f)} holds no model component lowvram recognises "
                                   f"({len(tensors)} tensors of unknown layout); check it is an image-model checkpoint.")
         parts.extend(p)
@@ -200,7 +202,37 @@ def _inspect_files(files: list[str], path: str, pipeline_hint: str | None = None
         fmt = "component-files"
     else:
         fmt = "gguf" if gguf else "single-file"
-    return _assemble(path, fmt, parts, unknown, name_hint=path, pipeline_hint=pipeline_hint)
+    rep = _assemble(path, fmt, parts, unknown, name_hint=path, pipeline_hint=pipeline_hint)
+    rep.files = {os.path.basename(f): f for f in files}
+    if extra:  # candidates from a models/ tree that belong to other models are not worth a note
+        rep.notes = [n for n in rep.notes if "is not a component of" not in n]
+    return rep
+
+
+# Where ComfyUI (models/...) and A1111 (models/...) keep each kind of file.
+MODEL_DIRS = ("diffusion_models", "unet", "checkpoints", "Stable-diffusion")
+COMPONENT_DIRS = ("text_encoders", "clip", "vae", "VAE")
+
+
+def find_in_models_dir(name: str, models_dir: str) -> str:
+    """A diffusion model or checkpoint file by name inside a ComfyUI / A1111 models/ tree."""
+    for sub in MODEL_DIRS:
+        cand = os.path.join(models_dir, sub, name)
+        if os.path.isfile(cand):
+            return cand
+    raise UserError(f"{name} is not in {models_dir}/{{{','.join(MODEL_DIRS)}}}: give its path, or the right --models-dir.")
+
+
+def inspect_with_models_dir(model_file: str, models_dir: str, pipeline_hint: str | None = None) -> Inspection:
+    """The model file, completed with the text encoders and VAE the models/ tree holds for it."""
+    if not os.path.isdir(models_dir):
+        raise UserError(f"--models-dir {models_dir} is not a folder: give a ComfyUI or A1111 models/ folder.")
+    candidates = []
+    for sub in COMPONENT_DIRS:
+        folder = os.path.join(models_dir, sub)
+        if os.path.isdir(folder):
+            candidates += _weight_files(folder)
+    return _inspect_files([model_file] + candidates, model_file, pipeline_hint, extra=len(candidates))
 
 
 def _weight_files(folder: str) -> list[str]:

@@ -39,6 +39,7 @@ class GenerateRequest:
     controlnet: str | None = None  # a diffusers ControlNet folder
     control_image: str | None = None
     control_scale: float = 1.0
+    models_dir: str | None = None  # a ComfyUI / A1111 models/ tree to find the model and its parts in
 
 
 @dataclass
@@ -77,7 +78,13 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
 
         with open(os.path.join(req.config, "model_index.json")) as f:
             hint = json.load(f).get("_class_name")
-    rep = inspect_path(req.model, pipeline_hint=hint)
+    if req.models_dir:
+        from ..checkpoints.inspect import find_in_models_dir, inspect_with_models_dir
+
+        model_file = req.model if os.path.isfile(req.model) else find_in_models_dir(req.model, req.models_dir)
+        rep = inspect_with_models_dir(model_file, req.models_dir, pipeline_hint=hint)
+    else:
+        rep = inspect_path(req.model, pipeline_hint=hint)
     if rep.architecture is None:
         raise UserError(f"{req.model} is a lone {rep.variant}, not a model: give the folder that also holds the diffusion model.")
     spec = MODELS[rep.architecture]

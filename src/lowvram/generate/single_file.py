@@ -124,7 +124,7 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         rc = sources[name]
         file_name, _, prefix = rc.source.partition(":")
         prefix = prefix.rstrip("*")
-        path = _locate(rep.path, file_name)
+        path = rep.files.get(file_name) or _locate(rep.path, file_name)
         module = build_module(sub, library, class_name) if os.path.isfile(os.path.join(sub, "config.json")) else \
             build_component(spec.component(name), "meta")
         sd, qtypes = _read_prefix(path, prefix)

@@ -18,7 +18,7 @@ from lowvram.plan import Machine, Policy, make_plan
 
 GiB = 2**30
 FAMILIES = ["sd15", "sdxl", "flux-dev", "sd3-medium"]
-MORE_FAMILIES = ["sd21", "pixart-sigma", "chroma", "hidream-i1"]
+MORE_FAMILIES = ["sd21", "pixart-sigma", "chroma", "hidream-i1", "qwen-image"]
 
 
 @pytest.fixture(scope="session")
@@ -450,3 +450,29 @@ def test_models_dir_finds_the_parts_of_a_comfyui_tree(folders, tmp_path):
     assert np.abs(a - b).max() <= 1
     r = _cli("a cat", "--model", "nope.safetensors", "--models-dir", str(tree), "--vram", "8GB")
     assert r.returncode == 2 and "is not in" in r.stderr
+
+
+def test_fp8_checkpoint_folder(folders, tmp_path):
+    """A folder whose transformer is stored in fp8 (like flux1-dev-fp8) loads and generates."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    f = folders["flux-dev"]
+    fp8 = tmp_path / "flux-fp8"
+    shutil.copytree(f, fp8)
+    sub = fp8 / "transformer"
+    sd = _state(f, "transformer")
+    for name in list(os.listdir(sub)):
+        if name.endswith(".safetensors"):
+            os.remove(sub / name)
+    save_file({k: (v.to(torch.float8_e4m3fn) if v.dim() == 2 else v) for k, v in sd.items()},
+              str(sub / "diffusion_pytorch_model.safetensors"))
+    from lowvram.checkpoints.inspect import inspect_path
+
+    rep = inspect_path(str(fp8))
+    assert next(c for c in rep.components if c.name == "transformer").dtype == "F8_E4M3"
+    ref = _run(f, tmp_path, "ref.png", seed=2)
+    res = _run(str(fp8), tmp_path, "fp8.png", seed=2)
+    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    assert np.abs(a - b).mean() < 6.0  # fp8 storage rounds the weights (3 mantissa bits)

@@ -32,24 +32,48 @@ def _weights(sub: str) -> list[str]:
 
 
 def build_module(sub: str, library: str, class_name: str) -> torch.nn.Module:
-    """The component's class from its own config.json, on the meta device."""
-    if library == "transformers":
-        import transformers
+    """The component's class from its own config.json: parameters on the meta device (filled by the
+    loader), buffers and other tensors computed in __init__ (rotary tables...) real, on the CPU."""
+    from accelerate import init_empty_weights
 
-        cls = getattr(transformers, class_name)
-        config = transformers.AutoConfig.from_pretrained(sub, local_files_only=True)
-        with torch.device("meta"):
+    with init_empty_weights(include_buffers=False):
+        if library == "transformers":
+            import transformers
+
+            cls = getattr(transformers, class_name)
+            config = transformers.AutoConfig.from_pretrained(sub, local_files_only=True)
             return cls._from_config(config, attn_implementation="sdpa").eval()
-    import diffusers
+        import diffusers
 
-    cls = getattr(diffusers, class_name)
-    cfg = cls.load_config(sub, local_files_only=True)
-    with torch.device("meta"):
-        return cls.from_config(cfg).eval()
+        cls = getattr(diffusers, class_name)
+        return cls.from_config(cls.load_config(sub, local_files_only=True)).eval()
 
 
-def _key_map(expected: set[str]):
-    """Tolerate the two CLIP key spellings (transformers < 5 saves `text_model.*`, 5 drops it)."""
+def _renamings(module: torch.nn.Module) -> list[tuple[str, str]]:
+    """transformers' own checkpoint key renamings for this model (v5 saves e.g. Qwen2.5-VL as `visual.*` /
+    `model.layers.*` and loads them as `model.visual.*` / `model.language_model.layers.*`)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+    except ImportError:
+        return []
+    out = []
+    try:
+        for m in get_model_conversion_mapping(module):
+            if type(m).__name__ in ("WeightRenaming", "PrefixChange"):
+                out += list(zip(m.source_patterns, m.target_patterns))
+    except Exception:  # not a transformers model, or an older transformers: names are used as stored
+        return []
+    return out
+
+
+def _key_map(expected: set[str], module: torch.nn.Module | None = None):
+    """Stored name -> module name: as is, the two CLIP spellings (transformers < 5 saves `text_model.*`,
+    5 drops it), or transformers' own renamings for the model."""
+    import re
+
+    renames = _renamings(module) if module is not None and hasattr(module, "config") and \
+        not hasattr(module.config, "_class_name") else []
+
     def fn(name: str) -> str | None:
         if name in expected:
             return name
@@ -57,6 +81,10 @@ def _key_map(expected: set[str]):
             return name[len("text_model."):]
         if "text_model." + name in expected:
             return "text_model." + name
+        for src, dst in renames:  # transformers applies the first rule that matches
+            renamed, n = re.subn(src, dst, name)
+            if n:
+                return renamed if renamed in expected else None
         return None
     return fn
 
@@ -66,7 +94,7 @@ def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dt
     module = build_module(sub, library, class_name)
     pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
     expected = set(module.state_dict().keys())
-    load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected),
+    load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected, module),
               disk_backed=disk_backed)
     return finish_module(module, sub, library, class_name, sub)
 
@@ -75,43 +103,11 @@ def finish_module(module: torch.nn.Module, sub: str, library: str, class_name: s
     """After loading: re-tie tied weights (stored once), rebuild computed buffers, refuse gaps."""
     if hasattr(module, "tie_weights"):  # tied weights are stored once (T5's shared embedding)
         module.tie_weights()
-    if os.path.isdir(sub):
-        _materialise_buffers(module, class_name, library, sub)
     missing = [k for k, t in module.state_dict(keep_vars=True).items() if t.is_meta]
     if missing:
         raise UserError(f"{source} is missing {len(missing)} weights (first: {missing[0]}); the download is incomplete "
                         "or it is another variant of the model.")
     return module.requires_grad_(False)
-
-
-def _materialise_buffers(module: torch.nn.Module, class_name: str, library: str, sub: str) -> None:
-    """Buffers a checkpoint does not store (computed in __init__) are still on meta: rebuild them by
-    instantiating the module on the CPU's meta-free path only for those buffers."""
-    meta_buffers = [n for n, b in module.named_buffers() if b.is_meta]
-    if not meta_buffers:
-        return
-    ref = build_module_cpu(sub, library, class_name)
-    ref_buffers = dict(ref.named_buffers())
-    for name in meta_buffers:
-        path, _, leaf = name.rpartition(".")
-        owner = module.get_submodule(path) if path else module
-        owner._buffers[leaf] = ref_buffers[name].clone()
-
-
-def build_module_cpu(sub: str, library: str, class_name: str) -> torch.nn.Module:
-    """Only for recomputing non-persistent buffers: parameters are skipped via init_empty_weights."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights(include_buffers=False):
-        if library == "transformers":
-            import transformers
-
-            config = transformers.AutoConfig.from_pretrained(sub, local_files_only=True)
-            return getattr(transformers, class_name)._from_config(config, attn_implementation="sdpa")
-        import diffusers
-
-        cls = getattr(diffusers, class_name)
-        return cls.from_config(cls.load_config(sub, local_files_only=True))
 
 
 def read_index(folder: str) -> dict:

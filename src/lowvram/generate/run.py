@@ -167,6 +167,9 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
                   generator=gen, output_type="np", callback_on_step_end=on_step_end)
     if spec.uses_cfg or spec.family == "flux":
         kwargs["guidance_scale"] = guidance
+    if spec.family == "qwen-image":  # "true" CFG: needs a negative prompt to run the second pass
+        kwargs["true_cfg_scale"] = guidance
+        kwargs["negative_prompt"] = [req.negative or " "] * req.batch
     if spec.family == "pixart":
         kwargs["clean_caption"] = False  # needs BeautifulSoup and ftfy; the prompt is used as typed
     if req.negative and spec.uses_cfg:

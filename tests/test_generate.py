@@ -48,7 +48,7 @@ def parse_a1111(text: str) -> dict:
 
 def _plan_fn(vram_gb=48, ram_gb=64):
     machine = Machine("test", vram_gb * GiB, ram_gb * GiB, 12.5e9, 40.0)
-    return lambda spec, wl: make_plan(spec, wl, machine, Policy("lossless"))
+    return lambda spec, wl, file_weights=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=file_weights)
 
 
 def _run(folder, tmp_path, name="out.png", vram_gb=48, **kw):

@@ -149,3 +149,20 @@ def test_gpus_markdown():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("| GPU | sdxl | flux-dev |") and len(lines) == 2 + 6
+
+
+def test_gguf_file_is_planned_with_its_own_bytes(tmp_path):
+    """A Q4_K Flux file: the planner uses its 4.5-bit bytes under every policy (it never re-quantises GGUF)."""
+    import gguf
+    from checkpoints import flux_bfl, flux_qtype, write_sparse_gguf
+
+    path = tmp_path / "flux1-dev-Q4_K_S.gguf"
+    write_sparse_gguf(path, {k: tuple(v.shape) for k, v in flux_bfl("dev").items()}, flux_qtype(gguf.GGMLQuantizationType.Q4_K))
+    r = _cli("plan", str(path), "--gpu", "RTX 4060", "--ram", "16GB", "--json")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    den = next(c for c in p["components"] if c["role"] == "denoiser")
+    assert p["policy"] == "lossless" and den["precision"] == "Q4_K"
+    bf16 = json.loads(_cli("plan", "flux-dev", "--gpu", "RTX 4060", "--ram", "16GB", "--json").stdout)
+    den16 = next(c for c in bf16["components"] if c["role"] == "denoiser")
+    assert den["streamed_bytes"] < den16["streamed_bytes"] / 2 and p["seconds_per_step"] < bf16["seconds_per_step"]

@@ -92,8 +92,8 @@ def _model_and_defaults(model: str):
         rep = inspect_path(model)
         if rep.architecture is None:
             raise UserError(f"{model} is a lone {rep.variant}, not a whole model: plan the model it belongs to ({', '.join(rep.used_by)}).")
-        return MODELS[rep.architecture]
-    return get_model(model)
+        return MODELS[rep.architecture], rep.file_weights()
+    return get_model(model), {}
 
 
 @app.command()
@@ -123,7 +123,7 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-    spec = _model_and_defaults(model)
+    spec, file_weights = _model_and_defaults(model)
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
     if batch < 1 or batch > 64:
@@ -135,7 +135,8 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
         raise UserError(f"--loras {loras} is negative: give the number of LoRAs, 0 or more.")
     machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)
     wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet, img2img)
-    p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0))
+    p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
+                  file_weights=file_weights)
     if as_json:
         _print_json(p.to_json())
         return
@@ -278,8 +279,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
             vram = f"{max(1, p.ram_available // 2**30 // 2)}GB"
     machine = resolve_machine(gpu, vram, ram)
 
-    def plan_fn(spec, wl):
-        return make_plan(spec, wl, machine, Policy(quality))
+    def plan_fn(spec, wl, file_weights=None):
+        return make_plan(spec, wl, machine, Policy(quality), file_weights=file_weights)
 
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
                           init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,

@@ -55,6 +55,13 @@ class Inspection:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def file_weights(self) -> dict[str, tuple[str, float]]:
+        """{component: (GGUF type, stored bytes per bf16 byte)} for components stored GGUF-quantised:
+        the planner uses those bytes as they are (it never re-quantises GGUF)."""
+        plain = {"F32", "F16", "BF16", "F64"}
+        return {c.name: (c.dtype, c.bytes / max(1, 2 * c.params)) for c in self.components
+                if self.format in ("gguf", "component-files") and c.dtype not in plain and c.dtype.startswith(("Q", "IQ", "TQ"))}
+
 
 def inspect_path(path: str, pipeline_hint: str | None = None) -> Inspection:
     """`pipeline_hint`: the diffusers pipeline class of a config folder given with the checkpoint; it

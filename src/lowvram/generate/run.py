@@ -100,8 +100,10 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         raise UserError(f"--guidance {guidance} is negative: give 0 or more.")
     init, mask = _images(req, width, height, spec)
     control = _control_image(req, width, height, spec)
-    plan = plan_fn(spec, Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg,
-                                  loras=len(req.loras), controlnet=control is not None, img2img=init is not None))
+    wl = Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg,
+                  loras=len(req.loras), controlnet=control is not None, img2img=init is not None)
+    fw = rep.file_weights()
+    plan = plan_fn(spec, wl, fw) if fw else plan_fn(spec, wl)
     for path, _ in req.loras:
         if not os.path.isfile(path):
             raise UserError(f"The LoRA file {path} does not exist.")

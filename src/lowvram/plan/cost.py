@@ -23,6 +23,10 @@ PER_CALL_OVERHEAD_S = 0.005
 # (HF "Exploring Quantization Backends": fp8 layerwise casting 13 s vs bf16 12 s; int8 15 s).
 DEQUANT_OVERHEAD = {"bf16": 0.0, "fp16": 0.0, "fp8": 0.08, "int8": 0.25}
 BYTES_PER_WEIGHT = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+# GGUF weights already in a file are dequantised per layer on the GPU: Q8_0 Flux 15 s vs bf16 12 s,
+# Q4_1 23 s (HF "Exploring Quantization Backends", H100) -> +25 % for Q8_0, +90 % for the 4/5/6-bit types.
+GGUF_DEQUANT_OVERHEAD = {"Q8_0": 0.25}
+GGUF_DEQUANT_OVERHEAD_DEFAULT = 0.9
 # The Python process with torch, diffusers and transformers imported, plus what the OS keeps for itself.
 BASELINE_RAM_BYTES = int(3.0 * GiB)
 # Fraction of RAM we let pinned (page-locked) memory take; the rest stays pageable for the OS.

@@ -61,7 +61,7 @@ def _fit_units(unit_bytes: list[int], budget: int) -> tuple[int, int] | None:
 
 def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, machine: Machine, budget: int,
                  precisions: list[str], compute: str, stored: str, per_image_calls: int,
-                 extra_weights: int = 0) -> list[Option]:
+                 extra_weights: int = 0, file_ratio: float | None = None) -> list[Option]:
     """Resident / streamed options on the GPU for one component.
 
     role_calls: forward calls per step (2 with split CFG); per_image_calls: steps (denoiser) or 1.
@@ -69,7 +69,12 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
     facts = component_facts(spec)
     out = []
     for p in precisions:
-        ub = facts.unit_bytes(p)
+        if p in cost.BYTES_PER_WEIGHT:
+            ub = facts.unit_bytes(p)
+            overhead = cost.DEQUANT_OVERHEAD[p]
+        else:  # a GGUF type already in the file: its bytes, dequantised per layer
+            ub = [int(b * (file_ratio or 1.0)) for b in facts.unit_bytes(stored)]
+            overhead = cost.GGUF_DEQUANT_OVERHEAD.get(p, cost.GGUF_DEQUANT_OVERHEAD_DEFAULT)
         # LoRA factors and a ControlNet stay resident beside the component for its whole phase
         fit = _fit_units(ub, budget - act - extra_weights)
         if fit is None:
@@ -78,7 +83,7 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
         vram += extra_weights
         total = sum(ub) + extra_weights
         streamed = sum(ub[k:])
-        compute_s = flops / (machine.tflops * 1e12 * cost.COMPUTE_EFFICIENCY) * (1 + cost.DEQUANT_OVERHEAD[p])
+        compute_s = flops / (machine.tflops * 1e12 * cost.COMPUTE_EFFICIENCY) * (1 + overhead)
         overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
         per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)
         per_image = _image_seconds(compute_s, overhead_s, total, streamed, role_calls * per_image_calls,
@@ -118,7 +123,7 @@ def _cpu_option(spec: ComponentSpec, flops: int, act: int, machine: Machine, sto
 
 
 def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                      precisions: list[str], compute: str, stored: str) -> list[Option]:
+                      precisions: list[str], compute: str, stored: str, file_ratio: float | None = None) -> list[Option]:
     cfg = model.uses_cfg and wl.guidance
     modes = ("batch", "split") if cfg else ("none",)
     out = []
@@ -136,17 +141,18 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
             act = int(act * (1 + cost.CONTROLNET_ACTIVATION_FRACTION))
             flops = int(flops * (1 + cost.CONTROLNET_WEIGHT_FRACTION))
         for o in _gpu_options(spec, calls, flops, act, machine, budget, precisions, compute, stored,
-                              wl.steps, extra):
+                              wl.steps, extra, file_ratio):
             out.append(replace(o, cfg_mode=mode))
     return out
 
 
 def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                  precisions: list[str], compute: str, stored: str) -> list[Option]:
+                  precisions: list[str], compute: str, stored: str, file_ratio: float | None = None) -> list[Option]:
     # Prompt and negative prompt are encoded as two batch-1 calls; count both.
     calls = 2 if (model.uses_cfg and wl.guidance) else 1
     sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height, dtype=compute))
-    opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute, stored, 1)
+    opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute, stored, 1,
+                        file_ratio=file_ratio)
     cpu = _cpu_option(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
     return opts + [cpu]
 
@@ -180,20 +186,21 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
 
 
 def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy(),
-              find_smallest: bool = True) -> Plan:
+              find_smallest: bool = True, file_weights: dict | None = None) -> Plan:
     """The fastest feasible plan under the policy; `fits` False (with the reason) when none fits.
 
     find_smallest: when nothing fits, also search the smallest machine that would (a dozen more searches).
+    file_weights: {component: (GGUF type, bytes per bf16 byte)} for components a file stores quantised.
     """
     reserve = policy.reserve_bytes or cost.DEFAULT_RESERVE_BYTES
 
     def smallest(quality: str) -> dict:
-        return _smallest_fitting(model, wl, machine, quality, reserve) if find_smallest else {}
+        return _smallest_fitting(model, wl, machine, quality, reserve, file_weights) if find_smallest else {}
 
     if policy.quality == "balanced":
         # Lossy weights only when they are needed to fit, or make the whole image >= 1.3x faster.
-        lossless = _search(model, wl, machine, "lossless", reserve)
-        lossy = _search(model, wl, machine, "fast", reserve)
+        lossless = _search(model, wl, machine, "lossless", reserve, file_weights)
+        lossy = _search(model, wl, machine, "fast", reserve, file_weights)
         if lossless.fits and (not lossy.fits or lossless.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * lossy.seconds_per_image):
             return replace(lossless, policy="balanced")
         if not lossy.fits:
@@ -202,10 +209,10 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
                f"{lossless.seconds_per_image / lossy.seconds_per_image:.1f}x faster than lossless")
         return replace(lossy, policy="balanced", lossy_reason=f"8-bit weights: {why}",
                        decisions=lossy.decisions + (f"precision: 8-bit weights because {why}",))
-    plan = _search(model, wl, machine, policy.quality, reserve)
+    plan = _search(model, wl, machine, policy.quality, reserve, file_weights)
     if plan.fits or policy.quality != "lossless":
         return plan if plan.fits else replace(plan, smallest_fitting=smallest(policy.quality))
-    lossy = _search(model, wl, machine, "fast", reserve)
+    lossy = _search(model, wl, machine, "fast", reserve, file_weights)
     reason = ("no lossless plan fits: " + plan.lossy_reason) if plan.lossy_reason else "no lossless plan fits"
     if lossy.fits:
         lossy_precisions = sorted({c.precision for c in lossy.components} - {"bf16", "fp16"})
@@ -219,7 +226,8 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
                    smallest_fitting=smallest("lossless"))
 
 
-def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int) -> Plan:
+def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
+            file_weights: dict | None = None) -> Plan:
     compute = "bf16" if machine.bf16 else "fp16"
     stored = compute  # checkpoints are published in bf16/fp16; computing in the card's half type is lossless
     budget = machine.vram_bytes - reserve
@@ -229,10 +237,13 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
     decisions: list[str] = []
     failed: list[str] = []
     for spec in model.components:
+        # weights a file already holds in a GGUF type are used as they are, under every policy
+        qtype, ratio = (file_weights or {}).get(spec.name, (None, None))
+        mine = [qtype] if qtype else precisions
         if spec.role == "denoiser":
-            opts = _denoiser_options(model, spec, wl, machine, budget, precisions, compute, stored)
+            opts = _denoiser_options(model, spec, wl, machine, budget, mine, compute, stored, ratio)
         elif spec.role == "text_encoder":
-            opts = _text_options(model, spec, wl, machine, budget, precisions, compute, stored)
+            opts = _text_options(model, spec, wl, machine, budget, mine, compute, stored, ratio)
         else:
             opts = _vae_options(model, spec, wl, machine, budget, compute, stored)
         if not opts:
@@ -358,11 +369,12 @@ VRAM_TIERS_GIB = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 80, 96, 141)
 RAM_TIERS_GIB = (8, 16, 32, 48, 64, 96, 128, 192, 256)
 
 
-def _smallest_fitting(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int) -> dict:
+def _smallest_fitting(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
+                      file_weights: dict | None = None) -> dict:
     """Smallest VRAM tier that fits with this RAM, else with the smallest larger RAM tier that allows one.
     More VRAM never hurts a plan, so each RAM level is a binary search over the VRAM tiers."""
     def fits(v: int, ram: int) -> bool:
-        return _search(model, wl, replace(machine, vram_bytes=v * 2**30, ram_bytes=ram), quality, reserve).fits
+        return _search(model, wl, replace(machine, vram_bytes=v * 2**30, ram_bytes=ram), quality, reserve, file_weights).fits
 
     rams = [machine.ram_bytes] + [r * 2**30 for r in RAM_TIERS_GIB if r * 2**30 > machine.ram_bytes]
     for ram in rams:

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lowvram.catalogue import MODELS, build_component  # noqa: E402
 from lowvram.plan.planner import _fit_units  # noqa: E402
 from lowvram.runtime.accountant import BudgetAccountant  # noqa: E402
+from lowvram.runtime.precision import COMPUTE_DTYPES  # noqa: E402
 from lowvram.runtime.streaming import StreamingEngine  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
@@ -38,7 +39,7 @@ from sim_vs_cuda import init_random_  # noqa: E402  (same random init as the sim
 
 GiB = 2**30
 CASES = {"sdxl": ("unet", "fp16", 2, (4, 6)), "flux-dev": ("transformer", "bf16", 1, (8, 12, 16))}
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = COMPUTE_DTYPES
 # Allocator slack kept out of the weight budget: cuBLAS/cuDNN workspaces and rounding.
 MARGIN = 384 * 2**20
 

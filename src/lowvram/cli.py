@@ -79,8 +79,8 @@ def inspect(path: str = typer.Argument(..., help="A checkpoint file, a diffusers
         out.print(f"note: {n}")
 
 
-def _model_and_defaults(model: str):
-    """A catalogue name, or a checkpoint path (inspected, headers only)."""
+def _model_spec(model: str):
+    """(catalogue spec, GGUF file weights) for a catalogue name or a checkpoint path (headers only)."""
     import os
 
     from .catalogue import get_model
@@ -119,18 +119,16 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     from .plan import Policy, Workload, make_plan
     from .plan.machine import resolve_machine
     from .plan.types import POLICIES
-    from .units import check_resolution, parse_size
+    from .units import check_count, check_resolution, parse_size
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-    spec, file_weights = _model_and_defaults(model)
+    spec, file_weights = _model_spec(model)
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
-    if batch < 1 or batch > 64:
-        raise UserError(f"--batch {batch} is out of range: give 1 to 64 images.")
+    check_count(batch, 1, 64, "--batch", "images")
     n_steps = spec.steps if steps is None else steps
-    if n_steps < 1 or n_steps > 1000:
-        raise UserError(f"--steps {n_steps} is out of range: give 1 to 1000 steps.")
+    check_count(n_steps, 1, 1000, "--steps", "steps")
     if loras < 0:
         raise UserError(f"--loras {loras} is negative: give the number of LoRAs, 0 or more.")
     machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)

@@ -64,6 +64,12 @@ def format_count(n: int) -> str:
     return str(n)
 
 
+def check_count(value: int, low: int, high: int, flag: str, what: str) -> None:
+    """A whole-number option (steps, batch) within its range, or one sentence saying which it is."""
+    if not low <= value <= high:
+        raise UserError(f"{flag} {value} is out of range: give {low} to {high} {what}.")
+
+
 def check_resolution(width: int, height: int, factor: int, model: str) -> None:
     """Refuse sizes the model cannot take: not a multiple of its latent factor, or absurd."""
     for name, v in (("width", width), ("height", height)):

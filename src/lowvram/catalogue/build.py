@@ -90,11 +90,12 @@ def spec_params(spec: ComponentSpec) -> int:
     return int(cached_json("params", key, lambda: component_params(build_component(spec))))
 
 
-def _versions() -> list[str]:
+@lru_cache(maxsize=None)
+def _versions() -> tuple[str, ...]:
     """Versions of the libraries whose code the counts and simulations come from (no import needed)."""
     from importlib.metadata import version
 
-    return [version("torch"), version("diffusers"), version("transformers")]
+    return (version("torch"), version("diffusers"), version("transformers"))
 
 
 def _deep_update(dst: dict, src: dict) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import CheckpointError, UserError
 from .detect import KIND_TITLES, assign_components, identify_denoiser, models_using
 from .gguf_header import read_gguf_header
-from .parts import Part, classify, split_parts
+from .parts import DENOISER_KINDS, Part, classify, split_parts
 from .safetensors_header import read_safetensors_header
 from .tensors import TensorInfo
 
@@ -58,9 +58,8 @@ class Inspection:
     def file_weights(self) -> dict[str, tuple[str, float]]:
         """{component: (GGUF type, stored bytes per bf16 byte)} for components stored GGUF-quantised:
         the planner uses those bytes as they are (it never re-quantises GGUF)."""
-        plain = {"F32", "F16", "BF16", "F64"}
         return {c.name: (c.dtype, c.bytes / max(1, 2 * c.params)) for c in self.components
-                if self.format in ("gguf", "component-files") and c.dtype not in plain and c.dtype.startswith(("Q", "IQ", "TQ"))}
+                if self.format in ("gguf", "component-files") and c.dtype.startswith(("Q", "IQ", "TQ"))}
 
 
 def inspect_path(path: str, pipeline_hint: str | None = None) -> Inspection:
@@ -92,24 +91,28 @@ def read_tensors(path: str) -> tuple[list[TensorInfo], dict]:
     return read_safetensors_header(path)
 
 
-def _read_pickle_meta(path: str) -> list[TensorInfo]:
-    """Legacy .ckpt/.pt: load on the meta device (no tensor data is read), weights_only so no code runs."""
+def load_pickle_state_dict(path: str, map_location: str) -> dict:
+    """A legacy .ckpt/.pt state dict through torch's weights-only unpickler: a file that needs to run
+    code to load (anything but tensors and plain containers) is refused. `map_location="meta"` reads
+    no tensor data (inspection); "cpu" maps it (loading)."""
     import torch
 
     try:
-        sd = torch.load(path, map_location="meta", weights_only=True, mmap=True)
-    except Exception as e:
+        sd = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except Exception as e:  # UnpicklingError and friends: the file wants more than tensors
         raise CheckpointError(f"{os.path.basename(path)} cannot be read as a safe PyTorch checkpoint ({type(e).__name__}); "
                               "convert it to .safetensors or use a trusted source.") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise CheckpointError(f"{os.path.basename(path)} holds no state dict of tensors.")
-    out = []
-    for k, v in sd.items():
-        if isinstance(v, torch.Tensor):
-            out.append(TensorInfo(k, tuple(v.shape), str(v.dtype).replace("torch.", "").upper(), v.numel() * v.element_size()))
-    return out
+    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def _read_pickle_meta(path: str) -> list[TensorInfo]:
+    """Legacy .ckpt/.pt: loaded on the meta device, so no tensor data is read."""
+    return [TensorInfo(k, tuple(v.shape), str(v.dtype).replace("torch.", "").upper(), v.numel() * v.element_size())
+            for k, v in load_pickle_state_dict(path, "meta").items()]
 
 
 def _report(name: str, role: str, part: Part) -> ComponentReport:
@@ -125,7 +128,7 @@ def _report(name: str, role: str, part: Part) -> ComponentReport:
 def _role(kind: str) -> str:
     if kind.startswith("vae"):
         return "vae"
-    return "denoiser" if kind in ("unet", "mmdit", "flux", "chroma", "pixart", "hidream", "qwen-image") else "text_encoder"
+    return "denoiser" if kind in DENOISER_KINDS else "text_encoder"
 
 
 def _assemble(path: str, fmt: str, parts: list[Part], unknown: int, name_hint: str = "",
@@ -149,17 +152,14 @@ def _assemble(path: str, fmt: str, parts: list[Part], unknown: int, name_hint: s
         reps = [_report(p.kind, _role(p.kind), p) for p in parts]
         return Inspection(path, fmt, None, None, "components without a diffusion model", reps, ["denoiser"],
                           unrecognised_tensors=unknown)
-    def identify(p):
-        return _identify(p, pipeline_hint, path)
-
-    if len({(identify(p)[0].name, identify(p)[2]) for p in denoisers}) > 1 and fmt != "diffusers":
+    ids = [_identify(p, pipeline_hint, path) for p in denoisers]
+    if len({(m.name, n) for m, _, n in ids}) > 1 and fmt != "diffusers":
         names = ", ".join(sorted({p.source for p in denoisers}))
         raise UserError(f"{path} holds several diffusion models ({names}): inspect one file, or put one model's files in a folder.")
-    model, variant, dname = identify(denoisers[0])
+    model, variant, _ = ids[0]
     components = []
     seen = set()
-    for p in denoisers:
-        m, v, n = identify(p)
+    for p, (_, _, n) in zip(denoisers, ids):
         if n in seen:
             notes.append(f"extra copy of {n} ignored: {p.source}")
             continue
@@ -186,9 +186,6 @@ def _identify(p: Part, pipeline_hint: str | None = None, path: str = ""):
             return model, variant, model.by_role("denoiser")[0].name
         raise UserError(f"{p.source} is a diffusion model of an architecture lowvram does not know ({e}); "
                         "see `lowvram models` for the supported ones.") from None
-
-
-identify = _identify
 
 
 def _inspect_files(files: list[str], path: str, pipeline_hint: str | None = None, extra: int = 0) -> Inspection:
@@ -287,10 +284,8 @@ def _inspect_diffusers(path: str) -> Inspection:
     denoisers = [p for p in parts_by_name.values() if p.is_denoiser]
     if not denoisers:
         raise CheckpointError(f"{path} is a diffusers folder without a readable diffusion model (unet/ or transformer/ weights are missing).")
-    try:
-        model, variant, _ = identify_denoiser(denoisers[0])
-    except ValueError:  # a fine-tune or scaled variant with unusual widths: trust the folder's pipeline class
-        model, variant = _by_pipeline_class(path, index, denoisers[0])
+    # a fine-tune or scaled variant with unusual widths: the folder's pipeline class decides
+    model, variant, _ = _identify(denoisers[0], index.get("_class_name"), path)
     comps = []
     for name, p in parts_by_name.items():
         role = _role(p.kind)

@@ -96,11 +96,11 @@ def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dt
     expected = set(module.state_dict().keys())
     load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected, module),
               disk_backed=disk_backed)
-    return finish_module(module, sub, library, class_name, sub)
+    return finish_module(module, sub)
 
 
-def finish_module(module: torch.nn.Module, sub: str, library: str, class_name: str, source: str) -> torch.nn.Module:
-    """After loading: re-tie tied weights (stored once), rebuild computed buffers, refuse gaps."""
+def finish_module(module: torch.nn.Module, source: str) -> torch.nn.Module:
+    """After loading: re-tie tied weights (stored once) and refuse gaps."""
     if hasattr(module, "tie_weights"):  # tied weights are stored once (T5's shared embedding)
         module.tie_weights()
     missing = [k for k, t in module.state_dict(keep_vars=True).items() if t.is_meta]

@@ -58,7 +58,8 @@ def _device() -> torch.device:
 
 
 def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
-    """Run one generation. `plan_fn(spec, workload) -> Plan` is supplied by the front end (machine, policy)."""
+    """Run one generation. `plan_fn(spec, workload, file_weights) -> Plan` comes from the front end
+    (machine, policy); file_weights are the GGUF components of the inspected files."""
     import numpy as np
     import psutil
     from PIL import Image
@@ -68,16 +69,13 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     from ..checkpoints.inspect import inspect_path
     from ..plan import Workload
     from ..runtime.executor import PlanExecutor
-    from ..units import check_resolution
+    from ..units import check_count, check_resolution
     from .infotext import build_infotext
-    from .loader import load_pipeline
+    from .loader import load_pipeline, read_index
 
     hint = None
     if req.config and os.path.isfile(os.path.join(req.config, "model_index.json")):
-        import json
-
-        with open(os.path.join(req.config, "model_index.json")) as f:
-            hint = json.load(f).get("_class_name")
+        hint = read_index(req.config).get("_class_name")
     if req.models_dir:
         from ..checkpoints.inspect import find_in_models_dir, inspect_with_models_dir
 
@@ -91,10 +89,13 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     width, height = req.width or spec.width, req.height or spec.height
     check_resolution(width, height, spec.latent_factor, spec.name)
     steps = spec.steps if req.steps is None else req.steps
-    if steps < 1 or steps > 1000:
-        raise UserError(f"--steps {steps} is out of range: give 1 to 1000 steps.")
-    if req.batch < 1 or req.batch > 64:
-        raise UserError(f"--batch {req.batch} is out of range: give 1 to 64 images.")
+    check_count(steps, 1, 1000, "--steps", "steps")
+    check_count(req.batch, 1, 64, "--batch", "images")
+    if req.sampler and req.sampler.lower() not in SAMPLERS:
+        raise UserError(f"Unknown --sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
+    for path, _ in req.loras:
+        if not os.path.isfile(path):
+            raise UserError(f"The LoRA file {path} does not exist.")
     guidance = spec.guidance if req.guidance is None else req.guidance
     if guidance < 0:
         raise UserError(f"--guidance {guidance} is negative: give 0 or more.")
@@ -102,11 +103,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     control = _control_image(req, width, height, spec)
     wl = Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg,
                   loras=len(req.loras), controlnet=control is not None, img2img=init is not None)
-    fw = rep.file_weights()
-    plan = plan_fn(spec, wl, fw) if fw else plan_fn(spec, wl)
-    for path, _ in req.loras:
-        if not os.path.isfile(path):
-            raise UserError(f"The LoRA file {path} does not exist.")
+    plan = plan_fn(spec, wl, rep.file_weights())
     if not plan.fits:
         raise UserError(f"{spec.name} does not fit this machine at {width}x{height}: {plan.lossy_reason or 'see `lowvram plan`'}.")
     device = _device()
@@ -132,10 +129,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if req.sampler:
         import diffusers
 
-        key = req.sampler.lower()
-        if key not in SAMPLERS:
-            raise UserError(f"Unknown --sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
-        pipe.scheduler = getattr(diffusers, SAMPLERS[key]).from_config(pipe.scheduler.config)
+        pipe.scheduler = getattr(diffusers, SAMPLERS[req.sampler.lower()]).from_config(pipe.scheduler.config)
     companions = {}
     if control is not None:
         from .loader import load_controlnet
@@ -144,7 +138,6 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         companions["controlnet"] = next(c.name for c in spec.components if c.role == "denoiser")
         pipe = _controlnet_pipeline(pipe, modules["controlnet"])
     executor = PlanExecutor(plan, modules, device, companions=companions).apply()
-    executor.mark_execution_device()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     state = {"step": 0, "interrupt": False}
@@ -202,7 +195,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     paths = []
     for k, arr in enumerate(images):
         info = PngInfo()
-        params = {"Steps": steps, "Sampler": sampler, "CFG scale": guidance, "Seed": req.seed + 0, "Size": f"{arr.shape[1]}x{arr.shape[0]}",
+        params = {"Steps": steps, "Sampler": sampler, "CFG scale": guidance, "Seed": req.seed, "Size": f"{arr.shape[1]}x{arr.shape[0]}",
                   "Model": spec.name, "Batch pos": k if req.batch > 1 else None,
                   "Lora hashes": ", ".join(f"{os.path.basename(p)}: {w}" for p, w in req.loras) or None,
                   "lowvram plan": _plan_summary(plan)}

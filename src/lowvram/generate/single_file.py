@@ -17,15 +17,12 @@ import os
 import torch
 
 from ..catalogue import ModelSpec, build_component
-from ..checkpoints.inspect import Inspection, read_tensors
+from ..checkpoints.inspect import Inspection, load_pickle_state_dict, read_tensors
 from ..errors import UserError
 from ..plan.types import Plan
 from ..runtime.loading import TORCH_DTYPES, LazyTensor, load_into
 from ..runtime.precision import PrecisionConfig
 from .loader import _key_map, assemble_pipeline, build_module, finish_module
-
-
-GGUF_PLAIN = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -34,7 +31,7 @@ def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[
     from ..runtime.loading import _pread
 
     if path.lower().endswith((".ckpt", ".pt", ".pth", ".bin")):
-        return {k: v for k, v in _load_pickle(path).items() if k.startswith(prefix)}, {}
+        return {k: v for k, v in load_pickle_state_dict(path, "cpu").items() if k.startswith(prefix)}, {}
     tensors, _ = read_tensors(path)
     out, qtypes = {}, {}
     fd = os.open(path, os.O_RDONLY)
@@ -42,11 +39,8 @@ def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[
         for info in tensors:
             if not info.name.startswith(prefix):
                 continue
-            if info.dtype in TORCH_DTYPES:
+            if info.dtype in TORCH_DTYPES:  # safetensors dtypes, and GGUF's F32 / F16 / BF16 (same names)
                 out[info.name] = LazyTensor(fd, info).read()
-            elif info.dtype in GGUF_PLAIN:
-                raw = torch.frombuffer(_pread(fd, info.nbytes, info.offset, info.name), dtype=GGUF_PLAIN[info.dtype])
-                out[info.name] = raw.reshape(info.shape)
             else:  # quantised GGUF blocks stay quantised
                 rows = info.shape[0] if len(info.shape) > 1 else 1
                 raw = torch.frombuffer(_pread(fd, info.nbytes, info.offset, info.name), dtype=torch.uint8)
@@ -55,19 +49,6 @@ def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[
     finally:
         os.close(fd)
     return out, qtypes
-
-
-def _load_pickle(path: str) -> dict[str, torch.Tensor]:
-    """A legacy .ckpt/.pt state dict, with torch's weights-only unpickler: a file that needs to run code
-    to load (anything but tensors and plain containers) is refused."""
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # UnpicklingError and friends: the file wants more than tensors
-        raise UserError(f"{os.path.basename(path)} is refused: it needs more than tensors to load "
-                        f"({type(e).__name__}), which could run code. Convert it to .safetensors from a trusted copy.") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
 def _converted_qtypes(kind, layout, sd, prefix, module, name, qtypes: dict[str, str]) -> dict[str, str]:
@@ -124,7 +105,7 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         rc = sources[name]
         file_name, _, prefix = rc.source.partition(":")
         prefix = prefix.rstrip("*")
-        path = rep.files.get(file_name) or _locate(rep.path, file_name)
+        path = rep.files[file_name]
         module = build_module(sub, library, class_name) if os.path.isfile(os.path.join(sub, "config.json")) else \
             build_component(spec.component(name), "meta")
         sd, qtypes = _read_prefix(path, prefix)
@@ -135,9 +116,9 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
             _place_gguf(module, converted, q_out, compute_dtype)
         pc = PrecisionConfig(precisions[name], compute_dtype) if precisions.get(name) in ("fp8", "int8") and not q_out else None
         expected = set(module.state_dict().keys())
-        load_into(module, ((_Info(k), v) for k, v in converted.items()), compute_dtype, pc, key_map=_key_map(expected))
+        load_into(module, converted.items(), compute_dtype, pc, key_map=_key_map(expected))
         del converted
-        return finish_module(module, sub, library, class_name, f"{path} ({name})")
+        return finish_module(module, f"{path} ({name})")
 
     return assemble_pipeline(config_dir, load_model)
 
@@ -156,19 +137,3 @@ def _place_gguf(module: torch.nn.Module, converted: dict, q_out: dict[str, str],
             raise UserError(f"GGUF tensor {k} is quantised but is not a Linear weight; lowvram cannot load it yet.")
         raw = converted.pop(k).contiguous().reshape(-1)
         set_gguf_weight(mod, raw, gguf.GGMLQuantizationType[qname], compute_dtype)
-
-
-class _Info:
-    """The name-only view load_into needs of an already-converted tensor."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _locate(root: str, base: str) -> str:
-    """A component's file by its base name, under the inspected file's folder or the inspected folder."""
-    folder = root if os.path.isdir(root) else os.path.dirname(root)
-    for dirpath, _, files in os.walk(folder):
-        if base in files:
-            return os.path.join(dirpath, base)
-    raise UserError(f"Cannot find {base} under {folder} any more.")

@@ -4,8 +4,8 @@ Components run in phases (text encoders, then the denoiser, then the VAE) and ea
 before the next phase, so the VRAM constraint is per phase and each component's choice is independent
 of the others' except through RAM. For each component we enumerate options (placement x precision,
 and for the denoiser CFG as one batch or two), size each from the simulation (activations, FLOPs)
-and the unit sizes (weights), keep the feasible ones and take the fastest; then RAM is checked and
-the largest RAM holders move to disk-backed weights until it fits.
+and the unit sizes (weights), keep the feasible ones, add each one's disk-backed variant, and pick the
+fastest combination whose host copies fit in RAM (a small knapsack, `_select`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 
 from ..plan.types import ComponentPlan, Plan
 from .accountant import BudgetAccountant
-from .precision import PrecisionConfig, apply_weight_precision
+from .precision import COMPUTE_DTYPES, PrecisionConfig, apply_weight_precision
 from .streaming import StreamingEngine
 
 RESIDENT_ALL = 1 << 30  # "every unit resident"
@@ -49,28 +49,18 @@ class PlanExecutor:
             if cp is None:
                 continue
             if cp.precision in ("fp8", "int8"):
-                apply_weight_precision(module, PrecisionConfig(cp.precision, _dtype(cp.compute_dtype)))
+                apply_weight_precision(module, PrecisionConfig(cp.precision, COMPUTE_DTYPES[cp.compute_dtype]))
             self._handles.append(module.register_forward_pre_hook(self._pre(name), prepend=True))
-            for method in ("decode", "encode"):  # VAE entry points that bypass forward
-                if cp.role == "vae" and hasattr(module, method):
-                    self._wrap(module, method, name)
+            # diffusers' entry points that bypass forward (vae.decode / encode, via `apply_forward_hook`)
+            # call `_hf_hook.pre_forward`, and pipelines read `_hf_hook.execution_device` to place inputs
+            if not hasattr(module, "_hf_hook"):
+                module._hf_hook = _DeviceHook(self, name)
         return self
 
     def _pre(self, name: str):
         def hook(module, args):
             self.activate(name)
         return hook
-
-    def _wrap(self, module, method: str, name: str) -> None:
-        original = getattr(module, method)
-
-        @functools.wraps(original)
-        def wrapper(*args, **kwargs):
-            self.activate(name)
-            return original(*args, **kwargs)
-
-        setattr(module, method, wrapper)
-        self._wrapped.append((module, method))
 
     def activate(self, name: str) -> None:
         """Put `name` on the device as planned, evicting the component of the previous phase."""
@@ -147,13 +137,6 @@ class PlanExecutor:
         self.activate(name)
         return True
 
-    def mark_execution_device(self) -> None:
-        """Tell diffusers pipelines where to compute (they read `_hf_hook.execution_device`) and let
-        their `apply_forward_hook` entry points (vae.decode) activate the component's phase."""
-        for name, module in self.modules.items():
-            if name in self.by_name and not hasattr(module, "_hf_hook"):
-                module._hf_hook = _DeviceHook(self, name)
-
     def deactivate(self) -> None:
         if self.engine is not None:
             self.engine.remove()
@@ -211,6 +194,3 @@ def _to(obj, device):
         return type(obj)(moved) if not hasattr(obj, "_fields") else type(obj)(*moved)
     return obj
 
-
-def _dtype(name: str) -> torch.dtype:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]

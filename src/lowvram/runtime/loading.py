@@ -78,13 +78,13 @@ def map_tensor(path: str, info: TensorInfo) -> torch.Tensor:
 
 
 def iter_safetensors(paths: Iterable[str]):
-    """(info, LazyTensor) for every tensor of the files, one at a time."""
+    """(name, LazyTensor) for every tensor of the files, one at a time."""
     for path in paths:
         infos, _ = read_safetensors_header(path)
         fd = os.open(path, os.O_RDONLY)
         try:
             for info in infos:
-                yield info, LazyTensor(fd, info, path)
+                yield info.name, LazyTensor(fd, info, path)
         finally:
             os.close(fd)
 
@@ -132,7 +132,7 @@ def _fix_malloc_threshold() -> None:
         pass
 
 
-def load_into(module: torch.nn.Module, tensors: Iterable[tuple[TensorInfo, "LazyTensor | torch.Tensor"]], compute_dtype: torch.dtype,
+def load_into(module: torch.nn.Module, tensors: Iterable[tuple[str, "LazyTensor | torch.Tensor"]], compute_dtype: torch.dtype,
               precision: PrecisionConfig | None = None, key_map: Callable[[str], str | None] | None = None,
               disk_backed: bool = False) -> dict:
     """Assign checkpoint tensors to a (meta-built) module; returns {"missing": [...], "unexpected": [...]}.
@@ -145,10 +145,10 @@ def load_into(module: torch.nn.Module, tensors: Iterable[tuple[TensorInfo, "Lazy
     quantised = prepare_precision(module, precision)
     expected = dict(module.state_dict(keep_vars=True))
     loaded, unexpected = set(), []
-    for info, t in tensors:
-        name = key_map(info.name) if key_map else info.name
+    for stored_name, t in tensors:
+        name = key_map(stored_name) if key_map else stored_name
         if name is None or name not in expected:
-            unexpected.append(info.name)
+            unexpected.append(stored_name)
             continue
         if name in quantised:
             q, scale = _quantise_lazy(t, precision.storage)

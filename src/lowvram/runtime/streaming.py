@@ -39,7 +39,8 @@ class _Unit:
     name: str
     module: torch.nn.Module
     tensors: list = field(default_factory=list)  # (owner module, "param"/"buffer", name, host tensor, offset)
-    nbytes: int = 0
+    nbytes: int = 0  # its slot footprint (tensors aligned)
+    host_bytes: int = 0  # bytes one copy moves
     resident: bool = False
     slot: int | None = None
     ready_event: object = None
@@ -146,6 +147,7 @@ class StreamingEngine:
             entry[3] = host
             entry[4] = off
             off += align(n)
+            u.host_bytes += n
         u.nbytes = off
         self.streamed.append(u)
 
@@ -178,7 +180,8 @@ class StreamingEngine:
                     if self._pos < len(self._order):
                         expected_next = self._order[self._pos]
             if u.slot is None:
-                self.stats.sync_loads += 0 if self._recording else 1
+                if not self._recording:  # the recording call cannot prefetch: it does not know the order yet
+                    self.stats.sync_loads += 1
                 self._load(u, self._free_slot(exclude=None), sync=True)
             elif self.cuda:
                 torch.cuda.current_stream(self.device).wait_event(u.ready_event)
@@ -245,7 +248,7 @@ class StreamingEngine:
                 ev.record(torch.cuda.current_stream(self.device))
                 u.ready_event = ev
         self.stats.copies += 1
-        self.stats.bytes_copied += sum(h.numel() * h.element_size() for _, _, _, h, _ in u.tensors)
+        self.stats.bytes_copied += u.host_bytes
 
     # ------------------------------------------------------------------ teardown
     @property
@@ -254,7 +257,7 @@ class StreamingEngine:
 
     @property
     def streamed_bytes(self) -> int:
-        return sum(sum(h.numel() * h.element_size() for _, _, _, h, _ in u.tensors) for u in self.streamed)
+        return sum(u.host_bytes for u in self.streamed)
 
     def remove(self) -> None:
         """Undo: hooks off, buffers freed, resident weights back to host memory."""

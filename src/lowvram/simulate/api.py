@@ -6,18 +6,14 @@ cache miss loads the fake-tensor runner (simulate/run.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 
-from ..cache import cache_path
+from ..cache import cache_path, cached_json
 from ..catalogue import ComponentSpec, ModelSpec, load_config
 from ..catalogue.build import _versions
 
 SIM_VERSION = 1  # bump when the simulation changes what it counts
-OPS = ("forward", "decode", "encode")
-DTYPE_NAMES = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -50,13 +46,11 @@ def _cache_dir() -> str:
     return cache_path("sim", "")
 
 
-def _key(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> str:
-    cfg = load_config(comp.config)
-    blob = json.dumps({
-        "v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": cfg, "overrides": overrides,
-        "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens, "text": model.text_lengths, "req": asdict(req),
-    }, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+def _key_fields(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> dict:
+    """Everything a simulation result depends on (the cache key)."""
+    return {"v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": load_config(comp.config),
+            "overrides": overrides, "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens,
+            "text": model.text_lengths, "req": asdict(req)}
 
 
 def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use_cache: bool = True,
@@ -83,25 +77,14 @@ _MEMO: dict = {}  # this process's answers: planning a grid asks the same questi
 
 def _simulate_cached(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use_cache: bool,
                      config_overrides: dict | None) -> SimResult:
-    path = os.path.join(_cache_dir(), _key(model, comp, req, config_overrides) + ".json")
-    if use_cache and os.path.exists(path):
-        try:
-            with open(path) as f:
-                return SimResult(**json.load(f))
-        except (OSError, ValueError, TypeError):
-            pass  # a damaged cache entry is recomputed
-    from .run import simulate_uncached
+    def compute() -> dict:
+        from .run import simulate_uncached  # torch and the fake-tensor runner load on a cache miss only
 
-    result = simulate_uncached(model, comp, req, config_overrides)
-    if use_cache:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(asdict(result), f)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # an unwritable cache only costs time
-    return result
+        return asdict(simulate_uncached(model, comp, req, config_overrides))
 
-
+    if not use_cache:
+        return SimResult(**compute())
+    try:
+        return SimResult(**cached_json("sim", _key_fields(model, comp, req, config_overrides), compute))
+    except TypeError:  # an entry written by another version of SimResult: recompute it
+        return SimResult(**compute())

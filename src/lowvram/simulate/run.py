@@ -7,20 +7,22 @@ separately from activations, so the planner can place them wherever it likes. ap
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, replace
-from typing import Any
 
 import torch
+from torch.utils._pytree import tree_flatten
 
 from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params, load_config
 from ..runtime.attention import attention_context
+from ..runtime.precision import COMPUTE_DTYPES
 from .api import SimRequest, SimResult
 from .inputs import denoiser_inputs, text_encoder_inputs, vae_inputs
 from .static_shapes import static_shapes
 from .tracker import CUDA_BLOCK_BYTES, MemoryTracker
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = COMPUTE_DTYPES
 
 
 def simulate_uncached(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None = None) -> SimResult:
@@ -65,7 +67,7 @@ def tiled_decode_from_tiles(model: ModelSpec, comp: ComponentSpec, req: SimReque
     stride = int(lat_tile * (1 - TILE_OVERLAP))
     blend = int(req.vae_tile * TILE_OVERLAP)
     row_limit = req.vae_tile - blend
-    elem = torch.empty((), dtype=DTYPES[req.dtype]).element_size()
+    elem = DTYPES[req.dtype].itemsize
     r = CUDA_BLOCK_BYTES if req.target == "cuda" else 1
 
     def nbytes(*shape) -> int:
@@ -145,10 +147,10 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
 
     tracker = MemoryTracker(round_to=CUDA_BLOCK_BYTES if req.target == "cuda" else 1)
     tracker.ignore(module)
-    ctx = fake_mode if fake_mode is not None else _null()
+    ctx = fake_mode if fake_mode is not None else contextlib.nullcontext()
     with ctx:
         fn, kwargs = build_inputs(module, model, comp, req, device)
-        flat = [v for v in _tensors(kwargs)]
+        flat = [v for v in tree_flatten(kwargs)[0] if isinstance(v, torch.Tensor)]
         for t in flat:
             tracker.track(t)
         input_bytes = tracker.live
@@ -182,22 +184,3 @@ def _set_tiling(vae, req: SimRequest) -> None:
             vae.tile_latent_min_height = vae.tile_latent_min_width = req.vae_tile // f
     elif hasattr(vae, "disable_tiling"):
         vae.disable_tiling()
-
-
-def _tensors(obj: Any):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False

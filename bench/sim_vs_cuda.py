@@ -1,8 +1,11 @@
 """Compare the simulator's peak-memory prediction with what CUDA really allocates.
 
-On a CUDA machine: real-size SDXL UNet (fp16, 1024², batch 2 = CFG) and FLUX.1-dev transformer
-(bf16, 1024²) with random weights, built straight on the GPU (meta -> to_empty -> init). For each:
-predicted activation peak vs `torch.cuda.max_memory_allocated()` minus the weights. Target: within 5 %.
+On a CUDA machine: real-size components with random weights, built straight on the GPU
+(bench/random_models.py): SDXL UNet (fp16, 1024², batch 2 = CFG), FLUX.1-dev transformer (bf16,
+1024²), T5-XXL encoder, the SDXL and Flux VAE decoders at 1024² (full and 512-px tiles). For each:
+predicted activation peak vs `torch.cuda.max_memory_allocated()` minus the weights (target: within
+5 %), and the measured time per call against the simulated FLOPs, as a fraction of the card's dense
+fp16/bf16 peak — the compute efficiency the planner's cost model uses.
 
     python bench/sim_vs_cuda.py [--json out.json]          # on a CUDA machine
     python bench/sim_vs_cuda.py --tiny                      # dry run on CPU with tiny configs
@@ -23,34 +26,32 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
 
 from lowvram.catalogue import MODELS, build_component  # noqa: E402
+from lowvram.machines.cards import find_card  # noqa: E402
 from lowvram.simulate import SimRequest, run_tracked, simulate_component  # noqa: E402
-from lowvram.simulate.run import DTYPES, build_inputs  # noqa: E402
+from lowvram.simulate.run import DTYPES, _set_tiling, build_inputs  # noqa: E402
+from random_models import build_random  # noqa: E402
 
 CASES = [("sdxl", "unet", SimRequest(batch=2, width=1024, height=1024, dtype="fp16")),
-         ("flux-dev", "transformer", SimRequest(batch=1, width=1024, height=1024, dtype="bf16"))]
-
-
-def init_random_(module: torch.nn.Module) -> None:
-    """Random weights of a sensible scale, so activations stay finite (speed and memory don't care)."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, 0.02)
-        for b in module.buffers():
-            if b.dtype.is_floating_point:
-                b.normal_(0.0, 0.02)
+         ("flux-dev", "transformer", SimRequest(batch=1, width=1024, height=1024, dtype="bf16")),
+         ("flux-dev", "text_encoder_2", SimRequest(batch=1, dtype="bf16")),
+         ("sdxl", "vae", SimRequest(op="decode", batch=1, width=1024, height=1024, dtype="bf16")),
+         ("sdxl", "vae", SimRequest(op="decode", batch=1, width=1024, height=1024, dtype="bf16", vae_tile=512)),
+         ("flux-dev", "vae", SimRequest(op="decode", batch=1, width=1024, height=1024, dtype="bf16"))]
+REPEATS = 5
 
 
 def measure_cuda(model, comp, req) -> dict:
     dtype = DTYPES[req.dtype]
-    module = build_component(comp, "meta").to_empty(device="cuda").to(dtype)
-    init_random_(module)
+    weights0 = torch.cuda.memory_allocated()
+    module = build_random(comp, "cuda", dtype)
     torch.cuda.synchronize()
-    weights = torch.cuda.memory_allocated()
+    weights = torch.cuda.memory_allocated() - weights0
     fn, kwargs = build_inputs(module, model, comp, req, device="cuda")
-    inputs = torch.cuda.memory_allocated() - weights
-    torch.cuda.reset_peak_memory_stats()
+    inputs = torch.cuda.memory_allocated() - weights - weights0
+    if comp.role == "vae":
+        _set_tiling(module, req)
     with torch.no_grad():
-        out = fn(**kwargs)  # warm-up (cuDNN autotune, lazy init)
+        out = fn(**kwargs)  # warm-up (cuBLAS handles and workspaces, lazy init)
     del out
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -59,9 +60,20 @@ def measure_cuda(model, comp, req) -> dict:
         out = fn(**kwargs)
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base + inputs
-    del out, kwargs, module
+    del out
+    times = []
+    with torch.no_grad():
+        for _ in range(REPEATS):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn(**kwargs)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+            del out
+    del kwargs, module
     torch.cuda.empty_cache()
-    return {"weights_bytes": weights, "activation_peak_bytes": peak}
+    return {"weights_bytes": weights, "activation_peak_bytes": peak, "seconds": sorted(times)[len(times) // 2]}
 
 
 def measure_cpu_tiny(model, comp, req, tiny) -> dict:
@@ -76,6 +88,10 @@ def main() -> None:
     ap.add_argument("--json", help="write the rows as JSON here")
     args = ap.parse_args()
     rows = []
+    cuda = torch.cuda.is_available() and not args.tiny
+    device = torch.cuda.get_device_name(0) if cuda else "CPU (tiny configs)"
+    card = find_card(device) if cuda else None
+    peak_tflops = card.fp16_tflops if card else None
     for name, cname, req in CASES:
         model = MODELS[name]
         comp = model.component(cname)
@@ -83,29 +99,45 @@ def main() -> None:
         if args.tiny or not torch.cuda.is_available():
             from tiny import TINY
 
-            tiny = TINY[comp.config]
-            req = SimRequest(batch=req.batch, width=128, height=128, dtype="fp32", target="cpu")
+            tiny = TINY.get(comp.config) or dict(TINY["sd-vae"], latent_channels=16 if comp.config == "flux-vae" else 4)
+            req = SimRequest(op=req.op, batch=req.batch, width=128, height=128, dtype="fp32", target="cpu",
+                             vae_tile=64 if req.vae_tile else 0)
         t0 = time.perf_counter()
-        pred = simulate_component(model, comp, req, use_cache=False, config_overrides=tiny)
-        sim_s = time.perf_counter() - t0
-        meas = measure_cpu_tiny(model, comp, req, tiny) if tiny else measure_cuda(model, comp, req)
+        try:
+            pred = simulate_component(model, comp, req, use_cache=False, config_overrides=tiny)
+            sim_s = time.perf_counter() - t0
+            meas = measure_cpu_tiny(model, comp, req, tiny) if tiny else measure_cuda(model, comp, req)
+        except Exception as e:  # one broken case must not cost the others (device time is scarce)
+            print(f"{name} {cname} {req}: {type(e).__name__}: {e}", flush=True)
+            continue
         err = (pred.activation_peak_bytes - meas["activation_peak_bytes"]) / meas["activation_peak_bytes"]
-        rows.append({"model": name, "component": cname, "batch": req.batch, "size": f"{req.width}x{req.height}",
-                     "dtype": req.dtype, "predicted_act_MiB": pred.activation_peak_bytes / 2**20,
+        secs = meas.get("seconds")
+        achieved = pred.flops / secs / 1e12 if secs else None
+        rows.append({"model": name, "component": cname, "op": req.op, "tile": req.vae_tile, "batch": req.batch,
+                     "size": f"{req.width}x{req.height}", "dtype": req.dtype,
+                     "predicted_act_MiB": pred.activation_peak_bytes / 2**20,
                      "measured_act_MiB": meas["activation_peak_bytes"] / 2**20, "error_pct": 100 * err,
                      "predicted_weights_MiB": pred.weights_bytes / 2**20, "measured_weights_MiB": meas["weights_bytes"] / 2**20,
-                     "sim_seconds": sim_s})
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.tiny else "CPU (tiny configs)"
-    print(f"device: {device}   date: {time.strftime('%Y-%m-%d')}")
-    print("| model | component | batch | size | dtype | weights pred / meas (MiB) | activations pred / meas (MiB) | error |")
-    print("|---|---|---|---|---|---|---|---|")
+                     "sim_seconds": sim_s, "tflop": pred.flops / 1e12, "seconds_per_call": secs,
+                     "achieved_tflops": achieved, "efficiency": achieved / peak_tflops if achieved and peak_tflops else None})
+        print(rows[-1], flush=True)
+    print(f"device: {device} (dense fp16/bf16 peak {peak_tflops or '?'} TFLOP/s from the card table)   "
+          f"date: {time.strftime('%Y-%m-%d')}")
+    print("| model | component | call | size | dtype | weights pred / meas (MiB) | activations pred / meas (MiB) | error "
+          "| TFLOP | ms/call | TFLOP/s | of peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['component']} | {r['batch']} | {r['size']} | {r['dtype']} | "
+        call = r["op"] + (f" tiles {r['tile']}" if r["tile"] else "") + (f" b{r['batch']}" if r["batch"] > 1 else "")
+        ms = f"{1e3 * r['seconds_per_call']:.1f}" if r["seconds_per_call"] else "-"
+        tf = f"{r['achieved_tflops']:.0f}" if r["achieved_tflops"] else "-"
+        eff = f"{100 * r['efficiency']:.0f} %" if r["efficiency"] else "-"
+        print(f"| {r['model']} | {r['component']} | {call} | {r['size']} | {r['dtype']} | "
               f"{r['predicted_weights_MiB']:.0f} / {r['measured_weights_MiB']:.0f} | "
-              f"{r['predicted_act_MiB']:.1f} / {r['measured_act_MiB']:.1f} | {r['error_pct']:+.1f} % |")
+              f"{r['predicted_act_MiB']:.1f} / {r['measured_act_MiB']:.1f} | {r['error_pct']:+.1f} % | "
+              f"{r['tflop']:.2f} | {ms} | {tf} | {eff} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": device, "rows": rows}, f, indent=2)
+            json.dump({"device": device, "peak_tflops": peak_tflops, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

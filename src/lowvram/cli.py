@@ -292,7 +292,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     for path in res.paths:
         out.print(f"wrote {path}")
     if not quiet:
-        out.print(f"time {res.seconds:.1f} s (predicted {p.seconds_per_image:.1f} s on {p.machine.name}); "
+        out.print(f"time {res.run_seconds:.1f} s (predicted {p.seconds_per_image:.1f} s on {p.machine.name}) "
+                  f"+ {res.load_seconds:.1f} s loading; "
                   f"peak VRAM {format_bytes(res.peak_vram_bytes)} (predicted {format_bytes(p.peak_vram_bytes)}); "
                   f"RAM {format_bytes(res.peak_ram_bytes)} (predicted {format_bytes(p.peak_ram_bytes)})")
         for r in res.replans:

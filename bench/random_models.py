@@ -1,0 +1,46 @@
+"""Real-size catalogue components with random weights, made straight on the benchmark's device.
+
+Weights are never read from a hub (there is none offline), and random weights with the real
+architecture give the real memory and speed figures. Parameters are made empty on the device and
+filled there (minutes faster than initialising 12 B parameters on a CPU); buffers are built by the
+constructor as usual, so integer ones such as CLIP's `position_ids` hold their real values (a plain
+`to_empty` would leave them as garbage indices).
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import init_empty_weights
+
+from lowvram.catalogue import build_component
+
+
+def fill_random_(module: torch.nn.Module) -> None:
+    """Random weights of a sensible scale, so activations stay finite (speed and memory don't care)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.02)
+
+
+def build_random(comp, device: "str | torch.device", dtype: torch.dtype, overrides: dict | None = None) -> torch.nn.Module:
+    """The component at `dtype` on `device` with random weights; tied parameters stay tied."""
+    device = torch.device(device)
+    with init_empty_weights(include_buffers=False):
+        module = build_component(comp, "cpu", config_overrides=overrides)
+    made: dict[int, torch.nn.Parameter] = {}
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is None:
+                continue
+            if id(p) not in made:
+                made[id(p)] = torch.nn.Parameter(torch.empty(p.shape, dtype=dtype, device=device), requires_grad=False)
+            sub._parameters[name] = made[id(p)]
+    if hasattr(module, "tie_weights"):  # transformers ties embeddings after construction; redo it
+        module.tie_weights()
+    module.to(device=device)
+    for sub in module.modules():  # float buffers follow the compute dtype, as a loaded pipeline's do
+        for name, b in list(sub._buffers.items()):
+            if b is not None and b.dtype.is_floating_point:
+                sub._buffers[name] = b.to(dtype)
+    fill_random_(module)
+    return module.eval().requires_grad_(False)

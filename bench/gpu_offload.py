@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lowvram.catalogue import MODELS  # noqa: E402
+from lowvram.plan import cost  # noqa: E402
 from lowvram.plan.planner import _fit_units  # noqa: E402
 from lowvram.runtime.accountant import BudgetAccountant  # noqa: E402
 from lowvram.runtime.precision import COMPUTE_DTYPES  # noqa: E402
@@ -40,8 +41,8 @@ from random_models import build_random  # noqa: E402
 GiB = 2**30
 CASES = {"sdxl": ("unet", "fp16", 2, (4, 6)), "flux-dev": ("transformer", "bf16", 1, (8, 12, 16))}
 DTYPES = COMPUTE_DTYPES
-# Allocator slack kept out of the weight budget: cuBLAS/cuDNN workspaces and rounding.
-MARGIN = 384 * 2**20
+# Kept out of the weight budget, as the planner does: CUDA context, library workspaces, fragmentation.
+MARGIN = cost.DEFAULT_RESERVE_BYTES
 
 
 def bandwidth(device) -> float:
@@ -88,7 +89,8 @@ def set_budget(device, budget: int | None) -> None:
     if device.type != "cuda":
         return
     total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(1.0 if budget is None else min(1.0, budget / total), device)
+    index = device.index if device.index is not None else torch.cuda.current_device()  # torch wants an index here
+    torch.cuda.set_per_process_memory_fraction(1.0 if budget is None else min(1.0, budget / total), index)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
 
@@ -109,6 +111,9 @@ def run_model(name: str, args, device, bw: float) -> list[dict]:
 
         overrides = TINY[comp.config]
     req = SimRequest(batch=batch, width=size, height=size, dtype="fp32" if args.tiny else dtype_name)
+    set_budget(device, None)  # the previous model's last budget must not bind this one's construction
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     module = build_random(comp, device, dtype, overrides)
     torch.manual_seed(0)
     fn, kw = build_inputs(module, model, comp, req, device=device)
@@ -141,8 +146,9 @@ def run_model(name: str, args, device, bw: float) -> list[dict]:
         eng.remove()
         module.to("cpu")
         gc.collect()
-        if device.type == "cuda" and b == min(budgets):
-            rows += diffusers_modes(name, module, kw, device, budget, b, ref, args)
+    if device.type == "cuda":  # after lowvram's rows: a mode that leaks device memory cannot skew them
+        b = min(budgets)
+        rows += diffusers_modes(name, module, kw, device, int(b * GiB), b, ref, args)
     del module
     gc.collect()
     return rows

@@ -37,10 +37,34 @@ CASES = [("sdxl", "unet", SimRequest(batch=2, width=1024, height=1024, dtype="fp
          ("sdxl", "vae", SimRequest(op="decode", batch=1, width=1024, height=1024, dtype="bf16")),
          ("sdxl", "vae", SimRequest(op="decode", batch=1, width=1024, height=1024, dtype="bf16", vae_tile=512)),
          ("flux-dev", "vae", SimRequest(op="decode", batch=1, width=1024, height=1024, dtype="bf16"))]
+# Where prediction and measurement part, the same call again with one kernel family switched off, to
+# find what the fake run cannot see (library workspaces): cuDNN for convolutions, fused SDPA kernels.
+DIAGNOSE = [("sdxl", "vae", SimRequest(op="decode", batch=1, width=1024, height=1024, dtype="bf16"), "no-cudnn"),
+            ("flux-dev", "text_encoder_2", SimRequest(batch=1, dtype="bf16"), "sdpa-math"),
+            ("flux-dev", "text_encoder_2", SimRequest(batch=1, dtype="bf16"), "sdpa-efficient")]
 REPEATS = 5
 
 
-def measure_cuda(model, comp, req) -> dict:
+def _variant(name: str):
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if name == "no-cudnn":
+        return torch.backends.cudnn.flags(enabled=False)
+    if name == "sdpa-math":
+        return sdpa_kernel(SDPBackend.MATH)
+    if name == "sdpa-efficient":
+        return sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION)
+    return contextlib.nullcontext()
+
+
+def measure_cuda(model, comp, req, variant: str = "") -> dict:
+    with _variant(variant):
+        return _measure_cuda(model, comp, req)
+
+
+def _measure_cuda(model, comp, req) -> dict:
     dtype = DTYPES[req.dtype]
     weights0 = torch.cuda.memory_allocated()
     module = build_random(comp, "cuda", dtype)
@@ -92,7 +116,7 @@ def main() -> None:
     device = torch.cuda.get_device_name(0) if cuda else "CPU (tiny configs)"
     card = find_card(device) if cuda else None
     peak_tflops = card.fp16_tflops if card else None
-    for name, cname, req in CASES:
+    for name, cname, req, variant in [c + ("",) for c in CASES] + ([] if args.tiny or not cuda else DIAGNOSE):
         model = MODELS[name]
         comp = model.component(cname)
         tiny = None
@@ -106,14 +130,14 @@ def main() -> None:
         try:
             pred = simulate_component(model, comp, req, use_cache=False, config_overrides=tiny)
             sim_s = time.perf_counter() - t0
-            meas = measure_cpu_tiny(model, comp, req, tiny) if tiny else measure_cuda(model, comp, req)
+            meas = measure_cpu_tiny(model, comp, req, tiny) if tiny else measure_cuda(model, comp, req, variant)
         except Exception as e:  # one broken case must not cost the others (device time is scarce)
             print(f"{name} {cname} {req}: {type(e).__name__}: {e}", flush=True)
             continue
         err = (pred.activation_peak_bytes - meas["activation_peak_bytes"]) / meas["activation_peak_bytes"]
         secs = meas.get("seconds")
         achieved = pred.flops / secs / 1e12 if secs else None
-        rows.append({"model": name, "component": cname, "op": req.op, "tile": req.vae_tile, "batch": req.batch,
+        rows.append({"model": name, "component": cname, "variant": variant, "op": req.op, "tile": req.vae_tile, "batch": req.batch,
                      "size": f"{req.width}x{req.height}", "dtype": req.dtype,
                      "predicted_act_MiB": pred.activation_peak_bytes / 2**20,
                      "measured_act_MiB": meas["activation_peak_bytes"] / 2**20, "error_pct": 100 * err,
@@ -127,7 +151,8 @@ def main() -> None:
           "| TFLOP | ms/call | TFLOP/s | of peak |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        call = r["op"] + (f" tiles {r['tile']}" if r["tile"] else "") + (f" b{r['batch']}" if r["batch"] > 1 else "")
+        call = r["op"] + (f" tiles {r['tile']}" if r["tile"] else "") + (f" b{r['batch']}" if r["batch"] > 1 else "") \
+            + (f" ({r['variant']})" if r["variant"] else "")
         ms = f"{1e3 * r['seconds_per_call']:.1f}" if r["seconds_per_call"] else "-"
         tf = f"{r['achieved_tflops']:.0f}" if r["achieved_tflops"] else "-"
         eff = f"{100 * r['efficiency']:.0f} %" if r["efficiency"] else "-"

@@ -45,6 +45,10 @@ def _own_params(m: "torch.nn.Module", pseen: set[int]) -> tuple[int, int, int]:
     return q, o, ch
 
 
+def _holds_tensors(m: "torch.nn.Module", recurse: bool) -> bool:
+    return any(True for _ in m.parameters(recurse=recurse)) or any(True for _ in m.buffers(recurse=recurse))
+
+
 def _subtree(m: "torch.nn.Module", seen: set[int], pseen: set[int]) -> tuple[int, int, int]:
     q = o = ch = 0
     for sub in m.modules():
@@ -58,6 +62,8 @@ def _subtree(m: "torch.nn.Module", seen: set[int], pseen: set[int]) -> tuple[int
 
 def streamable_units(module: "torch.nn.Module", target_units: int = TARGET_UNITS) -> list[Unit]:
     """Units in module-creation order; parameters of a parent outside its children form their own unit."""
+    import torch
+
     sizes: dict[int, int] = {}
 
     def size(m) -> int:  # subtree parameter count, memoised: one pass over the tree in all
@@ -73,17 +79,18 @@ def streamable_units(module: "torch.nn.Module", target_units: int = TARGET_UNITS
 
     def visit(m, name: str) -> None:
         children = list(m.named_children())
-        if size(m) > limit and children:
+        # a ModuleList/ModuleDict is never called, so hooks on it never fire: always split it
+        if (size(m) > limit or isinstance(m, (torch.nn.ModuleList, torch.nn.ModuleDict))) and children:
             q, o, ch = _own_params(m, pseen)
             seen.add(id(m))
-            if q + o:
+            if q + o or _holds_tensors(m, recurse=False):  # integer buffers (CLIP's position_ids) move too
                 units.append(Unit(name or "<root>", q, o, ch))
             for cname, c in children:
                 if id(c) not in seen:
                     visit(c, f"{name}.{cname}" if name else cname)
         else:
             q, o, ch = _subtree(m, seen, pseen)
-            if q + o:
+            if q + o or _holds_tensors(m, recurse=True):
                 units.append(Unit(name or "<root>", q, o, ch))
 
     visit(module, "")

@@ -225,8 +225,9 @@ def _cap_cuda_memory(device: torch.device, vram_bytes: int):
     total = torch.cuda.get_device_properties(device).total_memory
     if vram_bytes >= total:
         return lambda: None
-    torch.cuda.set_per_process_memory_fraction(vram_bytes / total, device)
-    return lambda: torch.cuda.set_per_process_memory_fraction(1.0, device)
+    index = device.index if device.index is not None else torch.cuda.current_device()  # torch wants an index here
+    torch.cuda.set_per_process_memory_fraction(vram_bytes / total, index)
+    return lambda: torch.cuda.set_per_process_memory_fraction(1.0, index)
 
 
 IMG2IMG_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux")

@@ -8,8 +8,18 @@ GiB = 2**30
 
 # Fraction of the card's dense tensor TFLOP/s a diffusion forward sustains. FLUX.1-dev at 1024² is 59.5
 # TFLOP and takes 0.53 s on an L40 (181 dense fp16 TFLOP/s): 112 TFLOP/s achieved = 0.62 (diffusers CI
-# benchmarks, shared/ANCHORS.md).
+# benchmarks, shared/ANCHORS.md). Used for every card and component without a measurement of its own.
 COMPUTE_EFFICIENCY = 0.6
+# Measured (bench/sim_vs_cuda.py, random weights with the real architectures, docs/benchmarks.md): the
+# fraction of the datasheet's dense TFLOP/s each kind of component reached on an H100 SXM (989 TFLOP/s).
+# A big card is harder to fill than an L40: Flux's transformer 33 %, SDXL's UNet (many small convs and
+# norms) 10-14 %, the VAE decoders 11 %, T5-XXL 18 %. Applied to cards of the architecture measured only.
+MEASURED_EFFICIENCY = {"Hopper": {"transformer": 0.33, "unet": 0.12, "vae": 0.11, "text_encoder": 0.18}}
+
+
+def compute_efficiency(arch: str, kind: str) -> float:
+    """The efficiency to plan with for a component kind (transformer / unet / vae / text_encoder)."""
+    return MEASURED_EFFICIENCY.get(arch, {}).get(kind, COMPUTE_EFFICIENCY)
 # CUDA context, cuBLAS/cuDNN workspaces and allocator fragmentation, outside what the simulator counts.
 # The CUDA context alone is 300-500 MB on recent drivers; InvokeAI reserves 3 GB of "working memory".
 DEFAULT_RESERVE_BYTES = int(0.9 * GiB)

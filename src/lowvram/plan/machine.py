@@ -15,7 +15,7 @@ DEFAULT_RAM = 16 * 2**30  # what to assume for a named card when --ram is not gi
 def machine_from_card(card: Card, ram_bytes: int = DEFAULT_RAM) -> Machine:
     return Machine(name=card.name, vram_bytes=card.vram_bytes, ram_bytes=ram_bytes,
                    link_bytes_per_s=pcie_bandwidth_bytes_per_s(card), tflops=card.fp16_tflops,
-                   bf16=card.bf16, fp8=card.fp8)
+                   bf16=card.bf16, fp8=card.fp8, arch=card.arch)
 
 
 def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | None = None,

@@ -83,7 +83,7 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
         vram += extra_weights
         total = sum(ub) + extra_weights
         streamed = sum(ub[k:])
-        compute_s = flops / (machine.tflops * 1e12 * cost.COMPUTE_EFFICIENCY) * (1 + overhead)
+        compute_s = flops / (machine.tflops * 1e12 * cost.compute_efficiency(machine.arch, _kind(spec))) * (1 + overhead)
         overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
         per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)
         per_image = _image_seconds(compute_s, overhead_s, total, streamed, role_calls * per_image_calls,
@@ -98,6 +98,12 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
         # the next image after the phase evicts it.
         out.append(Option(plan, per_image, vram + act, total, total_bytes=total, compute_s=compute_s, overhead_s=overhead_s))
     return out
+
+
+def _kind(spec: ComponentSpec) -> str:
+    if spec.role == "denoiser":
+        return "unet" if "UNet" in spec.class_name else "transformer"
+    return spec.role
 
 
 def _call_seconds(compute_s: float, streamed: int, bw: float, overhead_s: float) -> float:

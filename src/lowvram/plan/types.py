@@ -36,6 +36,7 @@ class Machine:
     fp8: bool = False
     cpu_tflops: float = 0.3  # what a desktop CPU sustains on a transformer forward (bf16/fp32 GEMM)
     disk_bytes_per_s: float = 2.0e9  # NVMe sequential read, for disk-backed weights
+    arch: str = ""  # GPU architecture ("Ada", "Hopper"...): selects measured compute efficiencies
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ prefix and storage precision come from the plan; this module never re-decides th
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from dataclasses import replace
 
 import torch
@@ -31,6 +32,7 @@ class PlanExecutor:
         self.accountant = BudgetAccountant(budget, self.device)
         self.active: str | None = None
         self.engine: StreamingEngine | None = None
+        self.engines: OrderedDict[str, StreamingEngine] = OrderedDict()  # on the device now, least recent first
         self.phases: list[str] = []  # the order components were activated in (for reports and tests)
         self._handles = []
         self._wrapped: list[tuple[torch.nn.Module, str]] = []
@@ -38,7 +40,6 @@ class PlanExecutor:
         self.replans: list[str] = []  # out-of-memory recoveries, in words
         # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}
         self.companions = dict(companions or {})
-        self.extra_engines: dict[str, StreamingEngine] = {}
         for comp, partner in self.companions.items():
             p = self.by_name[partner]
             self.by_name.setdefault(comp, replace(p, name=comp, placement="resident", resident_units=0))
@@ -63,26 +64,34 @@ class PlanExecutor:
         return hook
 
     def activate(self, name: str) -> None:
-        """Put `name` on the device as planned, evicting the component of the previous phase."""
-        if self.active == name or name in self.extra_engines:
+        """Put `name` on the device as planned. Components of earlier phases stay on the device while
+        there is room for this one beside them (the next image then skips their copies), and are
+        evicted, least recently used first, when there is not."""
+        if name in self.engines:
+            self.engines.move_to_end(name)
+            self.active, self.engine = name, self.engines[name]
             return
-        group = {name, self.companions.get(name)} | {c for c, p in self.companions.items() if p == name}
-        if self.active is not None and self.active in group:
-            if name in self.companions:  # a companion joins its partner's phase, resident beside it
-                self.extra_engines[name] = StreamingEngine(self.modules[name], self.device, RESIDENT_ALL,
-                                                           self.accountant, owner=name).apply()
-                self.phases.append(name)
-                return
-            # the partner arrives while its companion holds the phase: the companion stays beside it
-            if self.engine is not None:
-                self.extra_engines[self.active] = self.engine
-            self.engine, self.active = None, None
-        else:
-            self.deactivate()
+        if self.active == name:  # a CPU-placed component: nothing to place
+            return
         cp: ComponentPlan = self.by_name[name]
         module = self.modules[name]
+        group = {name, self.companions.get(name)} | {c for c, p in self.companions.items() if p == name}
+        if name in self.companions:  # a companion joins its partner's phase, resident beside it
+            need = sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+        else:
+            need = cp.vram_bytes + cp.activation_bytes
+        for other in list(self.engines):
+            if self.accountant.used + need <= self.accountant.budget:
+                break
+            if other not in group:
+                self._evict(other)
         if cp.placement != "cpu" and cp.role == "denoiser" and not getattr(module, "_lowvram_oom_guard", False):
             self._guard_oom(name, module)
+        if name in self.companions:
+            engine = StreamingEngine(module, self.device, RESIDENT_ALL, self.accountant, owner=name).apply()
+            self.engines[name] = engine
+            self.phases.append(name)
+            return  # the partner's phase goes on
         if cp.placement == "cpu":
             # the module stays in host memory and computes there; its inputs come to it and its
             # outputs go back to the device the rest of the pipeline runs on
@@ -96,8 +105,14 @@ class PlanExecutor:
             # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
             self.engine = StreamingEngine(module, self.device, k, self.accountant, owner=name,
                                           pin_memory=False if cp.source == "disk" else None).apply()
+            self.engines[name] = self.engine
             self.active = name
         self.phases.append(name)
+
+    def _evict(self, name: str) -> None:
+        self.engines.pop(name).remove()
+        if self.active == name:
+            self.active, self.engine = None, None
 
     def _guard_oom(self, name: str, module: torch.nn.Module) -> None:
         """If a denoiser call still runs out of memory (another program took VRAM), keep fewer units
@@ -119,32 +134,39 @@ class PlanExecutor:
         self._wrapped.append((module, "forward"))
 
     def _shrink(self, name: str) -> bool:
-        """Re-plan `name` with half its resident units (all streamed at the end); False if nothing is left."""
+        """Make room for `name`'s call: first evict every other component still held, then re-plan
+        `name` with half its resident units (all streamed at the end); False if nothing is left."""
         cp = self.by_name[name]
-        if self.engine is None:
+        group = {name} | {c for c, p in self.companions.items() if p == name}
+        others = [n for n in self.engines if n not in group]
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        where = f" with {free / 2**30:.1f} GiB free" if free is not None else ""
+        if others:
+            for n in others:
+                self._evict(n)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.replans.append(f"{name}: out of memory{where}; evicted {', '.join(others)}")
+            return True
+        if self.engine is None or self.active != name:
             return False
         current = min(self.engine.resident_units, len(self.engine.units))
         if current == 0:
             return False
         new_k = current // 2
-        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
-        self.deactivate()
+        self._evict(name)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.by_name[name] = replace(cp, placement="streamed", resident_units=new_k)
-        self.replans.append(f"{name}: out of memory{f' with {free / 2**30:.1f} GiB free' if free is not None else ''}; "
-                            f"re-planned with {new_k} resident units")
+        self.replans.append(f"{name}: out of memory{where}; re-planned with {new_k} resident units")
         self.activate(name)
         return True
 
     def deactivate(self) -> None:
-        if self.engine is not None:
-            self.engine.remove()
-        for e in self.extra_engines.values():
-            e.remove()
-        self.extra_engines = {}
-        self.engine = None
-        self.active = None
+        """Evict every component from the device."""
+        for name in list(self.engines):
+            self._evict(name)
+        self.engine, self.active = None, None
 
     def remove(self) -> None:
         self.deactivate()

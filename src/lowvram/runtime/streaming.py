@@ -80,32 +80,14 @@ class StreamingEngine:
         self._slots = [_Slot(), _Slot()]
         self._pool: BufferPool | None = None
         self._resident_bytes = 0
+        self._host: dict[int, torch.Tensor | None] = {}  # device copy id -> its host tensor (resident units)
         self._stream = torch.cuda.Stream(self.device) if self.cuda else None
 
     # ------------------------------------------------------------------ set-up
     def apply(self) -> "StreamingEngine":
-        specs = streamable_units(self.module)
-        names = [u.name for u in specs]
-        owners: dict[int, int] = {}  # tensor id -> first unit that holds it
-        shared: set[int] = set()
-        # tied weights (T5's shared embedding is also encoder.embed_tokens): used outside their unit
-        seen_ids: set[int] = set()
-        tied: set[int] = set()
-        for _, p in self.module.named_parameters(remove_duplicate=False):
-            (tied if id(p) in seen_ids else seen_ids).add(id(p))
-        for i, name in enumerate(names):
-            mod = self.module if name == "<root>" else self.module.get_submodule(name)
-            split_parent = name == "<root>" or any(n.startswith(name + ".") for n in names)
-            unit = _Unit(i, name, mod)
-            for owner_mod, kind, tname, t in _tensors_of(mod, recurse=not split_parent):
-                if id(t) in owners and owners[id(t)] != i:
-                    shared.add(owners[id(t)])
-                    shared.add(i)
-                    continue
-                owners[id(t)] = i
-                if id(t) in tied:
-                    shared.add(i)
-                unit.tensors.append([owner_mod, kind, tname, t, 0])
+        groups, shared = unit_tensors(self.module)
+        for i, (name, mod, split_parent, tensors) in enumerate(groups):
+            unit = _Unit(i, name, mod, tensors=[[owner_mod, kind, tname, t, 0] for owner_mod, kind, tname, t in tensors])
             unit.resident = split_parent or i < self.resident_units
             self.units.append(unit)
         for i in shared:
@@ -129,10 +111,14 @@ class StreamingEngine:
     def _make_resident(self, u: _Unit) -> None:
         for entry in u.tensors:
             owner_mod, kind, name, t, _ = entry
+            host = t.detach()  # the data itself: `t` may be the Parameter, whose .data is replaced below
             dev = self.accountant.to_device(t, self.owner)
             self._resident_bytes += t.numel() * t.element_size()
             _set(owner_mod, kind, name, dev)
             entry[3] = dev
+            # keep the host copy (the plan counts it in RAM): eviction then re-points the weight at it
+            # instead of copying it back from the device
+            self._host[id(dev)] = host if host.device.type == "cpu" else None
 
     def _make_streamed(self, u: _Unit) -> None:
         off = 0
@@ -265,14 +251,54 @@ class StreamingEngine:
             h.remove()
         self._handles = []
         for u in self.units:
-            for owner_mod, kind, name, t, _ in u.tensors:
+            for entry in u.tensors:
+                owner_mod, kind, name, t, _ = entry
                 # resident weights go back to host memory; streamed ones point at their host copy again
                 # (a call that failed half-way, e.g. out of memory, left them on buffer views)
-                _set(owner_mod, kind, name, t.to("cpu") if u.resident else t)
+                if u.resident:
+                    host = self._host.get(id(t))
+                    t = host if host is not None else t.to("cpu")
+                _set(owner_mod, kind, name, t)
+                entry[3] = t  # no reference to the device copy may outlive the engine's hold on it
+        self._host = {}
         if self._pool is not None:
             self._pool.free()
         if self._resident_bytes:
             self.accountant.release(self._resident_bytes, self.owner)
+
+
+def unit_tensors(module: torch.nn.Module):
+    """The module's parameters and buffers grouped by streamable unit, each tensor in exactly one unit.
+
+    Returns ([(unit name, unit module, is split parent, [(owner module, kind, name, tensor)])], shared),
+    `shared` being the indices of units holding a tensor also used outside them (tied weights): those
+    stay resident. A split parent's group is its own tensors only; its children are units of their own.
+    """
+    specs = streamable_units(module)
+    names = [u.name for u in specs]
+    owners: dict[int, int] = {}  # tensor id -> first unit that holds it
+    shared: set[int] = set()
+    # tied weights (T5's shared embedding is also encoder.embed_tokens): used outside their unit
+    seen_ids: set[int] = set()
+    tied: set[int] = set()
+    for _, p in module.named_parameters(remove_duplicate=False):
+        (tied if id(p) in seen_ids else seen_ids).add(id(p))
+    groups = []
+    for i, name in enumerate(names):
+        mod = module if name == "<root>" else module.get_submodule(name)
+        split_parent = name == "<root>" or any(n.startswith(name + ".") for n in names)
+        tensors = []
+        for owner_mod, kind, tname, t in _tensors_of(mod, recurse=not split_parent):
+            if id(t) in owners and owners[id(t)] != i:
+                shared.add(owners[id(t)])
+                shared.add(i)
+                continue
+            owners[id(t)] = i
+            if id(t) in tied:
+                shared.add(i)
+            tensors.append((owner_mod, kind, tname, t))
+        groups.append((name, mod, split_parent, tensors))
+    return groups, shared
 
 
 def _tensors_of(mod: torch.nn.Module, recurse: bool):

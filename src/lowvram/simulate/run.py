@@ -140,6 +140,14 @@ def build_inputs(module, model: ModelSpec, comp: ComponentSpec, req: SimRequest,
     return vae_inputs(module, comp, req.op, req.batch, req.width, req.height, dtype, device)
 
 
+# cuDNN picks convolution algorithms with scratch workspaces, allocated through torch's allocator for the
+# call's duration: memory no tensor of the model holds, so fake tensors cannot see it. Measured on an
+# H100 (bench/sim_vs_cuda.py, docs/benchmarks.md): the SDXL and Flux VAE decoders at 1024² peak at 1.58x
+# the tensors' peak, full or in 512-px tiles (6.0 GiB, 3.9x, with cuDNN off: its workspace is the cheap
+# way). UNets and transformers measured within 4 % without it (their convolutions are few and small).
+CUDNN_CONV_WORKSPACE_FACTOR = 1.6
+
+
 def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, req: SimRequest,
                 fake_mode=None, device: str = "cpu") -> SimResult:
     """Run one call of `module` (real or fake tensors) under the tracker and the FLOP counter."""
@@ -161,11 +169,13 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
         # no_grad, not inference_mode: it is what diffusers pipelines run under, and it lets composite
         # ops (SDPA, linear) decompose before the tracker so their intermediates are counted.
         with torch.no_grad(), static_shapes(module), counter, tracker, \
-                attention_context(req.attention, req.chunk or None):
+                attention_context(req.attention, req.chunk or None, predict_cuda=req.target == "cuda"):
             out = fn(**kwargs)
         del kwargs, flat, fn
         output_bytes = tracker.live
         peak = tracker.peak
+        if req.target == "cuda" and comp.role == "vae":
+            peak = int(peak * CUDNN_CONV_WORKSPACE_FACTOR)
         del out
     return SimResult(weights_bytes=weights_bytes(module), activation_peak_bytes=peak, output_bytes=output_bytes,
                      input_bytes=input_bytes, flops=int(counter.get_total_flops()),

@@ -83,6 +83,11 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if rep.architecture is None:
         raise UserError(f"{req.model} is a lone {rep.variant}, not a model: give the folder that also holds the diffusion model.")
     spec = MODELS[rep.architecture]
+    cascade = None
+    if spec.family == "deepfloyd-if":  # three pipelines from three folders (generate/cascade.py)
+        from .cascade import check_request
+
+        cascade = check_request(req, rep)
     width, height = req.width or spec.width, req.height or spec.height
     check_resolution(width, height, spec.latent_factor, spec.name)
     steps = spec.steps if req.steps is None else req.steps
@@ -108,6 +113,10 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     out_dir = os.path.dirname(os.path.abspath(req.output))
     if not os.path.isdir(out_dir):
         raise UserError(f"The output folder {out_dir} does not exist: create it or choose another -o path.")
+    if cascade is not None:
+        from .cascade import generate_cascade
+
+        return generate_cascade(req, cascade, spec, plan, width, height, steps, guidance, device, compute, console)
     t0 = time.perf_counter()
     if rep.format == "diffusers":
         pipe, modules = load_pipeline(req.model, plan, compute)

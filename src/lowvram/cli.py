@@ -232,7 +232,7 @@ def _cell(p) -> str:
 
 @app.command()
 def generate(prompt: str = typer.Argument(..., help="What to draw."),
-             model: str = typer.Option(..., "--model", help="A diffusers folder, a single-file checkpoint, or a folder of ComfyUI component files."),
+             model: str = typer.Option(..., "--model", help="A diffusers folder, a single-file checkpoint, a folder of ComfyUI component files, or DeepFloyd IF's folder of its three stages."),
              models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: find the model (by file name) and its text encoders and VAE there."),
              config: Optional[str] = typer.Option(None, "--config", help="For single files: a diffusers folder of the same model with its configs and tokenizers (weights not needed)."),
              negative: str = typer.Option("", "--negative", help="Negative prompt (models with CFG)."),

@@ -8,6 +8,7 @@ repos also carry at their root, nor .bin / .ckpt copies. Nothing else in lowvram
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .catalogue import ModelSpec, get_model
@@ -25,25 +26,58 @@ def _weights(variant: str | None) -> list[str]:
 
 
 def pull(name: str, variant: str | None = None) -> str:
-    """Download catalogue model `name` into the HF cache; returns the local snapshot folder."""
+    """Download catalogue model `name` into the HF cache; returns the local snapshot folder (for DeepFloyd
+    IF, whose three stages are three repos, stage I's: the other two are found beside it in the cache)."""
+    spec = get_model(name)
+    if spec.family == "deepfloyd-if":
+        from .catalogue.deepfloyd import STAGES
+
+        # Stage II's repo carries its own copy of the T5 (and each IF repo a safety checker): lowvram
+        # uses stage I's T5 for both stages and loads no safety checker, so neither is downloaded.
+        skip = ["safety_checker/*", "watermarker/*", "feature_extractor/*"]
+        paths = [_download(s.repo, variant, skip + (["text_encoder/*", "tokenizer/*"] if s.name == "II" else []))
+                 for s in STAGES]
+        return paths[0]
+    return _download(spec.hf_repo, variant)
+
+
+def _download(repo: str, variant: str | None, extra_ignore: list[str] | None = None) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    spec = get_model(name)
     patterns = ALLOW + _weights(variant)
     ignore = ["*.bin", "*.ckpt", "*.pt", "*.msgpack", "*.onnx*"] + ([] if variant else ["*.fp16.*", "*.fp32.*"])
     try:
-        return snapshot_download(spec.hf_repo, allow_patterns=patterns, ignore_patterns=ignore)
+        return snapshot_download(repo, allow_patterns=patterns, ignore_patterns=ignore + (extra_ignore or []))
     except RepositoryNotFoundError:
-        raise UserError(f"{spec.hf_repo} was not found or needs access: accept its licence on the hub, then set HF_TOKEN.") from None
+        raise UserError(f"{repo} was not found or needs access: accept its licence on the hub, then set HF_TOKEN.") from None
     except (HfHubHTTPError, OSError) as e:
         text = " ".join(str(e).split())
         if "404" in text or "not found" in text.lower():
-            raise UserError(f"{spec.hf_repo} was not found on the hub: check HF_ENDPOINT, or accept the model's "
+            raise UserError(f"{repo} was not found on the hub: check HF_ENDPOINT, or accept the model's "
                             "licence on the hub and set HF_TOKEN.") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"Downloading {spec.hf_repo} failed ({first}); check the network and disk space, "
+        raise UserError(f"Downloading {repo} failed ({first}); check the network and disk space, "
                         "then run the same command again to resume.") from None
+
+
+def cached_snapshot(hub_dir: str, repo: str) -> str | None:
+    """The snapshot folder of `repo` in the HF hub cache at `hub_dir`: its `main` revision, else the newest."""
+    base = os.path.join(hub_dir, "models--" + repo.replace("/", "--"))
+    snapshots = os.path.join(base, "snapshots")
+    try:
+        with open(os.path.join(base, "refs", "main")) as f:
+            main = os.path.join(snapshots, f.read().strip())
+        if os.path.isdir(main):
+            return main
+    except OSError:
+        pass
+    try:
+        revs = [os.path.join(snapshots, r) for r in os.listdir(snapshots)]
+    except OSError:
+        return None
+    revs = [r for r in revs if os.path.isdir(r)]
+    return max(revs, key=os.path.getmtime) if revs else None
 
 
 @dataclass(frozen=True)
@@ -78,8 +112,6 @@ def installed() -> list[Installed]:
 
 def local_path(name_or_path: str) -> str:
     """A catalogue name that is installed -> its snapshot folder; anything else is returned unchanged."""
-    import os
-
     if os.path.exists(name_or_path):
         return name_or_path
     try:

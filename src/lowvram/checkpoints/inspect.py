@@ -68,6 +68,11 @@ def inspect_path(path: str, pipeline_hint: str | None = None) -> Inspection:
     if not os.path.exists(path):
         raise UserError(f"{path} does not exist: give the path of a checkpoint file or a model folder.")
     if os.path.isdir(path):
+        from .cascade import find_cascade
+
+        cascade = find_cascade(path)
+        if cascade is not None:
+            return _inspect_cascade(path, cascade)
         if os.path.isfile(os.path.join(path, "model_index.json")):
             return _inspect_diffusers(path)
         return _inspect_component_folder(path, pipeline_hint)
@@ -293,8 +298,45 @@ def _inspect_diffusers(path: str) -> Inspection:
     order = {c.name: i for i, c in enumerate(model.components)}
     comps.sort(key=lambda c: order.get(c.name, 99))
     present = {c.name for c in comps}
-    missing = [c.name for c in model.components if c.name not in present and not (model.family == "deepfloyd-if")]
+    missing = [c.name for c in model.components if c.name not in present]
     return Inspection(path, "diffusers", model.name, model.family, variant, comps, missing, unrecognised_tensors=unknown)
+
+
+def _inspect_cascade(path: str, cascade) -> Inspection:
+    """DeepFloyd IF's stage folders inspected one by one, as one model: each stage's components under
+    their catalogue names (stage II's `unet` is `unet_2`...); what a stage folder holds beyond them
+    (stage II's copy of the T5) is noted, not counted."""
+    from dataclasses import replace
+
+    from ..catalogue import MODELS
+    from ..catalogue.deepfloyd import STAGES
+
+    model = MODELS["deepfloyd-if"]
+    comps, notes, unknown = [], [], 0
+    for stage in STAGES:
+        folder = cascade.folders.get(stage.name)
+        if folder is None:
+            notes.append(f"stage {stage.name} ({stage.pipeline}, {stage.repo}) not found")
+            continue
+        rep = _inspect_diffusers(folder)
+        if rep.architecture != model.name:
+            raise CheckpointError(f"{folder} is a {stage.pipeline} folder but holds {rep.architecture} weights, "
+                                  f"not DeepFloyd IF stage {stage.name}.")
+        notes.append(f"stage {stage.name}: {folder}")
+        unknown += rep.unrecognised_tensors
+        for c in rep.components:
+            if c.name in stage.components:
+                comps.append(replace(c, name=stage.components[c.name]))
+            else:
+                notes.append(f"stage {stage.name}'s {c.name} is not used")
+    order = {c.name: i for i, c in enumerate(model.components)}
+    comps.sort(key=lambda c: order.get(c.name, 99))
+    present = {c.name for c in comps}
+    missing = [c.name for c in model.components if c.name not in present]
+    found = [s.name for s in STAGES if s.name in cascade.folders]
+    variant = "stages " + ", ".join(found) if len(found) < len(STAGES) else "I-XL + II-L + x4 upscaler cascade"
+    return Inspection(path, "diffusers", model.name, model.family, variant, comps, missing,
+                      unrecognised_tensors=unknown, notes=notes)
 
 
 # diffusers pipeline class -> catalogue model, for folders whose weights alone do not say (e.g. widths)

@@ -118,9 +118,10 @@ def read_index(folder: str) -> dict:
         raise UserError(f"{folder}/model_index.json cannot be read ({e}): point at a diffusers folder.") from None
 
 
-def assemble_pipeline(folder: str, load_model):
+def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = ()):
     """The pipeline its model_index.json describes: tokenizers, schedulers and processors from `folder`,
-    model components from `load_model(name, sub, library, class_name)`."""
+    model components from `load_model(name, sub, library, class_name)`; the parts named in `omit` are
+    None (not read at all)."""
     import diffusers
     import transformers
 
@@ -131,7 +132,7 @@ def assemble_pipeline(folder: str, load_model):
         if name.startswith("_") or not isinstance(value, list) or len(value) != 2:
             continue
         library, class_name = value
-        if library is None or class_name is None:
+        if library is None or class_name is None or name in omit:
             parts[name] = None
             continue
         sub = os.path.join(folder, name)
@@ -154,18 +155,24 @@ def assemble_pipeline(folder: str, load_model):
     return cls(**parts), modules
 
 
-def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype):
-    """(pipeline, {component name: module}) from a diffusers folder, each component per the plan."""
+def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype, names: dict[str, str] | None = None,
+                  omit: tuple[str, ...] = ()):
+    """(pipeline, {component name: module}) from a diffusers folder, each component per the plan.
+
+    `names` maps pipeline attributes to the plan's component names where they differ (a cascade stage's
+    `unet` is the plan's `unet_2`); the returned modules are keyed by the plan's names."""
     by_name = {c.name: c for c in plan.components}
+    names = names or {}
 
     def load_model(name, sub, library, class_name):
         if not os.path.isdir(sub):
             raise UserError(f"{folder} has no {name}/ folder, which its model_index.json lists: the download is incomplete.")
-        cp = by_name.get(name)
+        cp = by_name.get(names.get(name, name))
         return load_module(sub, library, class_name, compute_dtype, cp.precision if cp else None,
                            disk_backed=cp is not None and cp.source == "disk")
 
-    return assemble_pipeline(folder, load_model)
+    pipe, modules = assemble_pipeline(folder, load_model, omit)
+    return pipe, {names.get(k, k): m for k, m in modules.items()}
 
 
 def load_controlnet(folder: str, compute_dtype: torch.dtype) -> torch.nn.Module:
@@ -178,3 +185,24 @@ def load_controlnet(folder: str, compute_dtype: torch.dtype) -> torch.nn.Module:
     if "ControlNet" not in class_name:
         raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
     return load_module(folder, "diffusers", class_name, compute_dtype, None)
+
+
+# Parts of an IF stage folder that are never read: the safety checker, its feature extractor and the
+# watermarker (lowvram writes images as generated, as for every other family; diffusers allows None).
+SAFETY_PARTS = ("safety_checker", "feature_extractor", "watermarker")
+
+
+def load_cascade(cascade, plan: Plan, compute_dtype: torch.dtype):
+    """([stage I, II, III pipelines], {plan component name: module}) from DeepFloyd IF's stage folders
+    (checkpoints.cascade). Each stage loads only the components the plan names for it: stage II gets no
+    text encoder (stage I's T5 embeddings are passed to it), so the T5 is loaded once."""
+    from ..catalogue.deepfloyd import STAGES
+
+    pipes, modules = [], {}
+    for stage in STAGES:
+        own_text = "text_encoder" in stage.components
+        omit = SAFETY_PARTS + (() if own_text else ("text_encoder", "tokenizer"))
+        pipe, mods = load_pipeline(cascade.folders[stage.name], plan, compute_dtype, stage.components, omit)
+        pipes.append(pipe)
+        modules.update(mods)
+    return pipes, modules

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -62,18 +61,16 @@ def _device() -> torch.device:
 def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     """Run one generation. `plan_fn(spec, workload, file_weights) -> Plan` comes from the front end
     (machine, policy); file_weights are the GGUF components of the inspected files."""
-    import numpy as np
     import psutil
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
 
     from ..catalogue import MODELS
     from ..checkpoints.inspect import inspect_path
     from ..plan import Workload
     from ..runtime.executor import PlanExecutor
     from ..units import check_count, check_resolution
-    from .infotext import build_infotext
     from .loader import load_pipeline, read_index
+    from .output import plan_summary, write_pngs
+    from .progress import StepWatch
 
     hint = None
     if req.config and os.path.isfile(os.path.join(req.config, "model_index.json")):
@@ -88,6 +85,11 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if rep.architecture is None:
         raise UserError(f"{req.model} is a lone {rep.variant}, not a model: give the folder that also holds the diffusion model.")
     spec = MODELS[rep.architecture]
+    cascade = None
+    if spec.family == "deepfloyd-if":  # three pipelines from three folders (generate/cascade.py)
+        from .cascade import check_request
+
+        cascade = check_request(req, rep)
     width, height = req.width or spec.width, req.height or spec.height
     check_resolution(width, height, spec.latent_factor, spec.name)
     steps = spec.steps if req.steps is None else req.steps
@@ -114,6 +116,13 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if not os.path.isdir(out_dir):
         raise UserError(f"The output folder {out_dir} does not exist: create it or choose another -o path.")
     restore_fraction = _cap_cuda_memory(device, plan.machine.vram_bytes)  # loading must fit too
+    if cascade is not None:
+        from .cascade import generate_cascade
+
+        try:
+            return generate_cascade(req, cascade, spec, plan, width, height, steps, guidance, device, compute, console)
+        finally:
+            restore_fraction()
     t0 = time.perf_counter()
     if rep.format == "diffusers":
         pipe, modules = load_pipeline(req.model, plan, compute)
@@ -144,20 +153,10 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_run = time.perf_counter()
-    state = {"step": 0, "interrupt": False}
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        state["interrupt"] = True
-
-    signal.signal(signal.SIGINT, on_sigint)
-    progress = None if req.quiet or console is None else _progress(console, steps)
+    watch = StepWatch(None if req.quiet else console, steps)
 
     def on_step_end(p, i, t, kwargs):
-        state["step"] = i + 1
-        if progress is not None:
-            progress[0].update(progress[1], completed=i + 1)
-        if state["interrupt"]:
+        if watch.advance():
             p._interrupt = True
         return kwargs
 
@@ -181,36 +180,22 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
         if mask is not None:
             kwargs["mask_image"] = mask
     try:
-        if progress is not None:
-            progress[0].start()
-        with torch.no_grad():
+        with watch, torch.no_grad():
             images = pipe(**kwargs).images
     finally:
-        if progress is not None:
-            progress[0].stop()
-        signal.signal(signal.SIGINT, previous)
         executor.remove()
         for h in lora_hooks:
             h.remove()
         restore_fraction()
     seconds = time.perf_counter() - t0
     run_seconds = time.perf_counter() - t_run
-    if state["interrupt"]:
-        return GenerateResult([], plan, seconds, 0, 0, interrupted_at=state["step"])
-    sampler = req.sampler or type(pipe.scheduler).__name__
-    paths = []
-    for k, arr in enumerate(images):
-        info = PngInfo()
-        params = {"Steps": steps, "Sampler": sampler, "CFG scale": guidance, "Seed": req.seed, "Size": f"{arr.shape[1]}x{arr.shape[0]}",
-                  "Model": spec.name, "Batch pos": k if req.batch > 1 else None,
-                  "Lora hashes": ", ".join(f"{os.path.basename(p)}: {w}" for p, w in req.loras) or None,
-                  "lowvram plan": _plan_summary(plan)}
-        info.add_text("parameters", build_infotext(req.prompt, req.negative, params))
-        path = req.output if req.batch == 1 else _numbered(req.output, k)
-        tmp = path + ".part"
-        Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype("uint8")).save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)  # never a half-written image under the final name
-        paths.append(path)
+    if watch.interrupt:
+        return GenerateResult([], plan, seconds, 0, 0, interrupted_at=watch.step)
+    params = {"Steps": steps, "Sampler": req.sampler or type(pipe.scheduler).__name__, "CFG scale": guidance,
+              "Seed": req.seed, "Model": spec.name,
+              "Lora hashes": ", ".join(f"{os.path.basename(p)}: {w}" for p, w in req.loras) or None,
+              "lowvram plan": plan_summary(plan)}
+    paths = write_pngs(images, req.output, req.prompt, req.negative, params)
     peak_vram = torch.cuda.max_memory_allocated() if device.type == "cuda" else executor.accountant.peak
     return GenerateResult(paths, plan, seconds, peak_vram, psutil.Process().memory_info().rss, replans=executor.replans,
                           load_seconds=seconds - run_seconds, run_seconds=run_seconds)
@@ -304,23 +289,3 @@ def _mode_pipeline(pipe, inpaint: bool):
     return auto.from_pipe(pipe)
 
 
-def _numbered(path: str, k: int) -> str:
-    root, ext = os.path.splitext(path)
-    return f"{root}-{k}{ext or '.png'}"
-
-
-def _plan_summary(plan) -> str:
-    parts = []
-    for c in plan.components:
-        what = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
-        parts.append(f"{c.name} {what} {c.precision}")
-    return "; ".join(parts)
-
-
-def _progress(console, steps: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    p = Progress(TextColumn("denoising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                 console=console, transient=False)
-    task = p.add_task("steps", total=steps)
-    return p, task

@@ -1,0 +1,44 @@
+"""Write generated images as PNGs with the A1111 `parameters` chunk image browsers read."""
+
+from __future__ import annotations
+
+import os
+
+FIRST = ("Steps", "Sampler", "CFG scale", "Seed", "Size", "Model", "Batch pos")  # A1111's order; other fields follow
+
+
+def write_pngs(images, output: str, prompt: str, negative: str, params: dict) -> list[str]:
+    """One PNG per image (float RGB arrays in [0, 1]); `params` are the A1111 fields shared by the batch,
+    Size and the batch position are added per image. A batch is numbered: out-0.png, out-1.png..."""
+    import numpy as np
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from .infotext import build_infotext
+
+    paths = []
+    for k, arr in enumerate(images):
+        info = PngInfo()
+        fields = dict(params, **{"Size": f"{arr.shape[1]}x{arr.shape[0]}", "Batch pos": k if len(images) > 1 else None})
+        fields = {key: fields[key] for key in FIRST if key in fields} | {key: v for key, v in fields.items() if key not in FIRST}
+        info.add_text("parameters", build_infotext(prompt, negative, fields))
+        path = output if len(images) == 1 else numbered(output, k)
+        tmp = path + ".part"
+        Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype("uint8")).save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, path)  # never a half-written image under the final name
+        paths.append(path)
+    return paths
+
+
+def numbered(path: str, k: int) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}-{k}{ext or '.png'}"
+
+
+def plan_summary(plan) -> str:
+    """The plan in one line for the PNG: placement and precision of each component."""
+    parts = []
+    for c in plan.components:
+        what = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
+        parts.append(f"{c.name} {what} {c.precision}")
+    return "; ".join(parts)

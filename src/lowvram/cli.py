@@ -39,7 +39,11 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
                      "params": sum(c["params"] for c in comps), "bytes_bf16": sum(c["bytes_bf16"] for c in comps),
                      "default_width": m.width, "default_height": m.height, "default_steps": m.steps,
                      "default_guidance": m.guidance, "uses_cfg": m.uses_cfg, "latent_factor": m.latent_factor,
-                     "scheduler": m.scheduler, "hf_repo": m.hf_repo, "signature": m.signature})
+                     "scheduler": m.scheduler, "hf_repo": m.hf_repo, "signature": m.signature,
+                     "gguf": None if m.gguf is None else {"repo": m.gguf.repo, "component": m.gguf.component,
+                                                          "quants": {q.name: {"file": m.gguf.filename(q.name),
+                                                                              "bits_per_weight": q.bits_per_weight}
+                                                                     for q in m.gguf.best_first()}}})
     if as_json:
         _print_json(rows)
         return
@@ -234,7 +238,7 @@ def _cell(p) -> str:
 def generate(prompt: str = typer.Argument(..., help="What to draw."),
              model: str = typer.Option(..., "--model", help="A diffusers folder, a single-file checkpoint, a folder of ComfyUI component files, or DeepFloyd IF's folder of its three stages."),
              models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: find the model (by file name) and its text encoders and VAE there."),
-             config: Optional[str] = typer.Option(None, "--config", help="For single files: a diffusers folder of the same model with its configs and tokenizers (weights not needed)."),
+             config: Optional[str] = typer.Option(None, "--config", help="For single files: a diffusers folder of the same model with its configs and tokenizers; components the file lacks are loaded from its weights."),
              negative: str = typer.Option("", "--negative", help="Negative prompt (models with CFG)."),
              width: Optional[int] = typer.Option(None, help="Width in pixels (default: the model's)."),
              height: Optional[int] = typer.Option(None, help="Height in pixels (default: the model's)."),
@@ -264,9 +268,11 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-    from .hub import local_path
+    from .hub import installed_model
 
-    model = local_path(model) if not models_dir else model  # an installed catalogue name: its snapshot folder
+    if not models_dir:  # an installed catalogue name: the weights pulled last (and, for a GGUF, its components)
+        pulled = installed_model(model)
+        model, config = pulled.path, config or pulled.config
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
     if vram is None and gpu is None:
@@ -302,31 +308,123 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
 
 @app.command()
 def pull(name: str = typer.Argument(..., help="Catalogue name, e.g. flux-schnell."),
-         variant: Optional[str] = typer.Option(None, "--variant", help="Weights variant, e.g. fp16.")) -> None:
-    """Download a catalogue model (diffusers layout) into the Hugging Face cache; resumable."""
-    from .hub import pull as hub_pull
+         variant: Optional[str] = typer.Option(None, "--variant", help="Weights variant, e.g. fp16."),
+         gguf: Optional[str] = typer.Option(None, "--gguf", help="The denoiser as a published GGUF quant: a name "
+                                            "(Q8_0, Q4_K_S...) or auto, the highest quality whose plan fits."),
+         gpu: Optional[str] = typer.Option(None, help='Plan for a card from the table, e.g. "RTX 4060".'),
+         vram: Optional[str] = typer.Option(None, help="VRAM to plan for, e.g. 6GB."),
+         ram: Optional[str] = typer.Option(None, help="System RAM to plan for, e.g. 16GB."),
+         quality: Optional[str] = typer.Option(None, help="lossless (full weights; the default) | balanced | fast "
+                                               "(a GGUF quant when the full weights do not fit well); --gguf implies balanced.")) -> None:
+    """Download a catalogue model into the Hugging Face cache: only what the plan needs; resumable."""
+    from .catalogue import get_model
+    from .hub import download, fetches, preview
+    from .plan.types import POLICIES
+    from .plan.weights_choice import check_request, choose_weights
 
-    path = hub_pull(name, variant)
-    out.print(f"{name}: {path}")
+    spec = get_model(name)
+    if quality is not None and quality not in POLICIES:
+        raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
+    policy = quality or ("balanced" if gguf else "lossless")
+    check_request(spec, policy, gguf)  # before probing a machine: these need none to be refused
+    machine = _pull_machine(spec, policy, gguf, gpu, vram, ram)
+    choice = choose_weights(spec, policy, gguf, machine)
+    err = Console(stderr=True, soft_wrap=True)
+    _print_choice(err, spec, choice, machine, policy)
+    todo = fetches(spec, variant, choice.quant)
+    _print_downloads(err, spec, [(f, preview(f)) for f in todo])
+    pulled = download(spec, todo)
+    out.print(f"{spec.name}: {pulled.path}")
+    if pulled.config:
+        out.print(f"{spec.name} components: {pulled.config}")
+
+
+def _pull_machine(spec, policy: str, gguf: Optional[str], gpu, vram, ram):
+    """The machine `pull` plans for: needed for --gguf auto and for balanced/fast without --gguf; for a
+    named quant only when one is given or probed (to warn if it does not fit); never for a lossless pull."""
+    from .plan.machine import resolve_machine
+
+    auto = gguf is not None and gguf.strip().lower() == "auto"
+    if auto or (gguf is None and policy != "lossless" and spec.gguf is not None):
+        return resolve_machine(gpu, vram, ram)
+    if gguf is not None:
+        try:
+            return resolve_machine(gpu, vram, ram)
+        except UserError:
+            if gpu or vram or ram:
+                raise
+            return None  # no GPU here and none named: the quant is pulled unplanned
+    return None
+
+
+def _print_choice(err: Console, spec, choice, machine, policy: str) -> None:
+    """What `pull` chose and why, with the plans that decided it (nothing for a model without GGUF quants:
+    there was no choice)."""
+    if spec.gguf is None and choice.plan is None:
+        return
+    if machine is not None and (choice.plan or choice.tried):
+        err.print(f"{spec.name} on {machine.name} ({format_bytes(machine.vram_bytes)} VRAM, {format_bytes(machine.ram_bytes)} "
+                  f"RAM), policy {policy}, planned at {spec.width}x{spec.height}, {spec.steps} steps:")
+        t = Table()
+        for col in ("weights", "bits/weight", "fits", "s/image", "peak VRAM", "peak RAM", spec.by_role("denoiser")[0].name):
+            t.add_column(col)
+        rows = []
+        if choice.full_plan is not None:
+            rows.append(("full (lossless)", "16", choice.full_plan))
+        rows += [(f"GGUF {t_.quant.name}", f"{t_.quant.bits_per_weight:.3g}", t_.plan) for t_ in choice.tried]
+        if not choice.tried and choice.plan is not None and choice.plan is not choice.full_plan:
+            label = f"GGUF {choice.quant.name}" if choice.quant else f"full ({policy})"
+            rows.append((label, f"{choice.quant.bits_per_weight:.3g}" if choice.quant else "16", choice.plan))
+        for label, bits, p in rows:
+            den = next((c for c in p.components if c.role == "denoiser"), None)
+            where = "-" if den is None else f"{den.placement} {den.precision}" + (" from disk" if den.source == "disk" else "")
+            t.add_row(label, bits, "yes" if p.fits else "no", f"{p.seconds_per_image:.1f}", format_bytes(p.peak_vram_bytes),
+                      format_bytes(p.peak_ram_bytes), where)
+        err.print(t)
+    what = f"GGUF {choice.quant.name}" if choice.quant else "full weights"
+    err.print(f"chose {what}: {choice.reason}.")
+    if choice.warning:
+        err.print(f"! {choice.warning}")
+
+
+def _print_downloads(err: Console, spec, previews) -> None:
+    """Sizes, before anything is downloaded."""
+    total = todo = 0
+    for f, files in previews:
+        size = sum(i.size for i in files)
+        missing = sum(i.size for i in files if not i.cached)
+        total, todo = total + size, todo + missing
+        if f.what.startswith("GGUF"):
+            err.print(f"  {f.repo}: {files[0].path} ({format_bytes(size)})")
+        else:
+            note = ""
+            if f.what == "components":
+                from .catalogue import spec_params
+
+                den = spec.component(spec.gguf.component)
+                note = f" — text encoders, VAE, tokenizers, scheduler, configs; not its {den.name} weights " \
+                       f"({format_bytes(2 * spec_params(den))} in bf16)"
+            err.print(f"  {f.repo}: {len(files)} files ({format_bytes(size)}){note}")
+    err.print(f"  {format_bytes(todo)} to download" + (f" ({format_bytes(total - todo)} already in the cache)" if todo < total else ""))
 
 
 @app.command(name="list")
 def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Catalogue models installed in the Hugging Face cache, and where."""
+    """Catalogue models installed in the Hugging Face cache, and where: full weights or GGUF quants."""
     from .hub import installed
 
     rows = installed()
     if as_json:
-        _print_json([r.__dict__ for r in rows])
+        _print_json([{k: v for k, v in r.__dict__.items() if k != "mtime"} for r in rows])
         return
     if not rows:
         out.print("No catalogue model is installed; `lowvram pull NAME` downloads one.")
         return
-    t = Table()
-    for col in ("name", "repo", "size", "path"):
+    t = Table(caption="*: what `lowvram generate --model NAME` loads (the variant pulled last)")
+    for col in ("name", "variant", "repo", "size", "path"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r.name, r.repo, format_bytes(r.size_bytes), r.path)
+        t.add_row(r.name + (" *" if r.in_use else ""), r.variant, r.repo, format_bytes(r.size_bytes), r.path)
     out.print(t)
 
 

@@ -1,10 +1,13 @@
 """FLUX.1 dev / schnell and Chroma (rectified-flow transformers with T5-XXL and a 16-channel VAE)."""
 
 from .components import clip_l, denoiser, t5_xxl, vae
+from .quants import GgufRepo
 from .spec import ModelSpec
 
 # Flux packs 2x2 latent patches into tokens: 1024 px -> 128 latent -> 64x64 = 4096 tokens.
 _FLUX_FACTOR = 16
+# city96's GGUF conversions of the BFL transformer (ComfyUI-GGUF's tools): every quant of both models.
+_CITY96_FLUX_QUANTS = ("Q8_0", "Q6_K", "Q5_1", "Q5_K_S", "Q5_0", "Q4_1", "Q4_K_S", "Q4_0", "Q3_K_S", "Q2_K")
 
 MODELS = (
     ModelSpec(
@@ -16,6 +19,7 @@ MODELS = (
         hf_repo="black-forest-labs/FLUX.1-dev",
         signature="'double_blocks.*' x19 + 'single_blocks.*' x38 with 'guidance_in' (guidance-distilled)",
         text_lengths={"text_encoder": 77, "text_encoder_2": 512},
+        gguf=GgufRepo("city96/FLUX.1-dev-gguf", "flux1-dev-{quant}.gguf", _CITY96_FLUX_QUANTS),
     ),
     ModelSpec(
         name="flux-schnell", family="flux", title="FLUX.1 [schnell]",
@@ -26,6 +30,7 @@ MODELS = (
         hf_repo="black-forest-labs/FLUX.1-schnell",
         signature="'double_blocks.*' x19 + 'single_blocks.*' x38 without 'guidance_in'",
         text_lengths={"text_encoder": 77, "text_encoder_2": 256},
+        gguf=GgufRepo("city96/FLUX.1-schnell-gguf", "flux1-schnell-{quant}.gguf", _CITY96_FLUX_QUANTS),
     ),
     ModelSpec(
         name="chroma", family="chroma", title="Chroma (FLUX.1-schnell derivative)",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .quants import GgufRepo
+
 ROLES = ("denoiser", "text_encoder", "vae")
 
 
@@ -58,6 +60,7 @@ class ModelSpec:
     signature: str  # how inspection recognises it in a checkpoint, in words
     text_lengths: dict[str, int] = field(default_factory=dict)  # tokens per text encoder output
     notes: str = ""
+    gguf: GgufRepo | None = None  # published GGUF quants of the denoiser, where they exist
 
     def component(self, name: str) -> ComponentSpec:
         for c in self.components:

@@ -3,7 +3,8 @@
 Weights come from the file(s) `lowvram inspect` recognised; key conversion to diffusers names is
 diffusers' own (`diffusers.loaders.single_file_utils`), configs come from `--config DIR` when it has
 them, else from the catalogue — never from a hub. Tokenizers and the scheduler come from `--config DIR`
-(a diffusers folder of the same model; its weights are not needed).
+(a diffusers folder of the same model; its weights are not needed, but a component the file lacks is
+loaded from them when they are there — how a pulled GGUF denoiser gets its text encoders and VAE).
 
 Each component's tensors are read (positioned reads) into memory at their stored precision for the
 conversion, converted, then cast or quantised into the planned precision: the peak is one component at
@@ -17,12 +18,12 @@ import os
 import torch
 
 from ..catalogue import ModelSpec, build_component
-from ..checkpoints.inspect import Inspection, load_pickle_state_dict, read_tensors
+from ..checkpoints.inspect import Inspection, _pick_weight_files, load_pickle_state_dict, read_tensors
 from ..errors import UserError
 from ..plan.types import Plan
 from ..runtime.loading import TORCH_DTYPES, LazyTensor, load_into
 from ..runtime.precision import PrecisionConfig
-from .loader import _key_map, assemble_pipeline, build_module, finish_module
+from .loader import _key_map, assemble_pipeline, build_module, finish_module, load_module
 
 
 def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -95,13 +96,21 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         raise UserError("A single-file checkpoint has no tokenizers: give --config DIR, a diffusers folder of the same "
                         f"model ({spec.hf_repo}; its weights are not needed), or run `lowvram pull {spec.name}`.")
     precisions = {c.name: c.precision for c in plan.components}
+    planned = {c.name: c for c in plan.components}
     sources = {c.name: c for c in rep.components}
-    missing = [c.name for c in spec.components if c.name not in sources]
+    # what the file(s) lack comes from --config's own weights when it has them (a pulled GGUF's components)
+    from_config = [c.name for c in spec.components if c.name not in sources and _has_weights(os.path.join(config_dir, c.name))]
+    missing = [c.name for c in spec.components if c.name not in sources and c.name not in from_config]
     if missing:
         raise UserError(f"{rep.path} lacks {', '.join(missing)}: put the files next to it in one folder "
-                        f"(ComfyUI keeps them in text_encoders/ and vae/), then give the folder.")
+                        f"(ComfyUI keeps them in text_encoders/ and vae/), then give the folder, "
+                        f"or give --config a diffusers folder that holds their weights.")
 
     def load_model(name, sub, library, class_name):
+        if name in from_config:
+            cp = planned.get(name)
+            return load_module(sub, library, class_name, compute_dtype, cp.precision if cp else None,
+                               disk_backed=cp is not None and cp.source == "disk")
         rc = sources[name]
         file_name, _, prefix = rc.source.partition(":")
         prefix = prefix.rstrip("*")
@@ -121,6 +130,11 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         return finish_module(module, f"{path} ({name})")
 
     return assemble_pipeline(config_dir, load_model)
+
+
+def _has_weights(folder: str) -> bool:
+    """A diffusers component folder with safetensors weights (not configs only)."""
+    return os.path.isdir(folder) and any(f.endswith(".safetensors") for f in _pick_weight_files(folder))
 
 
 def _place_gguf(module: torch.nn.Module, converted: dict, q_out: dict[str, str], compute_dtype: torch.dtype) -> None:

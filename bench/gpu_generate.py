@@ -31,7 +31,7 @@ from lowvram.generate.run import GenerateRequest, generate  # noqa: E402
 from lowvram.plan import Policy, make_plan  # noqa: E402
 from lowvram.plan.machine import resolve_machine  # noqa: E402
 from lowvram.units import format_bytes  # noqa: E402
-from random_models import build_random  # noqa: E402
+from random_models import build_random, pinned_bandwidth  # noqa: E402
 
 GiB = 2**30
 
@@ -54,18 +54,6 @@ def write_random_pipeline(model: str, folder: str, dtype: torch.dtype) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
     del pipe, parts
     torch.cuda.empty_cache()
-
-
-def pinned_bandwidth() -> float:
-    x = torch.empty(1 << 30, dtype=torch.uint8).pin_memory()
-    y = torch.empty_like(x, device="cuda")
-    y.copy_(x, non_blocking=True)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(5):
-        y.copy_(x, non_blocking=True)
-    torch.cuda.synchronize()
-    return 5 * x.numel() / (time.perf_counter() - t0)
 
 
 def main() -> None:

@@ -36,29 +36,13 @@ from lowvram.runtime.streaming import StreamingEngine  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
 from lowvram.structure import streamable_units  # noqa: E402
-from random_models import build_random  # noqa: E402
+from random_models import build_random, pinned_bandwidth  # noqa: E402
 
 GiB = 2**30
 CASES = {"sdxl": ("unet", "fp16", 2, (4, 6)), "flux-dev": ("transformer", "bf16", 1, (8, 12, 16))}
 DTYPES = COMPUTE_DTYPES
 # Kept out of the weight budget, as the planner does: CUDA context, library workspaces, fragmentation.
 MARGIN = cost.DEFAULT_RESERVE_BYTES
-
-
-def bandwidth(device) -> float:
-    if device.type != "cuda":
-        return float("nan")
-    x = torch.empty(1 << 30, dtype=torch.uint8).pin_memory()
-    y = torch.empty_like(x, device=device)
-    y.copy_(x, non_blocking=True)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(5):
-        y.copy_(x, non_blocking=True)
-    torch.cuda.synchronize()
-    bw = 5 * x.numel() / (time.perf_counter() - t0)
-    del x, y
-    return bw
 
 
 def sync(device) -> None:
@@ -215,7 +199,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    bw = bandwidth(device)
+    bw = pinned_bandwidth() if device.type == "cuda" else float("nan")
     rows = []
     t0 = time.perf_counter()
     for name in args.models.split(","):

@@ -1,4 +1,5 @@
-"""Real-size catalogue components with random weights, made straight on the benchmark's device.
+"""Real-size catalogue components with random weights, made straight on the benchmark's device (and
+the host link's measured bandwidth, which the GPU benchmarks plan with).
 
 Weights are never read from a hub (there is none offline), and random weights with the real
 architecture give the real memory and speed figures. Parameters are made empty on the device and
@@ -44,3 +45,20 @@ def build_random(comp, device: "str | torch.device", dtype: torch.dtype, overrid
                 sub._buffers[name] = b.to(dtype)
     fill_random_(module)
     return module.eval().requires_grad_(False)
+
+
+def pinned_bandwidth() -> float:
+    """Host -> device bytes per second from pinned memory (1 GiB copied 5 times), as streaming sees it."""
+    import time
+
+    x = torch.empty(1 << 30, dtype=torch.uint8).pin_memory()
+    y = torch.empty_like(x, device="cuda")
+    y.copy_(x, non_blocking=True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        y.copy_(x, non_blocking=True)
+    torch.cuda.synchronize()
+    bw = 5 * x.numel() / (time.perf_counter() - t0)
+    del x, y
+    return bw

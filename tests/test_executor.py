@@ -18,12 +18,7 @@ def _cp(name, role, placement, k=0, precision="fp16"):
 
 
 def test_phases_follow_the_plan():
-    spec = MODELS["flux-dev"]
-    mods = {}
-    for c in spec.components:
-        torch.manual_seed(0)
-        cfg = TINY.get(c.config) or (TINY["sd-vae"] if c.role == "vae" else TINY["clip-vit-large-patch14"])
-        mods[c.name] = build_component(c, "cpu", dtype=torch.float32, config_overrides=cfg)
+    spec, mods = _flux_tiny()
     plan = Plan(model="flux-dev", policy="lossless", fits=True, workload=Workload(128, 128),
                 machine=Machine("cpu", 1 << 30, 1 << 34, 1e10, 1.0),
                 components=(_cp("transformer", "denoiser", "streamed", 2), _cp("text_encoder", "text_encoder", "cpu"),

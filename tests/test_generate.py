@@ -1,7 +1,6 @@
 """End-to-end generation on CPU with tiny random pipelines saved as real diffusers folders."""
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from a1111 import parse_a1111
 from tiny_pipelines import build_pipeline
 
 from lowvram.catalogue import MODELS
@@ -29,21 +29,6 @@ def folders(tmp_path_factory):
         build_pipeline(m, str(root / m))
         out[m] = str(root / m)
     return out
-
-
-def parse_a1111(text: str) -> dict:
-    """A1111's reader (modules/infotext_utils.parse_generation_parameters), reduced to what we write."""
-    *lines, last = text.strip().split("\n")
-    prompt, negative = [], ""
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            negative = line[len("Negative prompt:"):].strip()
-        else:
-            prompt.append(line)
-    res = {"Prompt": "\n".join(prompt), "Negative prompt": negative}
-    for k, v in re.findall(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', last):
-        res[k] = v.strip('"')
-    return res
 
 
 def _plan_fn(vram_gb=48, ram_gb=64):

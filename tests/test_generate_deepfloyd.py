@@ -2,7 +2,6 @@
 a user (or `lowvram pull`) has, generated through the CLI and in-process under the plan."""
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from a1111 import parse_a1111
 from tiny_pipelines import IF_STAGE_FOLDERS, build_if_cascade
 
 from lowvram.errors import UserError
@@ -27,21 +27,6 @@ def cascade(tmp_path_factory):
     root = tmp_path_factory.mktemp("if") / "IF"
     build_if_cascade(str(root))
     return str(root)
-
-
-def parse_a1111(text: str) -> dict:
-    """A1111's reader (modules/infotext_utils.parse_generation_parameters), reduced to what we write."""
-    *lines, last = text.strip().split("\n")
-    prompt, negative = [], ""
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            negative = line[len("Negative prompt:"):].strip()
-        else:
-            prompt.append(line)
-    res = {"Prompt": "\n".join(prompt), "Negative prompt": negative}
-    for k, v in re.findall(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', last):
-        res[k] = v.strip('"')
-    return res
 
 
 def _run(folder, tmp_path, name="out.png", vram_gb=48, **kw):

@@ -13,7 +13,7 @@ from ..cache import cache_path, cached_json
 from ..catalogue import ComponentSpec, ModelSpec, load_config
 from ..catalogue.build import _versions
 
-SIM_VERSION = 1  # bump when the simulation changes what it counts
+SIM_VERSION = 2  # bump when the simulation changes what it counts (2: output_bytes no longer holds the last input)
 
 
 @dataclass(frozen=True)

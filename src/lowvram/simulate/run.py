@@ -151,8 +151,8 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
     with ctx:
         fn, kwargs = build_inputs(module, model, comp, req, device)
         flat = [v for v in tree_flatten(kwargs)[0] if isinstance(v, torch.Tensor)]
-        for t in flat:
-            tracker.track(t)
+        # no loop variable: one left alive would hold the last input and count it in the output
+        list(map(tracker.track, flat))
         input_bytes = tracker.live
         tracker.reset_peak()
         if comp.role == "vae":

@@ -36,7 +36,9 @@ class PlanExecutor:
         self._wrapped: list[tuple[torch.nn.Module, str]] = []
         self.by_name = {c.name: c for c in plan.components}
         self.replans: list[str] = []  # out-of-memory recoveries, in words
-        # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}
+        # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}.
+        # The plan sizes a companion like any component (resident or streamed); one a plan does not
+        # list (a plan made without it) is put on the device whole, in its partner's precision.
         self.companions = dict(companions or {})
         self.extra_engines: dict[str, StreamingEngine] = {}
         for comp, partner in self.companions.items():
@@ -68,9 +70,8 @@ class PlanExecutor:
             return
         group = {name, self.companions.get(name)} | {c for c, p in self.companions.items() if p == name}
         if self.active is not None and self.active in group:
-            if name in self.companions:  # a companion joins its partner's phase, resident beside it
-                self.extra_engines[name] = StreamingEngine(self.modules[name], self.device, RESIDENT_ALL,
-                                                           self.accountant, owner=name).apply()
+            if name in self.companions:  # a companion joins its partner's phase, placed as planned
+                self.extra_engines[name] = self._engine(name)
                 self.phases.append(name)
                 return
             # the partner arrives while its companion holds the phase: the companion stays beside it
@@ -92,12 +93,17 @@ class PlanExecutor:
                 module.register_forward_hook(lambda m, a, out: _to(out, self.device))
                 module._lowvram_cpu_hooks = True
         else:
-            k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
-            # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
-            self.engine = StreamingEngine(module, self.device, k, self.accountant, owner=name,
-                                          pin_memory=False if cp.source == "disk" else None).apply()
+            self.engine = self._engine(name)
             self.active = name
         self.phases.append(name)
+
+    def _engine(self, name: str) -> StreamingEngine:
+        """`name`'s weights on the device as its plan says: all resident, or the resident prefix + streaming."""
+        cp, module = self.by_name[name], self.modules[name]
+        k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
+        # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
+        return StreamingEngine(module, self.device, k, self.accountant, owner=name,
+                               pin_memory=False if cp.source == "disk" else None).apply()
 
     def _guard_oom(self, name: str, module: torch.nn.Module) -> None:
         """If a denoiser call still runs out of memory (another program took VRAM), keep fewer units

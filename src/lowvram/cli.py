@@ -107,8 +107,10 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
          batch: int = typer.Option(1, help="Images per batch."),
          steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the model's)."),
          no_guidance: bool = typer.Option(False, "--no-guidance", help="Classifier-free guidance off."),
-         loras: int = typer.Option(0, help="Number of LoRAs."),
-         controlnet: bool = typer.Option(False, help="With a ControlNet."),
+         lora: list[str] = typer.Option([], "--lora", help="A LoRA file (repeatable): its factors' bytes are planned."),
+         loras: int = typer.Option(0, help="Number of LoRAs, when planning without their files (200 MiB each assumed)."),
+         controlnet: Optional[str] = typer.Option(None, "--controlnet", help="[PATH] A diffusers ControlNet folder; "
+                                                  "bare: the model's published ControlNet."),
          img2img: bool = typer.Option(False, help="img2img / inpaint (adds a VAE encode)."),
          gpu: Optional[str] = typer.Option(None, help='Plan for a card from the table, e.g. "RTX 4060".'),
          vram: Optional[str] = typer.Option(None, help="VRAM, e.g. 8GB."),
@@ -135,14 +137,40 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     check_count(n_steps, 1, 1000, "--steps", "steps")
     if loras < 0:
         raise UserError(f"--loras {loras} is negative: give the number of LoRAs, 0 or more.")
+    if lora and loras:
+        raise UserError("Give the LoRA files with --lora, or their number with --loras, not both.")
+    from .checkpoints.lora_size import lora_file_bytes
+
+    lora_bytes = tuple(lora_file_bytes(_lora_arg(x)[0]) for x in lora)
+    if controlnet not in (None, CONTROLNET_DEFAULT) and not os.path.isdir(controlnet):
+        raise UserError(f"The ControlNet folder {controlnet} does not exist: give a diffusers ControlNet folder, "
+                        "or --controlnet alone for the model's published one.")
     machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)
-    wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet, img2img)
+    wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet is not None, img2img, lora_bytes,
+                  "" if controlnet in (None, CONTROLNET_DEFAULT) else controlnet)
     p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
                   file_weights=file_weights)
     if as_json:
         _print_json(p.to_json())
         return
     _print_plan(p, explain)
+
+
+# `plan --controlnet` with no folder after it: typer options cannot take an optional value, so main()
+# gives a bare `--controlnet` this value before parsing.
+CONTROLNET_DEFAULT = "default"
+
+
+def _bare_controlnet(argv: list[str]) -> list[str]:
+    """`lowvram plan MODEL --controlnet` (last, or followed by another option) -> `--controlnet default`."""
+    if "plan" not in argv[:1]:
+        return argv
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--controlnet" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(CONTROLNET_DEFAULT)
+    return out
 
 
 def _print_plan(p, explain: bool) -> None:
@@ -447,7 +475,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
-        app()
+        app(args=_bare_controlnet(sys.argv[1:]))
     except UserError as e:
         sys.stderr.write(f"lowvram: {e}\n")
         sys.exit(e.exit_code)

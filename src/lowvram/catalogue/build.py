@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -27,8 +28,21 @@ def _read_config(name: str) -> str:
 
 
 def load_config(name: str) -> dict[str, Any]:
-    """The shipped config (a fresh copy, so callers may scale it down for tests)."""
+    """The shipped config (a fresh copy, so callers may scale it down for tests), or the config.json at
+    an absolute path (a user's ControlNet folder), read afresh each time: the user may edit it."""
+    if os.path.isabs(name):
+        with open(name) as f:
+            return json.load(f)
     return copy.deepcopy(json.loads(_read_config(name)))
+
+
+def config_identity(name: str) -> str:
+    """What in-process memos key a config by: a shipped config's name (it never changes), or the text
+    of a config.json at a path (the user may edit it between two plans)."""
+    if os.path.isabs(name):
+        with open(name) as f:
+            return f.read()
+    return name
 
 
 def build_component(spec: ComponentSpec, device: "str | torch.device" = "meta", dtype: "torch.dtype | None" = None,

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from .quants import GgufRepo
 
-ROLES = ("denoiser", "text_encoder", "vae")
+# a ControlNet is no part of a ModelSpec: a workload adds it, and it runs in its denoiser's phase
+ROLES = ("denoiser", "text_encoder", "vae", "controlnet")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class ComponentSpec:
     role: str  # one of ROLES
     library: str  # "diffusers" or "transformers"
     class_name: str  # e.g. "UNet2DConditionModel", "T5EncoderModel"
-    config: str  # name of the JSON file in catalogue/configs (without .json)
+    # name of the JSON file in catalogue/configs (without .json), or the path of a config.json outside the
+    # package (a user's ControlNet folder)
+    config: str
     tokenizer: str | None = None  # tokenizer kind for text encoders: "clip", "t5", "llama", "qwen2"
     max_tokens: int | None = None  # sequence length the pipeline feeds a text encoder
     # Spatial size of this component's input relative to the final image side: 8 for an SD UNet

@@ -175,8 +175,9 @@ def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype, names: di
     return pipe, {names.get(k, k): m for k, m in modules.items()}
 
 
-def load_controlnet(folder: str, compute_dtype: torch.dtype) -> torch.nn.Module:
-    """A diffusers ControlNet folder (ControlNetModel, FluxControlNetModel, SD3ControlNetModel)."""
+def load_controlnet(folder: str, compute_dtype: torch.dtype, plan: Plan | None = None) -> torch.nn.Module:
+    """A diffusers ControlNet folder (ControlNetModel, FluxControlNetModel), stored in the precision and
+    from the source (RAM or a disk mapping) the plan's "controlnet" component names."""
     try:
         with open(os.path.join(folder, "config.json")) as f:
             class_name = json.load(f)["_class_name"]
@@ -184,7 +185,9 @@ def load_controlnet(folder: str, compute_dtype: torch.dtype) -> torch.nn.Module:
         raise UserError(f"{folder}/config.json cannot be read as a ControlNet config ({e}).") from None
     if "ControlNet" not in class_name:
         raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
-    return load_module(folder, "diffusers", class_name, compute_dtype, None)
+    cp = next((c for c in plan.components if c.name == "controlnet"), None) if plan is not None else None
+    return load_module(folder, "diffusers", class_name, compute_dtype, cp.precision if cp else None,
+                       disk_backed=cp is not None and cp.source == "disk")
 
 
 # Parts of an IF stage folder that are never read: the safety checker, its feature extractor and the

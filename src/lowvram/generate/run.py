@@ -65,6 +65,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
 
     from ..catalogue import MODELS
     from ..checkpoints.inspect import inspect_path
+    from ..checkpoints.lora_size import lora_file_bytes
     from ..plan import Workload
     from ..runtime.executor import PlanExecutor
     from ..units import check_count, check_resolution
@@ -97,16 +98,14 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     check_count(req.batch, 1, 64, "--batch", "images")
     if req.sampler and req.sampler.lower() not in SAMPLERS:
         raise UserError(f"Unknown --sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}.")
-    for path, _ in req.loras:
-        if not os.path.isfile(path):
-            raise UserError(f"The LoRA file {path} does not exist.")
+    lora_bytes = tuple(lora_file_bytes(path) for path, _ in req.loras)  # headers only; UserError if missing
     guidance = spec.guidance if req.guidance is None else req.guidance
     if guidance < 0:
         raise UserError(f"--guidance {guidance} is negative: give 0 or more.")
     init, mask = _images(req, width, height, spec)
     control = _control_image(req, width, height, spec)
-    wl = Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg,
-                  loras=len(req.loras), controlnet=control is not None, img2img=init is not None)
+    wl = Workload(width, height, req.batch, steps, guidance > 1.0 or not spec.uses_cfg, controlnet=control is not None,
+                  img2img=init is not None, lora_bytes=lora_bytes, controlnet_path=req.controlnet if control else "")
     plan = plan_fn(spec, wl, rep.file_weights())
     if not plan.fits:
         raise UserError(f"{spec.name} does not fit this machine at {width}x{height}: {plan.lossy_reason or 'see `lowvram plan`'}.")
@@ -146,7 +145,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if control is not None:
         from .loader import load_controlnet
 
-        modules["controlnet"] = load_controlnet(req.controlnet, compute)
+        modules["controlnet"] = load_controlnet(req.controlnet, compute, plan)
         companions["controlnet"] = next(c.name for c in spec.components if c.role == "denoiser")
         pipe = _controlnet_pipeline(pipe, modules["controlnet"])
     executor = PlanExecutor(plan, modules, device, companions=companions).apply()
@@ -250,11 +249,10 @@ def _images(req: GenerateRequest, width: int, height: int, spec):
     return init, (mask.resize((width, height)) if mask is not None else None)
 
 
-CONTROLNET_FAMILIES = ("sd1", "sdxl", "flux")
-
-
 def _control_image(req: GenerateRequest, width: int, height: int, spec):
     from PIL import Image, UnidentifiedImageError
+
+    from ..catalogue.controlnet import CONTROLNET_FAMILIES
 
     if not req.controlnet and not req.control_image:
         return None

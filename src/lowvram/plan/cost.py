@@ -44,11 +44,10 @@ PINNED_RAM_FRACTION = 0.8
 # Tiled VAE decode recomputes the overlaps (diffusers' default overlap 25 %): ~1.3x the FLOPs.
 VAE_TILE_OVERHEAD = 1.3
 VAE_TILES = (512, 256)  # tile sides tried, in pixels, largest first
-# Until the generation issue simulates them: a LoRA adds ~200 MB of low-rank factors; a ControlNet is
-# ~45 % of its denoiser's weights (SD1.5 ControlNet 361 M vs UNet 860 M; SDXL 1.25 B vs 2.57 B) and adds
-# about half of the denoiser's activations.
+# A LoRA's factors, assumed only when planning by count (`lowvram plan --loras N`); given the files, the
+# planner uses their own sizes (checkpoints/lora_size.py). 200 MiB, kept from before file sizes were
+# read: the order of an SDXL LoRA of rank 32-64 in 16 bits. A ControlNet has no constant here: its weights,
+# activations and FLOPs are simulated from its config (catalogue/controlnet.py, plan/controlnet.py).
 LORA_BYTES = 200 * 2**20
-CONTROLNET_WEIGHT_FRACTION = 0.45
-CONTROLNET_ACTIVATION_FRACTION = 0.5
 # Balanced policy: take a lossy precision when it is needed to fit or at least this much faster.
 BALANCED_MIN_SPEEDUP = 1.3

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from ..cache import cached_json
 from ..catalogue import ComponentSpec, build_component, load_config
-from ..catalogue.build import _versions
+from ..catalogue.build import _versions, config_identity
 from ..structure import Unit
 from .cost import BYTES_PER_WEIGHT
 
@@ -32,8 +32,13 @@ class ComponentFacts:
         return [u.quantizable * b + u.out_channels * scale + u.other * 2 for u in self.units]
 
 
-@lru_cache(maxsize=None)
 def component_facts(spec: ComponentSpec) -> ComponentFacts:
+    return _facts(spec, config_identity(spec.config))
+
+
+@lru_cache(maxsize=None)
+def _facts(spec: ComponentSpec, config: str) -> ComponentFacts:
+    """Memoised per spec and config text (`config` is only the key: a user's config.json may change)."""
     def compute():
         from ..structure import streamable_units
 

@@ -6,6 +6,10 @@ of the others' except through RAM. For each component we enumerate options (plac
 and for the denoiser CFG as one batch or two), size each from the simulation (activations, FLOPs)
 and the unit sizes (weights), keep the feasible ones, add each one's disk-backed variant, and pick the
 fastest combination whose host copies fit in RAM (a small knapsack, `_select`).
+
+A ControlNet shares its denoiser's phase, so the two are sized together: each denoiser option carries
+the ControlNet's placement as its companion (`_with_controlnet`). LoRA factors stay on the GPU from
+load to the end, so every GPU phase leaves room for them.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from dataclasses import dataclass, replace
 
 from ..catalogue import ComponentSpec, ModelSpec
 from ..simulate import SimRequest, simulate_component
+from ..units import format_bytes
 from . import cost
-from .facts import component_facts
+from .controlnet import PlannedControlNet, resolve_controlnet
+from .facts import ComponentFacts, component_facts
 from .types import ComponentPlan, Machine, Plan, Policy, Workload
 
 
@@ -30,6 +36,8 @@ class Option:
     total_bytes: int = 0  # weights at the option's precision (what one image moves at least once)
     compute_s: float = 0.0  # per call, without waiting for copies
     overhead_s: float = 0.0  # per call, per-unit streaming overhead
+    streamed_bytes: int = 0  # copied host -> device per call, companion included
+    companion: ComponentPlan | None = None  # the ControlNet sharing a denoiser's phase
 
 
 def _precisions(policy: str, stored: str) -> list[str]:
@@ -59,34 +67,48 @@ def _fit_units(unit_bytes: list[int], budget: int) -> tuple[int, int] | None:
     return best
 
 
+def _unit_bytes(facts: ComponentFacts, precision: str, stored: str, file_ratio: float | None) -> tuple[list[int], float]:
+    """Each unit's bytes at `precision`, and the compute overhead of dequantising it per layer."""
+    if precision in cost.BYTES_PER_WEIGHT:
+        return facts.unit_bytes(precision), cost.DEQUANT_OVERHEAD[precision]
+    # a GGUF type already in the file: its bytes, dequantised per layer
+    return ([int(b * (file_ratio or 1.0)) for b in facts.unit_bytes(stored)],
+            cost.GGUF_DEQUANT_OVERHEAD.get(precision, cost.GGUF_DEQUANT_OVERHEAD_DEFAULT))
+
+
+def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str) -> float:
+    """`kind` (transformer / unet / vae / text_encoder) picks a measured efficiency where there is one."""
+    return flops / (machine.tflops * 1e12 * cost.compute_efficiency(machine.arch, kind)) * (1 + overhead)
+
+
+def _prefix_vram(unit_bytes: list[int], k: int) -> int:
+    """VRAM of a component with its first k units resident and the rest streamed through two buffers."""
+    rest = unit_bytes[k:]
+    return sum(unit_bytes[:k]) + (2 * max(rest) if rest else 0)
+
+
 def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, machine: Machine, budget: int,
                  precisions: list[str], compute: str, stored: str, per_image_calls: int,
                  extra_weights: int = 0, file_ratio: float | None = None) -> list[Option]:
     """Resident / streamed options on the GPU for one component.
 
     role_calls: forward calls per step (2 with split CFG); per_image_calls: steps (denoiser) or 1.
+    extra_weights: LoRA factors, on the GPU beside the component for its whole phase (not its own weights).
     """
     facts = component_facts(spec)
     out = []
     for p in precisions:
-        if p in cost.BYTES_PER_WEIGHT:
-            ub = facts.unit_bytes(p)
-            overhead = cost.DEQUANT_OVERHEAD[p]
-        else:  # a GGUF type already in the file: its bytes, dequantised per layer
-            ub = [int(b * (file_ratio or 1.0)) for b in facts.unit_bytes(stored)]
-            overhead = cost.GGUF_DEQUANT_OVERHEAD.get(p, cost.GGUF_DEQUANT_OVERHEAD_DEFAULT)
-        # LoRA factors and a ControlNet stay resident beside the component for its whole phase
+        ub, overhead = _unit_bytes(facts, p, stored, file_ratio)
         fit = _fit_units(ub, budget - act - extra_weights)
         if fit is None:
             continue
         k, vram = fit
-        vram += extra_weights
-        total = sum(ub) + extra_weights
+        total = sum(ub)
         streamed = sum(ub[k:])
-        compute_s = flops / (machine.tflops * 1e12 * cost.compute_efficiency(machine.arch, _kind(spec))) * (1 + overhead)
+        compute_s = _compute_seconds(flops, machine, overhead, _kind(spec))
         overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
         per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)
-        per_image = _image_seconds(compute_s, overhead_s, total, streamed, role_calls * per_image_calls,
+        per_image = _image_seconds(compute_s, overhead_s, total + extra_weights, streamed, role_calls * per_image_calls,
                                    machine.link_bytes_per_s)
         placement = "resident" if k == len(ub) else "streamed"
         plan = ComponentPlan(
@@ -96,13 +118,72 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
             calls_per_image=role_calls * per_image_calls)
         # RAM: a pinned host copy of the whole component — what is streamed, and what is reloaded for
         # the next image after the phase evicts it.
-        out.append(Option(plan, per_image, vram + act, total, total_bytes=total, compute_s=compute_s, overhead_s=overhead_s))
+        out.append(Option(plan, per_image, vram + extra_weights + act, total, total_bytes=total + extra_weights,
+                          compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed))
+    return out
+
+
+def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int, flops: int, cn_flops: int, act: int,
+                     cn_act: int, machine: Machine, budget: int, precisions: list[str], cn_precisions: list[str],
+                     compute: str, stored: str, steps: int, extra_weights: int = 0,
+                     file_ratio: float | None = None) -> list[Option]:
+    """Options for a denoiser whose ControlNet shares its phase (`act`: the phase's activation peak).
+
+    Both run once per denoiser call, so their copies share the link and their compute adds up. For each
+    pair of precisions, every split of the budget between the two resident prefixes is tried (the
+    ControlNet has a few dozen units) and the one that makes an image fastest is kept.
+    """
+    facts, cn_facts = component_facts(spec), component_facts(cn.spec)
+    bw = machine.link_bytes_per_s
+    calls = role_calls * steps
+    out = []
+    for p in precisions:
+        ub, overhead = _unit_bytes(facts, p, stored, file_ratio)
+        for q in cn_precisions:
+            cub, cn_overhead = _unit_bytes(cn_facts, q, stored, None)
+            compute_s = (_compute_seconds(flops, machine, overhead, _kind(spec))
+                         + _compute_seconds(cn_flops, machine, cn_overhead, _kind(cn.spec)))
+            total = sum(ub) + sum(cub)
+            best = None
+            for kc in range(len(cub), -1, -1):
+                cn_vram = _prefix_vram(cub, kc)
+                fit = _fit_units(ub, budget - act - extra_weights - cn_vram)
+                if fit is None:
+                    continue
+                k, vram = fit
+                streamed = sum(ub[k:]) + sum(cub[kc:])
+                # per streamed unit, plus the ControlNet's own forward call each step
+                overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k + len(cub) - kc) + cost.PER_CALL_OVERHEAD_S
+                secs = _image_seconds(compute_s, overhead_s, total + extra_weights, streamed, calls, bw)
+                if best is None or (secs, vram + cn_vram) < (best[0], best[2] + best[4]):
+                    best = (secs, k, vram, kc, cn_vram, streamed, overhead_s)
+            if best is None:
+                continue
+            secs, k, vram, kc, cn_vram, streamed, overhead_s = best
+            own_s = _compute_seconds(flops, machine, overhead, _kind(spec))
+            cn_s = compute_s - own_s
+            plan = ComponentPlan(
+                name=spec.name, role=spec.role, params=facts.params, stored_bytes=sum(facts.unit_bytes(stored)),
+                placement="resident" if k == len(ub) else "streamed", precision=p, compute_dtype=compute,
+                vram_bytes=vram, resident_units=k, total_units=len(ub), streamed_bytes=sum(ub[k:]),
+                activation_bytes=act, calls_per_image=calls,
+                seconds_per_call=_call_seconds(own_s, sum(ub[k:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)))
+            companion = ComponentPlan(
+                name=cn.spec.name, role=cn.spec.role, params=cn.params, stored_bytes=sum(cn_facts.unit_bytes(stored)),
+                placement="resident" if kc == len(cub) else "streamed", precision=q, compute_dtype=compute,
+                vram_bytes=cn_vram, resident_units=kc, total_units=len(cub), streamed_bytes=sum(cub[kc:]),
+                activation_bytes=cn_act, calls_per_image=calls,
+                seconds_per_call=_call_seconds(cn_s, sum(cub[kc:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(cub) - kc)),
+                notes=f"runs in {spec.name}'s phase; {cn.source}")
+            out.append(Option(plan, secs, vram + cn_vram + extra_weights + act, total, total_bytes=total + extra_weights,
+                              compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed, companion=companion))
     return out
 
 
 def _kind(spec: ComponentSpec) -> str:
-    if spec.role == "denoiser":
-        return "unet" if "UNet" in spec.class_name else "transformer"
+    """What a component computes like, for its efficiency: a ControlNet like its denoiser's kind."""
+    if spec.role in ("denoiser", "controlnet"):
+        return "transformer" if "Transformer" in spec.class_name or "Flux" in spec.class_name else "unet"
     return spec.role
 
 
@@ -129,42 +210,52 @@ def _cpu_option(spec: ComponentSpec, flops: int, act: int, machine: Machine, sto
 
 
 def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                      precisions: list[str], compute: str, stored: str, file_ratio: float | None = None) -> list[Option]:
+                      precisions: list[str], compute: str, stored: str, file_ratio: float | None = None,
+                      cn: PlannedControlNet | None = None, cn_precisions: list[str] = (), lora: int = 0) -> list[Option]:
     cfg = model.uses_cfg and wl.guidance
     modes = ("batch", "split") if cfg else ("none",)
     out = []
-    extra = cost.LORA_BYTES * wl.loras
-    facts = component_facts(spec)
-    if wl.controlnet:
-        extra += int(cost.CONTROLNET_WEIGHT_FRACTION * sum(facts.unit_bytes(stored)))
     for mode in modes:
         batch = wl.batch * (2 if mode == "batch" else 1)
         calls = 2 if mode == "split" else 1
-        sim = simulate_component(model, spec, SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=compute))
-        act = sim.activation_peak_bytes
-        flops = sim.flops
-        if wl.controlnet:
-            act = int(act * (1 + cost.CONTROLNET_ACTIVATION_FRACTION))
-            flops = int(flops * (1 + cost.CONTROLNET_WEIGHT_FRACTION))
-        for o in _gpu_options(spec, calls, flops, act, machine, budget, precisions, compute, stored,
-                              wl.steps, extra, file_ratio):
-            out.append(replace(o, cfg_mode=mode))
+        req = SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=compute)
+        sim = simulate_component(model, spec, req)
+        if cn is None:
+            opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute,
+                                stored, wl.steps, lora, file_ratio)
+        else:  # the ControlNet sees the same batch (the pipelines duplicate the control image for CFG)
+            cn_sim = simulate_component(model, cn.spec, req)
+            opts = _with_controlnet(spec, cn, calls, sim.flops, cn_sim.flops, _step_activation(model, cn, req, sim, cn_sim),
+                                    cn_sim.activation_peak_bytes, machine, budget, precisions, list(cn_precisions),
+                                    compute, stored, wl.steps, lora, file_ratio)
+        out += [replace(o, cfg_mode=mode) for o in opts]
     return out
 
 
+def _step_activation(model: ModelSpec, cn: PlannedControlNet, req: SimRequest, sim, cn_sim) -> int:
+    """The phase's activation peak: the ControlNet's call, then the denoiser's with its residuals alive,
+    simulated as one step. A ControlNet whose residuals do not fit the catalogue's denoiser (a variant or
+    scaled-down model planned as the catalogue's) cannot run that step; its two calls are composed."""
+    if cn.pairs:
+        return simulate_component(model, cn.spec, replace(req, op="step")).activation_peak_bytes
+    return max(cn_sim.activation_peak_bytes, sim.activation_peak_bytes + cn_sim.output_bytes)
+
+
 def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                  precisions: list[str], compute: str, stored: str, file_ratio: float | None = None) -> list[Option]:
+                  precisions: list[str], compute: str, stored: str, file_ratio: float | None = None,
+                  lora: int = 0) -> list[Option]:
     # Prompt and negative prompt are encoded as two batch-1 calls; count both.
     calls = 2 if (model.uses_cfg and wl.guidance) else 1
     sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height, dtype=compute))
     opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute, stored, 1,
-                        file_ratio=file_ratio)
+                        lora, file_ratio)
     cpu = _cpu_option(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
     return opts + [cpu]
 
 
 def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                 compute: str, stored: str) -> list[Option]:
+                 compute: str, stored: str, encode: bool = False, lora: int = 0) -> list[Option]:
+    """encode: the pipeline also VAE-encodes an image (img2img, or an InstantX Flux ControlNet's control image)."""
     out = []
     # diffusers' AutoencoderKL tiles cheaply to simulate; the Qwen-Image (3-D causal) VAE's tiled decode
     # takes minutes on fake tensors, so it is planned full-size (or on the CPU) for now.
@@ -175,12 +266,12 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
         sim = simulate_component(model, spec, SimRequest(op="decode", batch=wl.batch, width=wl.width, height=wl.height,
                                                          dtype=compute, vae_tile=tile))
         act, flops = sim.activation_peak_bytes, sim.flops
-        if wl.img2img:
+        if encode:
             enc = simulate_component(model, spec, SimRequest(op="encode", batch=wl.batch, width=wl.width,
                                                              height=wl.height, dtype=compute, vae_tile=tile))
             act, flops = max(act, enc.activation_peak_bytes), flops + enc.flops
         for o in _gpu_options(spec, 1, flops * (cost.VAE_TILE_OVERHEAD if tile else 1), act, machine, budget,
-                              [stored], compute, stored, 1):
+                              [stored], compute, stored, 1, lora):
             if o.plan.placement != "resident":
                 continue  # the VAE is small; streaming it is never better than tiling
             note = f"tiled decode, {tile}px tiles" if tile else "full decode"
@@ -199,14 +290,15 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
     file_weights: {component: (GGUF type, bytes per bf16 byte)} for components a file stores quantised.
     """
     reserve = policy.reserve_bytes or cost.DEFAULT_RESERVE_BYTES
+    cn = resolve_controlnet(model, wl)  # read once: every search below sizes the same ControlNet
 
     def smallest(quality: str) -> dict:
-        return _smallest_fitting(model, wl, machine, quality, reserve, file_weights) if find_smallest else {}
+        return _smallest_fitting(model, wl, machine, quality, reserve, file_weights, cn) if find_smallest else {}
 
     if policy.quality == "balanced":
         # Lossy weights only when they are needed to fit, or make the whole image >= 1.3x faster.
-        lossless = _search(model, wl, machine, "lossless", reserve, file_weights)
-        lossy = _search(model, wl, machine, "fast", reserve, file_weights)
+        lossless = _search(model, wl, machine, "lossless", reserve, file_weights, cn)
+        lossy = _search(model, wl, machine, "fast", reserve, file_weights, cn)
         if lossless.fits and (not lossy.fits or lossless.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * lossy.seconds_per_image):
             return replace(lossless, policy="balanced")
         if not lossy.fits:
@@ -215,10 +307,10 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
                f"{lossless.seconds_per_image / lossy.seconds_per_image:.1f}x faster than lossless")
         return replace(lossy, policy="balanced", lossy_reason=f"8-bit weights: {why}",
                        decisions=lossy.decisions + (f"precision: 8-bit weights because {why}",))
-    plan = _search(model, wl, machine, policy.quality, reserve, file_weights)
+    plan = _search(model, wl, machine, policy.quality, reserve, file_weights, cn)
     if plan.fits or policy.quality != "lossless":
         return plan if plan.fits else replace(plan, smallest_fitting=smallest(policy.quality))
-    lossy = _search(model, wl, machine, "fast", reserve, file_weights)
+    lossy = _search(model, wl, machine, "fast", reserve, file_weights, cn)
     reason = ("no lossless plan fits: " + plan.lossy_reason) if plan.lossy_reason else "no lossless plan fits"
     if lossy.fits:
         lossy_precisions = sorted({c.precision for c in lossy.components} - {"bf16", "fp16"})
@@ -233,7 +325,7 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
 
 
 def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
-            file_weights: dict | None = None) -> Plan:
+            file_weights: dict | None = None, cn: PlannedControlNet | None = None) -> Plan:
     compute = "bf16" if machine.bf16 else "fp16"
     stored = compute  # checkpoints are published in bf16/fp16; computing in the card's half type is lossless
     budget = machine.vram_bytes - reserve
@@ -242,16 +334,18 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
     rejected: list[dict] = []
     decisions: list[str] = []
     failed: list[str] = []
+    lora = _lora_bytes(wl)
     for spec in model.components:
         # weights a file already holds in a GGUF type are used as they are, under every policy
         qtype, ratio = (file_weights or {}).get(spec.name, (None, None))
         mine = [qtype] if qtype else precisions
         if spec.role == "denoiser":
-            opts = _denoiser_options(model, spec, wl, machine, budget, mine, compute, stored, ratio)
+            opts = _denoiser_options(model, spec, wl, machine, budget, mine, compute, stored, ratio, cn, precisions, lora)
         elif spec.role == "text_encoder":
-            opts = _text_options(model, spec, wl, machine, budget, mine, compute, stored, ratio)
+            opts = _text_options(model, spec, wl, machine, budget, mine, compute, stored, ratio, lora)
         else:
-            opts = _vae_options(model, spec, wl, machine, budget, compute, stored)
+            opts = _vae_options(model, spec, wl, machine, budget, compute, stored,
+                                wl.img2img or (cn is not None and cn.vae_encode), lora)
         if not opts:
             failed.append(spec.name)
             continue
@@ -263,7 +357,13 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
         rejected += [{"component": o.plan.name, "placement": o.plan.placement, "precision": o.plan.precision,
                       "source": o.plan.source, "cfg_mode": o.cfg_mode, "vae_tile": o.vae_tile,
                       "seconds_per_image": round(o.seconds_per_image, 3), "vram_bytes": o.vram_peak + reserve,
-                      "ram_bytes": o.ram_bytes} for o in others]
+                      "ram_bytes": o.ram_bytes,
+                      **({"controlnet": f"{o.companion.placement} {o.companion.resident_units}/{o.companion.total_units} "
+                                        f"{o.companion.precision}"} if o.companion else {})} for o in others]
+    if lora and chosen:
+        where = "read from the files" if wl.lora_bytes else f"{format_bytes(cost.LORA_BYTES)} each assumed: no files given"
+        decisions.append(f"LoRA: {wl.loras} file{'s' if wl.loras > 1 else ''}, {format_bytes(lora)} of low-rank factors "
+                         f"on the GPU through every phase ({where})")
     den = [o for o in chosen if o.plan.role == "denoiser"]
     steps = max(wl.steps, 1)
     sps = sum(o.seconds_per_image for o in den) / steps if den else 0.0
@@ -278,11 +378,16 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
         reason = f"needs {peak_ram / 2**30:.1f} GiB RAM even with disk-backed weights"
     cfg_mode = next((o.cfg_mode for o in den), "none")
     vae_tile = next((o.vae_tile for o in chosen if o.plan.role == "vae"), 0)
-    return Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine,
-                components=tuple(o.plan for o in chosen), attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
+    components = tuple(p for o in chosen for p in (o.plan, o.companion) if p is not None)
+    return Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine, components=components, attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
                 vae_tile=vae_tile, peak_vram_bytes=peak_vram, peak_ram_bytes=peak_ram, seconds_per_step=sps,
                 seconds_per_image=per_image, reserve_bytes=reserve, decisions=tuple(decisions),
                 rejected=tuple(rejected), lossy_reason=reason)
+
+
+def _lora_bytes(wl: Workload) -> int:
+    """All LoRAs' factors: from their files, else the documented default per LoRA."""
+    return sum(wl.lora_bytes) if wl.lora_bytes else wl.loras * cost.LORA_BYTES
 
 
 def _ram(chosen: list[Option]) -> int:
@@ -301,11 +406,12 @@ def _disk_backed(o: Option, machine: Machine) -> Option:
         per_call = p.seconds_per_call + p.stored_bytes / machine.disk_bytes_per_s
         secs, ram = per_call, p.activation_bytes
     else:
-        per_call = _call_seconds(o.compute_s, p.streamed_bytes, bw, o.overhead_s)
-        secs = _image_seconds(o.compute_s, o.overhead_s, o.total_bytes, p.streamed_bytes, p.calls_per_image, bw)
+        per_call = _call_seconds(o.compute_s, o.streamed_bytes, bw, o.overhead_s)
+        secs = _image_seconds(o.compute_s, o.overhead_s, o.total_bytes, o.streamed_bytes, p.calls_per_image, bw)
         ram = 0
     note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
-    return replace(o, ram_bytes=ram, seconds_per_image=secs,
+    companion = replace(o.companion, source="disk") if o.companion else None
+    return replace(o, ram_bytes=ram, seconds_per_image=secs, companion=companion,
                    plan=replace(p, source="disk", seconds_per_call=per_call, notes=note))
 
 
@@ -368,6 +474,11 @@ def _why(best: Option, others: list[Option]) -> str:
         extra = f"; CFG as {'one batch of 2' if best.cfg_mode == 'batch' else 'two batches of 1'}"
     if p.notes:
         extra += f"; {p.notes}"
+    c = best.companion
+    if c is not None:
+        extra += (f"; ControlNet beside it, {c.placement}" + (f" {c.resident_units}/{c.total_units} units" if c.placement ==
+                  "streamed" else "") + f" in {c.precision} ({format_bytes(c.vram_bytes)} weights, its call "
+                  f"{format_bytes(c.activation_bytes)} activations)")
     return f"{p.name}: {what} ({why}){extra}"
 
 
@@ -376,11 +487,11 @@ RAM_TIERS_GIB = (8, 16, 32, 48, 64, 96, 128, 192, 256)
 
 
 def _smallest_fitting(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
-                      file_weights: dict | None = None) -> dict:
+                      file_weights: dict | None = None, cn: PlannedControlNet | None = None) -> dict:
     """Smallest VRAM tier that fits with this RAM, else with the smallest larger RAM tier that allows one.
     More VRAM never hurts a plan, so each RAM level is a binary search over the VRAM tiers."""
     def fits(v: int, ram: int) -> bool:
-        return _search(model, wl, replace(machine, vram_bytes=v * 2**30, ram_bytes=ram), quality, reserve, file_weights).fits
+        return _search(model, wl, replace(machine, vram_bytes=v * 2**30, ram_bytes=ram), quality, reserve, file_weights, cn).fits
 
     rams = [machine.ram_bytes] + [r * 2**30 for r in RAM_TIERS_GIB if r * 2**30 > machine.ram_bytes]
     for ram in rams:

@@ -20,9 +20,26 @@ class Workload:
     batch: int = 1
     steps: int = 28
     guidance: bool = True  # classifier-free guidance on (only for models that use CFG)
-    loras: int = 0
+    loras: int = 0  # how many LoRAs (set from lora_bytes when the files are known)
     controlnet: bool = False
     img2img: bool = False
+    # Each LoRA's low-rank factors in bytes at the compute dtype (bf16/fp16, 2 bytes per element), read
+    # from its file's header (checkpoints/lora_size.py). Empty when planning by count alone: the planner
+    # then assumes cost.LORA_BYTES per LoRA.
+    lora_bytes: tuple[int, ...] = ()
+    # A diffusers ControlNet folder the plan sizes from its own config.json and weights; "" with
+    # controlnet=True: the catalogue's published ControlNet for the model (catalogue/controlnet.py).
+    controlnet_path: str = ""
+
+    def __post_init__(self) -> None:
+        # frozen: normalise through object.__setattr__ (a JSON round trip gives a list, not a tuple)
+        sizes = tuple(int(b) for b in self.lora_bytes)
+        if sizes and self.loras not in (0, len(sizes)):
+            raise ValueError(f"loras={self.loras} but {len(sizes)} LoRA sizes were given")
+        object.__setattr__(self, "lora_bytes", sizes)
+        object.__setattr__(self, "loras", len(sizes) or self.loras)
+        if self.controlnet_path:
+            object.__setattr__(self, "controlnet", True)
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,11 @@ class PlanExecutor:
         self._handles = []
         self._wrapped: list[tuple[torch.nn.Module, str]] = []
         self.by_name = {c.name: c for c in plan.components}
+        self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
-        # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}
+        # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}.
+        # The plan sizes a companion like any component (resident or streamed); one a plan does not
+        # list (a plan made without it) is put on the device whole, in its partner's precision.
         self.companions = dict(companions or {})
         for comp, partner in self.companions.items():
             p = self.by_name[partner]
@@ -76,8 +79,10 @@ class PlanExecutor:
         cp: ComponentPlan = self.by_name[name]
         module = self.modules[name]
         group = {name, self.companions.get(name)} | {c for c, p in self.companions.items() if p == name}
-        if name in self.companions:  # a companion joins its partner's phase, resident beside it
+        if name in self.companions and name not in self.planned:  # put on the device whole
             need = sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+        elif name in self.companions:  # its activations are in its partner's (the phase's) figure
+            need = cp.vram_bytes
         else:
             need = cp.vram_bytes + cp.activation_bytes
         for other in list(self.engines):
@@ -88,8 +93,7 @@ class PlanExecutor:
         if cp.placement != "cpu" and cp.role == "denoiser" and not getattr(module, "_lowvram_oom_guard", False):
             self._guard_oom(name, module)
         if name in self.companions:
-            engine = StreamingEngine(module, self.device, RESIDENT_ALL, self.accountant, owner=name).apply()
-            self.engines[name] = engine
+            self.engines[name] = self._engine(name)
             self.phases.append(name)
             return  # the partner's phase goes on
         if cp.placement == "cpu":
@@ -101,13 +105,18 @@ class PlanExecutor:
                 module.register_forward_hook(lambda m, a, out: _to(out, self.device))
                 module._lowvram_cpu_hooks = True
         else:
-            k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
-            # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
-            self.engine = StreamingEngine(module, self.device, k, self.accountant, owner=name,
-                                          pin_memory=False if cp.source == "disk" else None).apply()
+            self.engine = self._engine(name)
             self.engines[name] = self.engine
             self.active = name
         self.phases.append(name)
+
+    def _engine(self, name: str) -> StreamingEngine:
+        """`name`'s weights on the device as its plan says: all resident, or the resident prefix + streaming."""
+        cp, module = self.by_name[name], self.modules[name]
+        k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
+        # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
+        return StreamingEngine(module, self.device, k, self.accountant, owner=name,
+                               pin_memory=False if cp.source == "disk" else None).apply()
 
     def _evict(self, name: str) -> None:
         self.engines.pop(name).remove()

@@ -11,16 +11,20 @@ from dataclasses import asdict, dataclass, replace
 
 from ..cache import cache_path, cached_json
 from ..catalogue import ComponentSpec, ModelSpec, load_config
-from ..catalogue.build import _versions
+from ..catalogue.build import _versions, config_identity
 
-SIM_VERSION = 2  # bump when the simulation changes what it counts
+# bump when the simulation changes what it counts (2: output_bytes no longer holds the last input;
+# 3: CUDA targets count cuDNN's VAE workspace and T5's math attention, as measured on an H100)
+SIM_VERSION = 3
 
 
 @dataclass(frozen=True)
 class SimRequest:
     """One call of one component at one workload."""
 
-    op: str = "forward"  # forward (denoiser / text encoder), decode / encode (VAE)
+    # forward (denoiser / text encoder / ControlNet), decode / encode (VAE), or step (a ControlNet's call
+    # then its denoiser's with the ControlNet's residuals: the peak of a ControlNet pipeline's step)
+    op: str = "forward"
     batch: int = 1  # the batch the component sees (CFG in one batch doubles the denoiser's)
     width: int = 1024  # final image size in pixels
     height: int = 1024
@@ -48,9 +52,13 @@ def _cache_dir() -> str:
 
 def _key_fields(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> dict:
     """Everything a simulation result depends on (the cache key)."""
-    return {"v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": load_config(comp.config),
-            "overrides": overrides, "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens,
-            "text": model.text_lengths, "req": asdict(req)}
+    key = {"v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": load_config(comp.config),
+           "overrides": overrides, "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens,
+           "text": model.text_lengths, "req": asdict(req)}
+    if req.op == "step":  # the denoiser runs too
+        den = model.by_role("denoiser")[0]
+        key["denoiser"] = {"class": den.class_name, "config": load_config(den.config), "pixel_divisor": den.pixel_divisor}
+    return key
 
 
 def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use_cache: bool = True,
@@ -63,7 +71,9 @@ def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, u
         # simulation serves both (planning for Turing cards then costs nothing extra). The exception is
         # T5's fp16 overflow clamp, one transient tensor of the hidden-state size (4 MiB for T5-XXL).
         req = replace(req, dtype="bf16")
-    memo_key = (_cache_dir(), model.name, comp.name, req, json.dumps(config_overrides, sort_keys=True))
+    # the whole spec and its config, not its name: every ControlNet is called "controlnet"
+    memo_key = (_cache_dir(), model.name, comp, config_identity(comp.config), req,
+                json.dumps(config_overrides, sort_keys=True))
     if use_cache and memo_key in _MEMO:
         return _MEMO[memo_key]
     result = _simulate_cached(model, comp, req, use_cache, config_overrides)

@@ -37,6 +37,9 @@ def denoiser_inputs(module, model: ModelSpec, comp: ComponentSpec, batch: int, w
         if cfg.addition_embed_type == "text_time":  # SDXL: pooled bigG embedding + size/crop "time ids"
             text_dim = 1280  # the pooled OpenCLIP bigG embedding (base and refiner)
             n_ids = (cfg.projection_class_embeddings_input_dim - text_dim) // cfg.addition_time_embed_dim
+            if n_ids <= 0:  # a narrower text encoder (a scaled-down model): the base's 6 size/crop ids
+                n_ids = 6
+                text_dim = cfg.projection_class_embeddings_input_dim - n_ids * cfg.addition_time_embed_dim
             kw["added_cond_kwargs"] = {"text_embeds": _rand((batch, text_dim), dtype, device),
                                        "time_ids": _rand((batch, n_ids), dtype, device)}
         if cfg.class_embed_type is not None or cfg.num_class_embeds is not None:  # IF II / x4 upscaler: noise level
@@ -86,6 +89,71 @@ def denoiser_inputs(module, model: ModelSpec, comp: ComponentSpec, batch: int, w
             encoder_hidden_states_mask=torch.ones(batch, text_len, dtype=torch.long, device=device),
             timestep=t / 1000, img_shapes=[[(1, h // 2, w // 2)]] * batch, return_dict=False)
     raise NotImplementedError(f"no input builder for denoiser class {cls}")
+
+
+# A ControlNet takes its denoiser's inputs (same config field names) plus the control image.
+_CONTROLNET_BASE = {"ControlNetModel": "UNet2DConditionModel", "FluxControlNetModel": "FluxTransformer2DModel"}
+
+
+def controlnet_inputs(module, model: ModelSpec, comp: ComponentSpec, batch: int, width: int, height: int,
+                      dtype: torch.dtype, device) -> Inputs:
+    """What diffusers' ControlNet pipelines pass: the denoiser's inputs, the control image (full-size
+    pixels; VAE latents packed like the image tokens for InstantX Flux ControlNets) and its scale."""
+    if comp.class_name not in _CONTROLNET_BASE:
+        raise NotImplementedError(f"no input builder for ControlNet class {comp.class_name}")
+    base = ComponentSpec(comp.name, "denoiser", comp.library, _CONTROLNET_BASE[comp.class_name], comp.config,
+                         pixel_divisor=comp.pixel_divisor)
+    fn, kw = denoiser_inputs(module, model, base, batch, width, height, dtype, device)
+    cfg = module.config
+    if comp.class_name == "ControlNetModel":
+        # the image at the size its embedding brings down to the latents' (x8: the full image, for every
+        # published ControlNet, whose embedding matches the VAE's factor)
+        f = 2 ** (len(cfg.conditioning_embedding_out_channels) - 1)
+        h, w = kw["sample"].shape[-2:]
+        kw["controlnet_cond"] = _rand((batch, cfg.conditioning_channels, h * f, w * f), dtype, device)
+    elif module.input_hint_block is not None:  # XLabs: embeds the pixels itself
+        kw["controlnet_cond"] = _rand((batch, 3, height, width), dtype, device)
+    else:  # InstantX: the pipeline VAE-encodes the image and packs it into the image tokens' shape
+        kw["controlnet_cond"] = _rand(tuple(kw["hidden_states"].shape), dtype, device)
+    if comp.class_name == "FluxControlNetModel" and cfg.num_mode is not None:  # Union: one mode per image
+        kw["controlnet_mode"] = torch.zeros((batch, 1), dtype=torch.long, device=device)
+    kw["conditioning_scale"] = 1.0
+    kw["return_dict"] = False
+    return fn, kw
+
+
+def controlnet_step_inputs(pair, model: ModelSpec, comp: ComponentSpec, batch: int, width: int, height: int,
+                           dtype: torch.dtype, device) -> Inputs:
+    """One denoiser call of a ControlNet pipeline, on `pair` = ModuleDict(controlnet=..., denoiser=...):
+    the ControlNet on the control image and the inputs it shares with the denoiser, then the denoiser
+    with its residuals, as diffusers' pipelines make it. Each side gets what its own config asks for
+    (a guidance-distilled ControlNet gets guidance even beside FLUX.1-schnell); the control image stays
+    alive throughout (the pipeline holds it for the whole loop)."""
+    cn, den = pair["controlnet"], pair["denoiser"]
+    den_spec = model.by_role("denoiser")[0]
+    _, den_kw = denoiser_inputs(den, model, den_spec, batch, width, height, dtype, device)
+    _, cn_kw = controlnet_inputs(cn, model, comp, batch, width, height, dtype, device)
+    for k, v in cn_kw.items():  # the same latents, prompt embeddings and timestep go to both
+        if k in den_kw and _same_shapes(v, den_kw[k]):
+            cn_kw[k] = den_kw[k]
+
+    def step(den_kw, cn_kw):
+        residuals = cn(**cn_kw)
+        if comp.class_name == "ControlNetModel":
+            return den(**den_kw, down_block_additional_residuals=residuals[0],
+                       mid_block_additional_residual=residuals[1])
+        # XLabs ControlNets (with an input hint block) give fewer samples, repeated over the blocks
+        return den(**den_kw, controlnet_block_samples=residuals[0], controlnet_single_block_samples=residuals[1],
+                   controlnet_blocks_repeat=cn.input_hint_block is not None)
+    return step, {"den_kw": den_kw, "cn_kw": cn_kw}
+
+
+def _same_shapes(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_shapes(a[k], b[k]) for k in a)
+    return False
 
 
 def text_encoder_inputs(module, comp: ComponentSpec, batch: int, device) -> Inputs:

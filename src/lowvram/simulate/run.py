@@ -1,4 +1,4 @@
-"""Run one component call (denoiser step, text encoding, VAE decode/encode) under the tracker.
+"""Run one component call (denoiser step, text encoding, VAE decode/encode, ControlNet) under the tracker.
 
 The real diffusers/transformers forward runs under torch's FakeTensorMode (shapes and dtypes, no
 data), the MemoryTracker (live/peak bytes) and FlopCounterMode (FLOPs). Weights are accounted for
@@ -18,7 +18,7 @@ from ..catalogue import ComponentSpec, ModelSpec, build_component, component_par
 from ..runtime.attention import attention_context
 from ..runtime.precision import COMPUTE_DTYPES
 from .api import SimRequest, SimResult
-from .inputs import denoiser_inputs, text_encoder_inputs, vae_inputs
+from .inputs import controlnet_inputs, controlnet_step_inputs, denoiser_inputs, text_encoder_inputs, vae_inputs
 from .static_shapes import static_shapes
 from .tracker import CUDA_BLOCK_BYTES, MemoryTracker
 
@@ -33,12 +33,23 @@ def simulate_uncached(model: ModelSpec, comp: ComponentSpec, req: SimRequest, ov
         res = tiled_decode_from_tiles(model, comp, req, overrides)
         return SimResult(**{**asdict(res), "seconds": time.perf_counter() - t0})
     dtype = DTYPES[req.dtype]
-    meta = build_component(comp, "meta", config_overrides=overrides)
+    meta = _meta_module(model, comp, req, overrides)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
         module = fake_module(meta, dtype)
     res = run_tracked(module, model, comp, req, fake_mode=fake_mode)
     return SimResult(**{**asdict(res), "seconds": time.perf_counter() - t0})
+
+
+def _meta_module(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> torch.nn.Module:
+    """What one call runs: the component, or for a ControlNet step the ControlNet and the model's denoiser
+    together (then `overrides` holds one dict per side: {"controlnet": {...}, "denoiser": {...}})."""
+    if comp.role == "controlnet" and req.op == "step":
+        o = overrides or {}
+        den = model.by_role("denoiser")[0]
+        return torch.nn.ModuleDict({"controlnet": build_component(comp, "meta", config_overrides=o.get("controlnet")),
+                                    "denoiser": build_component(den, "meta", config_overrides=o.get("denoiser"))})
+    return build_component(comp, "meta", config_overrides=overrides)
 
 
 TILE_OVERLAP = 0.25  # diffusers' AutoencoderKL.tile_overlap_factor
@@ -135,6 +146,10 @@ def build_inputs(module, model: ModelSpec, comp: ComponentSpec, req: SimRequest,
     dtype = DTYPES[req.dtype]
     if comp.role == "denoiser":
         return denoiser_inputs(module, model, comp, req.batch, req.width, req.height, dtype, device)
+    if comp.role == "controlnet" and req.op == "step":
+        return controlnet_step_inputs(module, model, comp, req.batch, req.width, req.height, dtype, device)
+    if comp.role == "controlnet":
+        return controlnet_inputs(module, model, comp, req.batch, req.width, req.height, dtype, device)
     if comp.role == "text_encoder":
         return text_encoder_inputs(module, comp, req.batch, device)
     return vae_inputs(module, comp, req.op, req.batch, req.width, req.height, dtype, device)
@@ -159,8 +174,8 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
     with ctx:
         fn, kwargs = build_inputs(module, model, comp, req, device)
         flat = [v for v in tree_flatten(kwargs)[0] if isinstance(v, torch.Tensor)]
-        for t in flat:
-            tracker.track(t)
+        # no loop variable: one left alive would hold the last input and count it in the output
+        list(map(tracker.track, flat))
         input_bytes = tracker.live
         tracker.reset_peak()
         if comp.role == "vae":

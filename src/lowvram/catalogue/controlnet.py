@@ -1,0 +1,96 @@
+"""ControlNets: the published one the plan assumes for each model, and the spec of a user's folder.
+
+A ControlNet is a component of its own — weights, activations and FLOPs of its forward — that runs
+once per denoiser call, in the denoiser's phase. It is no part of a ModelSpec: a workload adds it.
+The shipped configs are the published config.json files (sources in docs/catalogue.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import UserError
+from .build import load_config
+from .spec import ComponentSpec, ModelSpec
+
+CONTROLNET_FAMILIES = ("sd1", "sdxl", "flux")  # the families whose ControlNet pipelines lowvram runs
+# The ControlNet class that pairs with each denoiser class in diffusers' ControlNet pipelines.
+CONTROLNET_CLASS = {"UNet2DConditionModel": "ControlNetModel", "FluxTransformer2DModel": "FluxControlNetModel"}
+
+
+def _spec(class_name: str, config: str, title: str) -> ComponentSpec:
+    # pixel_divisor 8: it reads the denoiser's latents (and, for a UNet ControlNet, the full-size image)
+    return ComponentSpec("controlnet", "controlnet", "diffusers", class_name, config, pixel_divisor=8, title=title)
+
+
+_FLUX = _spec("FluxControlNetModel", "flux-dev-controlnet-canny", "InstantX/FLUX.1-dev-Controlnet-Canny")
+DEFAULTS = {
+    "sd15": _spec("ControlNetModel", "sd15-controlnet-canny", "lllyasviel/control_v11p_sd15_canny"),
+    "sdxl": _spec("ControlNetModel", "sdxl-controlnet-canny", "diffusers/controlnet-canny-sdxl-1.0"),
+    "flux-dev": _FLUX,
+    "flux-schnell": _FLUX,  # no schnell ControlNet is published; the dev ones are used with it
+}
+
+
+def _check_family(model: ModelSpec) -> None:
+    if model.family not in CONTROLNET_FAMILIES:
+        raise UserError(f"ControlNet is supported for SD1.5, SDXL and Flux, not {model.name}.")
+
+
+def default_controlnet(model: ModelSpec) -> ComponentSpec:
+    """The published ControlNet the plan assumes when the user names no folder."""
+    _check_family(model)
+    if model.name not in DEFAULTS:
+        raise UserError(f"lowvram has no default ControlNet for {model.name}: give the ControlNet folder to plan with.")
+    return DEFAULTS[model.name]
+
+
+def folder_controlnet(model: ModelSpec, folder: str) -> ComponentSpec:
+    """The spec of a diffusers ControlNet folder: its own config.json, checked against the model."""
+    _check_family(model)
+    path = os.path.abspath(os.path.join(folder, "config.json"))
+    try:
+        with open(path) as f:
+            class_name = json.load(f)["_class_name"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{folder} is not a diffusers ControlNet folder: its config.json cannot be read ({e}).") from None
+    denoiser = model.by_role("denoiser")[0].class_name
+    if "ControlNet" not in str(class_name):
+        raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
+    if CONTROLNET_CLASS.get(denoiser) != class_name:
+        raise UserError(f"{folder} holds a {class_name}, which does not pair with {model.name}'s {denoiser}: "
+                        f"use a {CONTROLNET_CLASS.get(denoiser, 'ControlNet')} made for {model.name}.")
+    return _spec(class_name, path, os.path.basename(os.path.normpath(folder)))
+
+
+# Config fields that fix the shapes of a ControlNet's residuals, with the defaults both classes of a pair
+# share: a ControlNet pairs with a denoiser when they agree on all of them.
+_RESIDUAL_FIELDS = {
+    "ControlNetModel": {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2},
+    "FluxControlNetModel": {"num_attention_heads": 24, "attention_head_dim": 128},
+}
+
+
+def pairs_with(denoiser: ComponentSpec, controlnet: ComponentSpec) -> bool:
+    """Whether the ControlNet's residuals have the shapes the denoiser adds them to (its skip states, or
+    its hidden states). False for a ControlNet of another width than the catalogue's denoiser — one
+    made for another model, or a scaled-down test model planned as the catalogue architecture."""
+    fields = _RESIDUAL_FIELDS.get(controlnet.class_name)
+    if fields is None or CONTROLNET_CLASS.get(denoiser.class_name) != controlnet.class_name:
+        return False
+    a, b = load_config(denoiser.config), load_config(controlnet.config)
+
+    def value(cfg: dict, key: str):
+        v = cfg.get(key, fields[key])
+        if key == "layers_per_block" and isinstance(v, int):  # an int means the same for every block
+            v = [v] * len(cfg.get("block_out_channels", fields["block_out_channels"]))
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    return all(value(a, k) == value(b, k) for k in fields)
+
+
+def encodes_control_image(spec: ComponentSpec) -> bool:
+    """InstantX-style Flux ControlNets (no `input_hint_block`) take the control image as VAE latents, so
+    their pipeline runs a VAE encode before denoising; UNet and XLabs-style ones embed the pixels."""
+    return spec.class_name == "FluxControlNetModel" and load_config(spec.config).get("conditioning_embedding_channels") is None

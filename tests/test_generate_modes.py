@@ -1,0 +1,86 @@
+"""Generation modes the other end-to-end tests leave out, on tiny pipelines saved as diffusers folders:
+SDXL with a ControlNet (resident and streamed), SD3 img2img, and LoRA sizes reaching the plan."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_pipelines import build_pipeline
+
+from lowvram.checkpoints.lora_size import lora_file_bytes
+from lowvram.generate.run import GenerateRequest, generate
+from lowvram.plan import Machine, Policy, make_plan
+
+GiB = 2**30
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipelines")
+    for m in ("sdxl", "sd3-medium", "sd15"):
+        build_pipeline(m, str(root / m))
+    return {m: str(root / m) for m in ("sdxl", "sd3-medium", "sd15")}
+
+
+def _run(folder, tmp_path, name, vram_gb=48, **kw):
+    machine = Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0)
+    req = GenerateRequest(prompt="a red cat", model=folder, width=64, height=64, steps=kw.pop("steps", 3),
+                          output=str(tmp_path / name), quiet=True, **kw)
+    res = generate(req, lambda spec, wl, fw=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=fw))
+    return res, np.asarray(Image.open(res.paths[0])).astype(int)
+
+
+def _component(plan, role):
+    return next(c for c in plan.components if c.role == role)
+
+
+def test_sdxl_with_controlnet(folders, tmp_path):
+    import diffusers
+
+    edges = tmp_path / "edges.png"
+    Image.fromarray(((np.indices((64, 64)).sum(0) % 16 < 8) * 255).astype("uint8")).convert("RGB").save(edges)
+    unet = diffusers.UNet2DConditionModel.from_pretrained(f"{folders['sdxl']}/unet")
+    torch.manual_seed(0)
+    cn = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))  # /2 like the tiny VAE
+    with torch.no_grad():
+        for p in cn.parameters():  # zero-initialised convs would make the ControlNet a no-op
+            p.add_(torch.randn_like(p) * 0.05)
+    cn.save_pretrained(str(tmp_path / "cn_sdxl"))
+    n_params = sum(p.numel() for p in cn.parameters())
+    _, base = _run(folders["sdxl"], tmp_path, "base.png", seed=4)
+    res, ctl = _run(folders["sdxl"], tmp_path, "ctl.png", seed=4, controlnet=str(tmp_path / "cn_sdxl"),
+                    control_image=str(edges))
+    assert not np.array_equal(base, ctl)
+    planned = _component(res.plan, "controlnet")
+    assert planned.params == n_params and res.plan.workload.controlnet_path == str(tmp_path / "cn_sdxl")
+    # the UNet streamed: the ControlNet runs beside it in its phase, and the image is the same
+    res2, ctl2 = _run(folders["sdxl"], tmp_path, "ctl2.png", vram_gb=3, seed=4, controlnet=str(tmp_path / "cn_sdxl"),
+                      control_image=str(edges))
+    assert _component(res2.plan, "denoiser").placement == "streamed"
+    assert np.array_equal(ctl, ctl2)
+
+
+def test_sd3_img2img_differs_from_txt2img_and_is_reproducible(folders, tmp_path):
+    init = tmp_path / "init.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(init)
+    _, txt = _run(folders["sd3-medium"], tmp_path, "t2i.png", seed=5, steps=4)
+    res, a = _run(folders["sd3-medium"], tmp_path, "a.png", seed=5, steps=4, init_image=str(init), strength=0.6)
+    _, b = _run(folders["sd3-medium"], tmp_path, "b.png", seed=5, steps=4, init_image=str(init), strength=0.6)
+    _, c = _run(folders["sd3-medium"], tmp_path, "c.png", seed=6, steps=4, init_image=str(init), strength=0.6)
+    assert res.plan.model == "sd3-medium" and res.plan.workload.img2img  # the VAE encode is planned
+    assert not np.array_equal(a, txt)
+    assert np.array_equal(a, b)  # same seed, same image
+    assert not np.array_equal(a, c)
+
+
+def test_lora_file_sizes_reach_the_plan(folders, tmp_path):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    blk = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    save_file({f"{blk}.lora_down.weight": torch.randn(4, 32, generator=g),
+               f"{blk}.lora_up.weight": torch.randn(32, 4, generator=g), f"{blk}.alpha": torch.tensor(4.0)},
+              str(tmp_path / "style.safetensors"))
+    res, _ = _run(folders["sd15"], tmp_path, "lora.png", seed=1, loras=[(str(tmp_path / "style.safetensors"), 0.8)])
+    assert res.plan.workload.lora_bytes == (lora_file_bytes(str(tmp_path / "style.safetensors")),) == ((2 * 4 * 32 + 1) * 2,)
+    assert any("LoRA: 1 file" in d for d in res.plan.decisions)

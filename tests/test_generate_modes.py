@@ -84,3 +84,23 @@ def test_lora_file_sizes_reach_the_plan(folders, tmp_path):
     res, _ = _run(folders["sd15"], tmp_path, "lora.png", seed=1, loras=[(str(tmp_path / "style.safetensors"), 0.8)])
     assert res.plan.workload.lora_bytes == (lora_file_bytes(str(tmp_path / "style.safetensors")),) == ((2 * 4 * 32 + 1) * 2,)
     assert any("LoRA: 1 file" in d for d in res.plan.decisions)
+
+
+def test_controlnet_of_another_model_is_refused_before_denoising(folders, tmp_path):
+    """An SD1.5 ControlNet handed to SDXL: same class, other widths — one sentence, no file, no traceback."""
+    import subprocess
+    import sys
+
+    import diffusers
+
+    unet = diffusers.UNet2DConditionModel.from_pretrained(f"{folders['sd15']}/unet")
+    diffusers.ControlNetModel.from_unet(unet).save_pretrained(str(tmp_path / "cn_sd15"))
+    edges = tmp_path / "edges.png"
+    Image.new("RGB", (64, 64)).save(edges)
+    out = tmp_path / "x.png"
+    r = subprocess.run([sys.executable, "-m", "lowvram.cli", "generate", "a cat", "--model", folders["sdxl"], "--width", "64",
+                        "--height", "64", "--steps", "2", "--vram", "24GB", "--controlnet", str(tmp_path / "cn_sd15"),
+                        "--control-image", str(edges), "-o", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "made for another model" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -64,11 +64,11 @@ def folder_controlnet(model: ModelSpec, folder: str) -> ComponentSpec:
     return _spec(class_name, path, os.path.basename(os.path.normpath(folder)))
 
 
-# Config fields that fix the shapes of a ControlNet's residuals, with the defaults both classes of a pair
+# Config fields that fix the shapes of a ControlNet's residuals (and of the text states it reads), with the defaults both classes of a pair
 # share: a ControlNet pairs with a denoiser when they agree on all of them.
 _RESIDUAL_FIELDS = {
-    "ControlNetModel": {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2},
-    "FluxControlNetModel": {"num_attention_heads": 24, "attention_head_dim": 128},
+    "ControlNetModel": {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "cross_attention_dim": 1280},
+    "FluxControlNetModel": {"num_attention_heads": 24, "attention_head_dim": 128, "joint_attention_dim": 4096},
 }
 
 
@@ -76,10 +76,17 @@ def pairs_with(denoiser: ComponentSpec, controlnet: ComponentSpec) -> bool:
     """Whether the ControlNet's residuals have the shapes the denoiser adds them to (its skip states, or
     its hidden states). False for a ControlNet of another width than the catalogue's denoiser — one
     made for another model, or a scaled-down test model planned as the catalogue architecture."""
-    fields = _RESIDUAL_FIELDS.get(controlnet.class_name)
-    if fields is None or CONTROLNET_CLASS.get(denoiser.class_name) != controlnet.class_name:
+    if CONTROLNET_CLASS.get(denoiser.class_name) != controlnet.class_name:
         return False
-    a, b = load_config(denoiser.config), load_config(controlnet.config)
+    return residual_mismatch(load_config(denoiser.config), load_config(controlnet.config), controlnet.class_name) is None
+
+
+def residual_mismatch(denoiser_cfg: dict, controlnet_cfg: dict, class_name: str) -> str | None:
+    """The first config field on which a ControlNet and a denoiser disagree about residual shapes
+    ("block_out_channels 320,640 vs 32,64"), or None when they pair."""
+    fields = _RESIDUAL_FIELDS.get(class_name)
+    if fields is None:
+        return f"{class_name} is not a ControlNet class lowvram knows"
 
     def value(cfg: dict, key: str):
         v = cfg.get(key, fields[key])
@@ -87,7 +94,11 @@ def pairs_with(denoiser: ComponentSpec, controlnet: ComponentSpec) -> bool:
             v = [v] * len(cfg.get("block_out_channels", fields["block_out_channels"]))
         return list(v) if isinstance(v, (list, tuple)) else v
 
-    return all(value(a, k) == value(b, k) for k in fields)
+    for k in fields:
+        a, b = value(denoiser_cfg, k), value(controlnet_cfg, k)
+        if a != b:
+            return f"{k} {a} vs {b}"
+    return None
 
 
 def encodes_control_image(spec: ComponentSpec) -> bool:

@@ -145,8 +145,15 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     if control is not None:
         from .loader import load_controlnet
 
+        from ..catalogue.controlnet import residual_mismatch
+
         modules["controlnet"] = load_controlnet(req.controlnet, compute, plan)
         companions["controlnet"] = next(c.name for c in spec.components if c.role == "denoiser")
+        cn, den = modules["controlnet"], modules[companions["controlnet"]]
+        why = residual_mismatch(dict(den.config), dict(cn.config), type(cn).__name__)
+        if why is not None:  # caught here, before denoising, instead of as a shape error inside diffusers
+            raise UserError(f"The ControlNet in {req.controlnet} was made for another model than {req.model} "
+                            f"({why}): use a ControlNet trained for this model.")
         pipe = _controlnet_pipeline(pipe, modules["controlnet"])
     executor = PlanExecutor(plan, modules, device, companions=companions).apply()
     if device.type == "cuda":

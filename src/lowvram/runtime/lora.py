@@ -116,7 +116,14 @@ def apply_loras(modules: dict[str, torch.nn.Module], loras: list[tuple[str, floa
 
 
 def _hook(down: torch.Tensor, up: torch.Tensor, scale: float):
+    # The factors live where the plan's components compute (the GPU); a component the plan keeps on the
+    # CPU gets its own copy of its (small) factors the first time it runs there.
+    factors = {down.device: (down, up)}
+
     def hook(module, args, output):
         x = args[0]
-        return output + scale * F.linear(F.linear(x.to(down.dtype), down), up).to(output.dtype)
+        if x.device not in factors:
+            factors[x.device] = (down.to(x.device), up.to(x.device))
+        d, u = factors[x.device]
+        return output + scale * F.linear(F.linear(x.to(d.dtype), d), u).to(output.dtype)
     return hook

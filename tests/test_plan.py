@@ -166,3 +166,13 @@ def test_gguf_file_is_planned_with_its_own_bytes(tmp_path):
     bf16 = json.loads(_cli("plan", "flux-dev", "--gpu", "RTX 4060", "--ram", "16GB", "--json").stdout)
     den16 = next(c for c in bf16["components"] if c["role"] == "denoiser")
     assert den["streamed_bytes"] < den16["streamed_bytes"] / 2 and p["seconds_per_step"] < bf16["seconds_per_step"]
+
+
+def test_deepfloyd_later_stages_are_planned_with_the_steps_they_run():
+    """IF runs stage II and III at 50 and 75 steps to stage I's 100 (generate/cascade.py); the plan's
+    call counts and times follow, instead of charging every stage stage I's steps."""
+    m = Machine("big", 80 * 2**30, 128 * 2**30, 25e9, 100.0)
+    p = make_plan(MODELS["deepfloyd-if"], Workload(1024, 1024, steps=40), m)
+    calls = {c.name: c.calls_per_image for c in p.components if c.role == "denoiser"}
+    per_step = calls["unet"] // 40  # 1 (CFG in one batch) or 2 (split)
+    assert calls["unet_2"] == 20 * per_step and calls["unet_3"] == 30 * per_step

@@ -32,6 +32,7 @@ def vae(config: str, title: str, name: str = "vae", cls: str = "AutoencoderKL", 
     return ComponentSpec(name, "vae", "diffusers", cls, config, pixel_divisor=8, stage=stage, title=title)
 
 
-def denoiser(name: str, cls: str, config: str, title: str, pixel_divisor: int = 8, stage: str = "") -> ComponentSpec:
+def denoiser(name: str, cls: str, config: str, title: str, pixel_divisor: int = 8, stage: str = "",
+             step_ratio: float = 1.0) -> ComponentSpec:
     return ComponentSpec(name, "denoiser", "diffusers", cls, config, pixel_divisor=pixel_divisor,
-                         stage=stage, title=title)
+                         stage=stage, title=title, step_ratio=step_ratio)

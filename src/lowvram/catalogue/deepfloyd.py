@@ -46,9 +46,12 @@ MODELS = (
         components=(
             # pixel_divisor: the final 1024 px image is 64 px at stage I and 256 px at stage II.
             denoiser("unet", "UNet2DConditionModel", "deepfloyd-if-i-xl-unet", "IF stage I XL UNet", 16, "I"),
-            denoiser("unet_2", "UNet2DConditionModel", "deepfloyd-if-ii-l-unet", "IF stage II L UNet", 4, "II"),
+            # stages II and III run 50 and 75 steps to stage I's 100 (the reference ratio generation uses)
+            denoiser("unet_2", "UNet2DConditionModel", "deepfloyd-if-ii-l-unet", "IF stage II L UNet", 4, "II",
+                     step_ratio=STAGES[1].steps / STAGES[0].steps),
             # stage III denoises 256x256 latents for a 1024 px image, so its divisor is 4 as well.
-            denoiser("unet_3", "UNet2DConditionModel", "sd-x4-upscaler-unet", "SD x4 upscaler UNet", 4, "III"),
+            denoiser("unet_3", "UNet2DConditionModel", "sd-x4-upscaler-unet", "SD x4 upscaler UNet", 4, "III",
+                     step_ratio=STAGES[2].steps / STAGES[0].steps),
             t5_xxl("text_encoder", 77, stage="I+II"),
             openclip_h("text_encoder_3"),
             vae("sd-x4-upscaler-vae", "x4 upscaler VAE", stage="III"),

@@ -32,6 +32,7 @@ class ComponentSpec:
     # (1024 px -> 128 latent), 16 for DeepFloyd IF stage I (1024 px -> 64 px). None: not spatial.
     pixel_divisor: int | None = None
     stage: str = ""  # for multi-stage models (DeepFloyd IF): which stage this component serves
+    step_ratio: float = 1.0  # a denoiser's steps per step the user asks for (IF's later stages run fewer)
     title: str = ""  # human name: "CLIP ViT-L/14", "T5 v1.1 XXL encoder"
 
     def __post_init__(self) -> None:

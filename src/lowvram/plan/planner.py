@@ -214,6 +214,7 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
                       cn: PlannedControlNet | None = None, cn_precisions: list[str] = (), lora: int = 0) -> list[Option]:
     cfg = model.uses_cfg and wl.guidance
     modes = ("batch", "split") if cfg else ("none",)
+    steps = max(1, round(wl.steps * spec.step_ratio))  # what generation runs (IF's stages II and III: fewer)
     out = []
     for mode in modes:
         batch = wl.batch * (2 if mode == "batch" else 1)
@@ -222,12 +223,12 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
         sim = simulate_component(model, spec, req)
         if cn is None:
             opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute,
-                                stored, wl.steps, lora, file_ratio)
+                                stored, steps, lora, file_ratio)
         else:  # the ControlNet sees the same batch (the pipelines duplicate the control image for CFG)
             cn_sim = simulate_component(model, cn.spec, req)
             opts = _with_controlnet(spec, cn, calls, sim.flops, cn_sim.flops, _step_activation(model, cn, req, sim, cn_sim),
                                     cn_sim.activation_peak_bytes, machine, budget, precisions, list(cn_precisions),
-                                    compute, stored, wl.steps, lora, file_ratio)
+                                    compute, stored, steps, lora, file_ratio)
         out += [replace(o, cfg_mode=mode) for o in opts]
     return out
 

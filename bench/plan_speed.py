@@ -1,4 +1,5 @@
-"""How long planning takes, cold (empty simulation cache) and warm, as a user runs it.
+"""How long planning takes, cold (empty user cache; the package's shipped answers), warm, and with
+nothing shipped (every simulation run), as a user runs it.
 
     python bench/plan_speed.py [--json out.json] [--skip-gpus]
 
@@ -23,8 +24,8 @@ COMMANDS = {
 }
 
 
-def run(args: list[str], cache: str) -> float:
-    env = dict(os.environ, LOWVRAM_CACHE_DIR=cache)
+def run(args: list[str], cache: str, shipped: bool = True) -> float:
+    env = dict(os.environ, LOWVRAM_CACHE_DIR=cache, LOWVRAM_NO_SHIPPED="0" if shipped else "1")
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "lowvram.cli", *args], env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
@@ -45,12 +46,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache:
             cold = run(args, cache)
             warm = run(args, cache)
-        rows.append({"command": "lowvram " + " ".join(args), "cold_s": cold, "warm_s": warm})
+        with tempfile.TemporaryDirectory() as cache:
+            unshipped = run(args, cache, shipped=False)
+        rows.append({"command": "lowvram " + " ".join(args), "cold_s": cold, "warm_s": warm, "simulating_s": unshipped})
     print(f"date {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores")
-    print("| command | cold (s) | warm (s) |")
-    print("|---|---|---|")
+    print("| command | cold (s) | warm (s) | nothing shipped: simulating (s) |")
+    print("|---|---|---|---|")
     for r in rows:
-        print(f"| `{r['command']}` | {r['cold_s']:.2f} | {r['warm_s']:.2f} |")
+        print(f"| `{r['command']}` | {r['cold_s']:.2f} | {r['warm_s']:.2f} | {r['simulating_s']:.2f} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

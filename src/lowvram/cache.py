@@ -1,6 +1,10 @@
 """Where lowvram keeps its on-disk caches (simulation results, parameter counts).
 
 The user cache dir by default (platformdirs), `LOWVRAM_CACHE_DIR` to override (tests use a temp dir).
+Behind it, the package ships the answers for the catalogue at its default workloads on every card in the
+table (`shipped.json`, written by `python -m lowvram.ship`), so a first `lowvram plan` or `lowvram gpus`
+needs no simulation and never imports torch. Shipped answers are keyed without library versions: they
+were computed with the versions the file names, and a change of the simulation bumps its own key.
 """
 
 from __future__ import annotations
@@ -24,16 +28,62 @@ def cache_path(kind: str, name: str) -> str:
     return os.path.join(cache_root(), kind, name)
 
 
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped.json")
+RECORD: dict | None = None  # set by `lowvram.ship` to collect every answer a run of plans needs
+
+
+def _digest(key: Any) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def shipped_key(key: Any) -> str:
+    """The key of a shipped answer: the cache key without the library versions in it."""
+    from .catalogue.build import _versions
+
+    versions = list(_versions())
+    if isinstance(key, dict):
+        key = {k: v for k, v in key.items() if k != "versions"}
+    elif isinstance(key, (list, tuple)):
+        key = [x for x in key if not (isinstance(x, (list, tuple)) and list(x) == versions)]
+    return _digest(key)
+
+
+_SHIPPED: dict | None = None
+
+
+def shipped(kind: str, key: Any) -> Any:
+    """The shipped answer for (kind, key), or None."""
+    global _SHIPPED
+    if _SHIPPED is None:
+        try:
+            with open(SHIPPED) as f:
+                _SHIPPED = json.load(f).get("answers", {})
+        except (OSError, ValueError):
+            _SHIPPED = {}
+    return _SHIPPED.get(kind, {}).get(shipped_key(key))
+
+
 def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
-    """The JSON value cached under (kind, key), or compute(), store it atomically and return it.
-    A damaged or unwritable cache only costs time: it is recomputed, never an error."""
-    blob = json.dumps(key, sort_keys=True, default=str)
-    path = cache_path(kind, hashlib.sha256(blob.encode()).hexdigest()[:32] + ".json")
+    """The JSON value cached under (kind, key) — in the user cache, else shipped with the package — or
+    compute(), store it atomically and return it. A damaged or unwritable cache only costs time: it is
+    recomputed, never an error."""
+    value = _cached_json(kind, key, compute)
+    if RECORD is not None:
+        RECORD.setdefault(kind, {})[shipped_key(key)] = value
+    return value
+
+
+def _cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+    path = cache_path(kind, _digest(key) + ".json")
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         pass
+    if os.environ.get("LOWVRAM_NO_SHIPPED") != "1":  # tests of the simulator itself switch it off
+        found = shipped(kind, key)
+        if found is not None:
+            return found
     value = compute()
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -1,0 +1,66 @@
+"""Write `lowvram/shipped.json`: the simulations, parameter counts and unit tables that planning the
+catalogue needs, so a first `lowvram plan` / `lowvram gpus` answers in a fraction of a second instead of
+simulating for 10-100 s (and never imports torch).
+
+Covered: every catalogue model at its default size and steps — with and without guidance, img2img, its
+published ControlNet — for every policy on a bf16 card, an fp16-only card and the VRAM tiers `gpus --tiers`
+uses; SDXL and Flux also at 512² and 2048². The planner asks the same questions on every card (the answers
+depend on the workload and the compute dtype, and fp16 shares bf16's), which `tests/test_shipped.py`
+checks by planning every card cold. Anything else is simulated on first use and cached as before.
+
+    python -m lowvram.ship          # after a change to the simulator, the configs or the planner's questions
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+
+
+def main() -> None:
+    os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-ship-")
+    os.environ["LOWVRAM_NO_SHIPPED"] = "1"  # compute everything afresh
+    from . import cache
+    from .catalogue import MODELS
+    from .catalogue.build import _versions
+    from .catalogue.controlnet import DEFAULTS
+    from .machines.cards import CARDS
+    from .plan import Policy, Workload, make_plan
+    from .plan.machine import machine_from_card
+    from .plan.types import POLICIES
+
+    cache.RECORD = {}
+    t0 = time.perf_counter()
+    gib = 2**30
+    bf16 = machine_from_card(next(c for c in CARDS if c.name == "RTX 4060 Ti 16GB"), 32 * gib)
+    fp16 = machine_from_card(next(c for c in CARDS if not c.bf16), 32 * gib)
+    machines = [bf16, fp16] + [replace(bf16, name=f"{v} GB", vram_bytes=v * gib) for v in (4, 6, 8, 12, 16, 24)]
+    for model in MODELS.values():
+        sizes = [(model.width, model.height)] + ([(512, 512), (2048, 2048)] if model.name in ("sdxl", "flux-dev") else [])
+        for w, h in sizes:
+            base = Workload(w, h, 1, model.steps)
+            loads = [base, replace(base, guidance=False), replace(base, img2img=True)]
+            if model.name in DEFAULTS and (w, h) == (model.width, model.height):
+                loads.append(replace(base, controlnet=True))
+            for wl in loads:
+                for m in machines:
+                    for q in POLICIES:
+                        make_plan(model, wl, m, Policy(q))
+        print(f"{model.name}: {sum(len(v) for v in cache.RECORD.values())} answers, {time.perf_counter() - t0:.0f} s",
+              flush=True)
+    doc = {"about": "answers planning the catalogue needs; written by `python -m lowvram.ship`",
+           "versions": dict(zip(("torch", "diffusers", "transformers"), _versions())),
+           "answers": {k: dict(sorted(v.items())) for k, v in sorted(cache.RECORD.items())}}
+    tmp = cache.SHIPPED + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, separators=(",", ":"), sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, cache.SHIPPED)
+    print(f"wrote {cache.SHIPPED} ({os.path.getsize(cache.SHIPPED) // 1024} KiB) in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,12 @@ def compute_efficiency(arch: str, kind: str) -> float:
 # CUDA context, cuBLAS/cuDNN workspaces and allocator fragmentation, outside what the simulator counts.
 # The CUDA context alone is 300-500 MB on recent drivers; InvokeAI reserves 3 GB of "working memory".
 DEFAULT_RESERVE_BYTES = int(0.9 * GiB)
+# Placing a component for an image (bench/gpu_generate.py, H100 host, SDXL at 1024²: predicted 2.26 / 2.64 s,
+# measured 3.00 / 5.80 s whole-card / 4 GB before these two terms; with them 2.9 / 5.7 s): the resident part
+# is copied from pageable host memory, at about 9 GB/s, and the streamed part is first copied into pinned
+# (page-locked) memory, at about 0.85 GB/s — page-locking is slow — before the link moves it at full speed.
+PAGEABLE_H2D_BYTES_PER_S = 9e9
+PIN_BYTES_PER_S = 0.85e9
 # Per streamed unit per call: a copy issue, an event record/wait and a hook call (~0.3-0.5 ms measured
 # for hooks with CUDA events in diffusers' group offloading traces); use 0.4 ms.
 PER_UNIT_OVERHEAD_S = 0.0004

@@ -192,12 +192,27 @@ def _call_seconds(compute_s: float, streamed: int, bw: float, overhead_s: float)
     return max(compute_s, streamed / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
 
 
-def _image_seconds(compute_s: float, overhead_s: float, total: int, streamed: int, calls: int, bw: float) -> float:
-    """All calls of one image. The component arrives as the first call runs (the resident prefix is
-    loaded by the same prefetch that streams the rest, and stays), so the first call moves every byte
-    and later calls only the streamed part."""
-    first = max(compute_s, total / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
-    return first + max(calls - 1, 0) * _call_seconds(compute_s, streamed, bw, overhead_s)
+def _image_seconds(compute_s: float, overhead_s: float, total: int, streamed: int, calls: int, bw: float,
+                   mapped: bool = False) -> float:
+    """All calls of one image. From RAM: the component is placed first — its resident part copied from
+    pageable host memory, its streamed part pinned once — then every call streams the streamed part
+    behind its compute. From a file mapping (`mapped`, bw = disk speed): nothing is pinned, and every
+    byte comes at disk speed during the first call, the rest's calls stream only the streamed part."""
+    if mapped:
+        first = max(compute_s, total / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
+        return first + max(calls - 1, 0) * _call_seconds(compute_s, streamed, bw, overhead_s)
+    place = (total - streamed) / min(cost.PAGEABLE_H2D_BYTES_PER_S, bw) + streamed / cost.PIN_BYTES_PER_S
+    return place + max(calls, 1) * _call_seconds(compute_s, streamed, bw, overhead_s)
+
+
+def _steady_seconds(o: Option, machine: Machine) -> float:
+    """A denoiser's share of an image without placing it (what every step costs once it is placed): the
+    figure `s/step` reports."""
+    p = o.plan
+    if p.placement == "cpu":
+        return o.seconds_per_image
+    bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s) if p.source == "disk" else machine.link_bytes_per_s
+    return _call_seconds(o.compute_s, o.streamed_bytes, bw, o.overhead_s) * p.calls_per_image
 
 
 def _cpu_option(spec: ComponentSpec, flops: int, act: int, machine: Machine, stored: str) -> Option:
@@ -367,7 +382,7 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
                          f"on the GPU through every phase ({where})")
     den = [o for o in chosen if o.plan.role == "denoiser"]
     steps = max(wl.steps, 1)
-    sps = sum(o.seconds_per_image for o in den) / steps if den else 0.0
+    sps = sum(_steady_seconds(o, machine) for o in den) / steps if den else 0.0
     per_image = sum(o.seconds_per_image for o in chosen)
     peak_vram = max((o.vram_peak for o in chosen), default=0) + reserve
     peak_ram = _ram(chosen)
@@ -408,7 +423,8 @@ def _disk_backed(o: Option, machine: Machine) -> Option:
         secs, ram = per_call, p.activation_bytes
     else:
         per_call = _call_seconds(o.compute_s, o.streamed_bytes, bw, o.overhead_s)
-        secs = _image_seconds(o.compute_s, o.overhead_s, o.total_bytes, o.streamed_bytes, p.calls_per_image, bw)
+        secs = _image_seconds(o.compute_s, o.overhead_s, o.total_bytes, o.streamed_bytes, p.calls_per_image, bw,
+                              mapped=True)
         ram = 0
     note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
     companion = replace(o.companion, source="disk") if o.companion else None

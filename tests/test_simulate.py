@@ -68,6 +68,7 @@ def test_real_size_flux_and_sdxl_simulate_on_a_laptop():
 
 def test_results_are_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("LOWVRAM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LOWVRAM_NO_SHIPPED", "1")  # the user cache itself, not the package's shipped answers
     spec = MODELS["sd15"]
     req = SimRequest(batch=2, width=512, height=512, dtype="fp16")
     a = simulate_component(spec, spec.component("unet"), req)

@@ -308,19 +308,10 @@ def test_gguf_flux_diffusion_model(folders, tmp_path):
     comfy = tmp_path / "models"
     for sub in ("unet", "text_encoders", "vae"):
         (comfy / sub).mkdir(parents=True)
-    w = gguf.GGUFWriter(str(comfy / "unet" / "flux1-dev-Q8_0.gguf"), "flux")
-    n_quant = 0
-    for k, v in L.flux_to_bfl(_state(f, "transformer")).items():
-        a = v.float().numpy()
-        if a.ndim == 2 and a.shape[1] % 32 == 0 and k.endswith(".weight"):
-            w.add_tensor(k, gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-            n_quant += 1
-        else:
-            w.add_tensor(k, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    from checkpoints import write_gguf
+
+    n_quant = write_gguf(comfy / "unet" / "flux1-dev-Q8_0.gguf", L.flux_to_bfl(_state(f, "transformer")),
+                         gguf.GGMLQuantizationType.Q8_0)
     assert n_quant > 10
     save_file(_state(f, "text_encoder_2"), str(comfy / "text_encoders" / "t5xxl_fp16.safetensors"))
     save_file(_state(f, "text_encoder"), str(comfy / "text_encoders" / "clip_l.safetensors"))
@@ -337,16 +328,12 @@ def test_gguf_flux_diffusion_model(folders, tmp_path):
 def test_controlnet_sd15_and_flux(folders, tmp_path):
     import diffusers
 
+    from tiny_pipelines import edges_image, noisy_controlnet
+
     ctrl_img = tmp_path / "edges.png"
-    Image.fromarray(((np.indices((64, 64)).sum(0) % 16 < 8) * 255).astype("uint8")).convert("RGB").save(ctrl_img)
+    edges_image(ctrl_img)
     # SD1.5: a ControlNet made from the tiny UNet, saved as a diffusers folder
-    unet = diffusers.UNet2DConditionModel.from_pretrained(os.path.join(folders["sd15"], "unet"))
-    torch.manual_seed(0)
-    cn = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))  # /2 like the tiny VAE
-    with torch.no_grad():
-        for p in cn.parameters():  # zero-initialised convs would make the ControlNet a no-op
-            p.add_(torch.randn_like(p) * 0.05)
-    cn.save_pretrained(str(tmp_path / "cn_sd15"))
+    noisy_controlnet(folders["sd15"], str(tmp_path / "cn_sd15"))
     base = _run(folders["sd15"], tmp_path, "base.png", seed=1)
     ctl = _run(folders["sd15"], tmp_path, "ctl.png", seed=1, controlnet=str(tmp_path / "cn_sd15"), control_image=str(ctrl_img))
     assert not np.array_equal(np.asarray(Image.open(base.paths[0])), np.asarray(Image.open(ctl.paths[0])))

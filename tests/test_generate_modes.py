@@ -35,18 +35,11 @@ def _component(plan, role):
 
 
 def test_sdxl_with_controlnet(folders, tmp_path):
-    import diffusers
+    from tiny_pipelines import edges_image, noisy_controlnet
 
     edges = tmp_path / "edges.png"
-    Image.fromarray(((np.indices((64, 64)).sum(0) % 16 < 8) * 255).astype("uint8")).convert("RGB").save(edges)
-    unet = diffusers.UNet2DConditionModel.from_pretrained(f"{folders['sdxl']}/unet")
-    torch.manual_seed(0)
-    cn = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))  # /2 like the tiny VAE
-    with torch.no_grad():
-        for p in cn.parameters():  # zero-initialised convs would make the ControlNet a no-op
-            p.add_(torch.randn_like(p) * 0.05)
-    cn.save_pretrained(str(tmp_path / "cn_sdxl"))
-    n_params = sum(p.numel() for p in cn.parameters())
+    edges_image(edges)
+    n_params = noisy_controlnet(folders["sdxl"], str(tmp_path / "cn_sdxl"))
     _, base = _run(folders["sdxl"], tmp_path, "base.png", seed=4)
     res, ctl = _run(folders["sdxl"], tmp_path, "ctl.png", seed=4, controlnet=str(tmp_path / "cn_sdxl"),
                     control_image=str(edges))

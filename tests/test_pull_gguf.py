@@ -14,6 +14,7 @@ from PIL import Image
 from tiny_pipelines import build_pipeline
 
 import layouts as L
+from checkpoints import write_gguf
 from lowvram.catalogue import MODELS
 from lowvram.catalogue.quants import QUANTS
 from lowvram.errors import UserError
@@ -27,17 +28,7 @@ PUBLISHED = ("Q8_0", "Q5_0", "Q4_0")  # the quants the fake GGUF repo carries (t
 
 def _write_gguf(path, bfl_state: dict, qtype: gguf.GGMLQuantizationType) -> None:
     """A city96-style file: BFL names, Linear weights quantised, everything else F32."""
-    w = gguf.GGUFWriter(str(path), "flux")
-    for k, v in bfl_state.items():
-        a = v.float().numpy()
-        if a.ndim == 2 and a.shape[1] % 32 == 0 and k.endswith(".weight"):
-            w.add_tensor(k, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
-        else:
-            w.add_tensor(k, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_gguf(path, bfl_state, qtype)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtu
 from lowvram.catalogue import MODELS, build_component  # noqa: E402
 from lowvram.machines.cards import find_card  # noqa: E402
 from lowvram.simulate import SimRequest, run_tracked, simulate_component  # noqa: E402
-from lowvram.simulate.run import DTYPES, _set_tiling, build_inputs  # noqa: E402
+from lowvram.runtime.vae import set_tile  # noqa: E402
+from lowvram.simulate.run import DTYPES, build_inputs  # noqa: E402
 from random_models import build_random  # noqa: E402
 
 CASES = [("sdxl", "unet", SimRequest(batch=2, width=1024, height=1024, dtype="fp16")),
@@ -73,7 +74,7 @@ def _measure_cuda(model, comp, req) -> dict:
     fn, kwargs = build_inputs(module, model, comp, req, device="cuda")
     inputs = torch.cuda.memory_allocated() - weights - weights0
     if comp.role == "vae":
-        _set_tiling(module, req)
+        set_tile(module, req.vae_tile)
     with torch.no_grad():
         out = fn(**kwargs)  # warm-up (cuBLAS handles and workspaces, lazy init)
     del out

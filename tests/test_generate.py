@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from a1111 import parse_a1111
-from tiny_pipelines import build_pipeline
+from tiny_pipelines import build_pipeline, component_state
 
 from lowvram.catalogue import MODELS
 from lowvram.generate.run import GenerateRequest, generate
@@ -186,15 +186,8 @@ def test_img2img_bad_inputs(folders, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def _state(folder, name):
-    from safetensors.torch import load_file
-
-    sub = os.path.join(folder, name)
-    files = sorted(f for f in os.listdir(sub) if f.endswith(".safetensors"))
-    sd = {}
-    for f in files:
-        sd.update(load_file(os.path.join(sub, f)))
-    return sd
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path)).astype(int)
 
 
 def test_single_file_sdxl_original_layout_equals_diffusers_folder(folders, tmp_path):
@@ -204,14 +197,12 @@ def test_single_file_sdxl_original_layout_equals_diffusers_folder(folders, tmp_p
     import layouts as L
 
     f = folders["sdxl"]
-    ck = L.sdxl_checkpoint(_state(f, "unet"), _state(f, "text_encoder"), _state(f, "text_encoder_2"), _state(f, "vae"))
+    ck = L.sdxl_checkpoint(*(component_state(f, n) for n in ("unet", "text_encoder", "text_encoder_2", "vae")))
     path = tmp_path / "tiny_sdxl.safetensors"
     save_file(ck, str(path))
     ref = _run(f, tmp_path, "ref.png", seed=4)
-    req = GenerateRequest(prompt="a red cat", model=str(path), width=64, height=64, steps=3, seed=4,
-                          output=str(tmp_path / "single.png"), quiet=True, config=f)
-    res = generate(req, _plan_fn())
-    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    res = _run(str(path), tmp_path, "single.png", seed=4, config=f)
+    a, b = _pixels(ref.paths[0]), _pixels(res.paths[0])
     assert np.abs(a - b).max() <= 1  # same weights; conversion may reorder fused q/k/v (float rounding)
 
 
@@ -225,16 +216,14 @@ def test_comfyui_flux_folder(folders, tmp_path):
     comfy = tmp_path / "models"
     for sub in ("diffusion_models", "text_encoders", "vae"):
         (comfy / sub).mkdir(parents=True)
-    save_file(L.flux_to_bfl(_state(f, "transformer")), str(comfy / "diffusion_models" / "flux1-dev.safetensors"))
-    t5 = _state(f, "text_encoder_2")
+    save_file(L.flux_to_bfl(component_state(f, "transformer")), str(comfy / "diffusion_models" / "flux1-dev.safetensors"))
+    t5 = component_state(f, "text_encoder_2")
     save_file(t5, str(comfy / "text_encoders" / "t5xxl_fp16.safetensors"))
-    save_file(_state(f, "text_encoder"), str(comfy / "text_encoders" / "clip_l.safetensors"))
-    save_file(L.vae_to_ldm(_state(f, "vae")), str(comfy / "vae" / "ae.safetensors"))
+    save_file(component_state(f, "text_encoder"), str(comfy / "text_encoders" / "clip_l.safetensors"))
+    save_file(L.vae_to_ldm(component_state(f, "vae")), str(comfy / "vae" / "ae.safetensors"))
     ref = _run(f, tmp_path, "ref.png", seed=6)
-    req = GenerateRequest(prompt="a red cat", model=str(comfy), width=64, height=64, steps=3, seed=6,
-                          output=str(tmp_path / "comfy.png"), quiet=True, config=f)
-    res = generate(req, _plan_fn())
-    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    res = _run(str(comfy), tmp_path, "comfy.png", seed=6, config=f)
+    a, b = _pixels(ref.paths[0]), _pixels(res.paths[0])
     assert np.abs(a - b).max() <= 1
 
 
@@ -245,7 +234,7 @@ def test_single_file_without_config_names_the_fix(folders, tmp_path):
 
     f = folders["flux-dev"]
     path = tmp_path / "flux1-dev.safetensors"
-    save_file(L.flux_to_bfl(_state(f, "transformer")), str(path))
+    save_file(L.flux_to_bfl(component_state(f, "transformer")), str(path))
     r = _cli("a cat", "--model", str(path), "--vram", "8GB", "-o", str(tmp_path / "x.png"))
     assert r.returncode == 2 and ("--config" in r.stderr or "lacks" in r.stderr), r.stderr
 
@@ -310,17 +299,15 @@ def test_gguf_flux_diffusion_model(folders, tmp_path):
         (comfy / sub).mkdir(parents=True)
     from checkpoints import write_gguf
 
-    n_quant = write_gguf(comfy / "unet" / "flux1-dev-Q8_0.gguf", L.flux_to_bfl(_state(f, "transformer")),
+    n_quant = write_gguf(comfy / "unet" / "flux1-dev-Q8_0.gguf", L.flux_to_bfl(component_state(f, "transformer")),
                          gguf.GGMLQuantizationType.Q8_0)
     assert n_quant > 10
-    save_file(_state(f, "text_encoder_2"), str(comfy / "text_encoders" / "t5xxl_fp16.safetensors"))
-    save_file(_state(f, "text_encoder"), str(comfy / "text_encoders" / "clip_l.safetensors"))
-    save_file(L.vae_to_ldm(_state(f, "vae")), str(comfy / "vae" / "ae.safetensors"))
+    save_file(component_state(f, "text_encoder_2"), str(comfy / "text_encoders" / "t5xxl_fp16.safetensors"))
+    save_file(component_state(f, "text_encoder"), str(comfy / "text_encoders" / "clip_l.safetensors"))
+    save_file(L.vae_to_ldm(component_state(f, "vae")), str(comfy / "vae" / "ae.safetensors"))
     ref = _run(f, tmp_path, "ref.png", seed=8)
-    req = GenerateRequest(prompt="a red cat", model=str(comfy), width=64, height=64, steps=3, seed=8,
-                          output=str(tmp_path / "gguf.png"), quiet=True, config=f)
-    res = generate(req, _plan_fn(vram_gb=4))  # streamed: the quantised blocks are what moves
-    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    res = _run(str(comfy), tmp_path, "gguf.png", seed=8, config=f, vram_gb=4)  # streamed: the quantised blocks are what moves
+    a, b = _pixels(ref.paths[0]), _pixels(res.paths[0])
     # Q8_0 keeps 8 bits per weight with a scale per 32: the image stays within a few levels of the original
     assert np.abs(a - b).mean() < 3.0, np.abs(a - b).mean()
 
@@ -366,17 +353,15 @@ def test_single_file_sd15_and_sd3(folders, tmp_path, family):
 
     f = folders[family]
     if family == "sd15":
-        ck = L.sd1_checkpoint(_state(f, "unet"), _state(f, "text_encoder"), _state(f, "vae"))
+        ck = L.sd1_checkpoint(component_state(f, "unet"), component_state(f, "text_encoder"), component_state(f, "vae"))
     else:
-        ck = L.sd3_checkpoint(_state(f, "transformer"), _state(f, "text_encoder"), _state(f, "text_encoder_2"),
-                              _state(f, "text_encoder_3"), _state(f, "vae"))
+        ck = L.sd3_checkpoint(component_state(f, "transformer"), component_state(f, "text_encoder"), component_state(f, "text_encoder_2"),
+                              component_state(f, "text_encoder_3"), component_state(f, "vae"))
     path = tmp_path / f"{family}.safetensors"
     save_file(ck, str(path))
     ref = _run(f, tmp_path, "ref.png", seed=5)
-    req = GenerateRequest(prompt="a red cat", model=str(path), width=64, height=64, steps=3, seed=5,
-                          output=str(tmp_path / "single.png"), quiet=True, config=f)
-    res = generate(req, _plan_fn())
-    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    res = _run(str(path), tmp_path, "single.png", seed=5, config=f)
+    a, b = _pixels(ref.paths[0]), _pixels(res.paths[0])
     assert np.abs(a - b).max() <= 1
 
 
@@ -384,13 +369,12 @@ def test_legacy_ckpt_loads_only_with_weights_only(folders, tmp_path):
     import layouts as L
 
     f = folders["sd15"]
-    ck = L.sd1_checkpoint(_state(f, "unet"), _state(f, "text_encoder"), _state(f, "vae"))
+    ck = L.sd1_checkpoint(component_state(f, "unet"), component_state(f, "text_encoder"), component_state(f, "vae"))
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": ck}, str(path))
     ref = _run(f, tmp_path, "ref.png", seed=5)
-    res = generate(GenerateRequest(prompt="a red cat", model=str(path), width=64, height=64, steps=3, seed=5,
-                                   output=str(tmp_path / "ckpt.png"), quiet=True, config=f), _plan_fn())
-    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    res = _run(str(path), tmp_path, "ckpt.png", seed=5, config=f)
+    a, b = _pixels(ref.paths[0]), _pixels(res.paths[0])
     assert np.abs(a - b).max() <= 1
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": ck, "callback": GenerateRequest("x", "y")}, str(evil))  # needs more than tensors
@@ -408,11 +392,11 @@ def test_models_dir_finds_the_parts_of_a_comfyui_tree(folders, tmp_path):
     tree = tmp_path / "ComfyUI" / "models"
     for sub in ("diffusion_models", "text_encoders", "vae", "checkpoints"):
         (tree / sub).mkdir(parents=True)
-    save_file(L.flux_to_bfl(_state(f, "transformer")), str(tree / "diffusion_models" / "flux1-dev.safetensors"))
-    save_file(_state(f, "text_encoder_2"), str(tree / "text_encoders" / "t5xxl_fp16.safetensors"))
-    save_file(_state(f, "text_encoder"), str(tree / "text_encoders" / "clip_l.safetensors"))
-    save_file(L.vae_to_ldm(_state(f, "vae")), str(tree / "vae" / "ae.safetensors"))
-    save_file(L.vae_to_ldm(_state(folders["sd15"], "vae")), str(tree / "vae" / "sd_vae.safetensors"))  # another model's
+    save_file(L.flux_to_bfl(component_state(f, "transformer")), str(tree / "diffusion_models" / "flux1-dev.safetensors"))
+    save_file(component_state(f, "text_encoder_2"), str(tree / "text_encoders" / "t5xxl_fp16.safetensors"))
+    save_file(component_state(f, "text_encoder"), str(tree / "text_encoders" / "clip_l.safetensors"))
+    save_file(L.vae_to_ldm(component_state(f, "vae")), str(tree / "vae" / "ae.safetensors"))
+    save_file(L.vae_to_ldm(component_state(folders["sd15"], "vae")), str(tree / "vae" / "sd_vae.safetensors"))  # another model's
     ref = _run(f, tmp_path, "ref.png", seed=6)
     out = tmp_path / "tree.png"
     r = _cli("a red cat", "--model", "flux1-dev.safetensors", "--models-dir", str(tree), "--config", f, "--width", "64",
@@ -434,7 +418,7 @@ def test_fp8_checkpoint_folder(folders, tmp_path):
     fp8 = tmp_path / "flux-fp8"
     shutil.copytree(f, fp8)
     sub = fp8 / "transformer"
-    sd = _state(f, "transformer")
+    sd = component_state(f, "transformer")
     for name in list(os.listdir(sub)):
         if name.endswith(".safetensors"):
             os.remove(sub / name)
@@ -446,5 +430,5 @@ def test_fp8_checkpoint_folder(folders, tmp_path):
     assert next(c for c in rep.components if c.name == "transformer").dtype == "F8_E4M3"
     ref = _run(f, tmp_path, "ref.png", seed=2)
     res = _run(str(fp8), tmp_path, "fp8.png", seed=2)
-    a, b = (np.asarray(Image.open(p)).astype(int) for p in (ref.paths[0], res.paths[0]))
+    a, b = _pixels(ref.paths[0]), _pixels(res.paths[0])
     assert np.abs(a - b).mean() < 6.0  # fp8 storage rounds the weights (3 mantissa bits)

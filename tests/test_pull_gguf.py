@@ -11,7 +11,7 @@ import gguf
 import pytest
 from fake_hub import FakeHub
 from PIL import Image
-from tiny_pipelines import build_pipeline
+from tiny_pipelines import build_pipeline, component_state
 
 import layouts as L
 from checkpoints import write_gguf
@@ -26,16 +26,9 @@ SPEC = MODELS["flux-dev"]
 PUBLISHED = ("Q8_0", "Q5_0", "Q4_0")  # the quants the fake GGUF repo carries (those gguf can write at tiny sizes)
 
 
-def _write_gguf(path, bfl_state: dict, qtype: gguf.GGMLQuantizationType) -> None:
-    """A city96-style file: BFL names, Linear weights quantised, everything else F32."""
-    write_gguf(path, bfl_state, qtype)
-
-
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory):
     """The tiny flux-dev diffusers repo (with the extras pull must skip) and its GGUF repo."""
-    from safetensors.torch import load_file
-
     root = tmp_path_factory.mktemp("pull-gguf")
     base = root / "base"
     build_pipeline("flux-dev", str(base))
@@ -43,16 +36,11 @@ def repos(tmp_path_factory):
         shutil.rmtree(base / junk, ignore_errors=True)
     (base / "flux1-dev.safetensors").write_bytes(b"\0" * 4096)  # the root single file
     (base / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"\0" * 4096)  # a .bin copy
-    sub = base / "transformer"
-    state = {}
-    for f in sorted(os.listdir(sub)):
-        if f.endswith(".safetensors"):
-            state.update(load_file(str(sub / f)))
-    bfl = L.flux_to_bfl(state)
+    bfl = L.flux_to_bfl(component_state(str(base), "transformer"))
     ggufs = root / "gguf"
     ggufs.mkdir()
     for q in PUBLISHED:
-        _write_gguf(ggufs / SPEC.gguf.filename(q), bfl, gguf.GGMLQuantizationType[q])
+        write_gguf(ggufs / SPEC.gguf.filename(q), bfl, gguf.GGMLQuantizationType[q])
     (ggufs / "README.md").write_text("city96-style GGUF conversions\n")
     return base, ggufs
 
@@ -166,18 +154,14 @@ def test_gguf_file_with_a_diffusers_config_takes_its_other_components_from_there
     """What `generate --model sd35-large` does after a GGUF pull: the .gguf for the transformer, the base
     snapshot (--config) for the text encoders and VAE — an MMDiT in SAI names this time."""
     import numpy as np
-    from safetensors.torch import load_file
 
     from lowvram.generate.run import GenerateRequest, generate
 
     base = tmp_path / "base"
     build_pipeline("sd35-large", str(base))
-    state = {}
-    for f in sorted(os.listdir(base / "transformer")):
-        if f.endswith(".safetensors"):
-            state.update(load_file(str(base / "transformer" / f)))
+    state = component_state(str(base), "transformer")
     path = tmp_path / MODELS["sd35-large"].gguf.filename("Q8_0")
-    _write_gguf(path, L.sd3_to_mmdit(state), gguf.GGMLQuantizationType.Q8_0)
+    write_gguf(path, L.sd3_to_mmdit(state), gguf.GGMLQuantizationType.Q8_0)
     machine = _machine(4, 64)
 
     def plan_fn(spec, wl, file_weights=None):

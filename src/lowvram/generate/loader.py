@@ -13,7 +13,7 @@ import os
 import torch
 
 from ..errors import UserError
-from ..plan.types import Plan
+from ..plan.types import ComponentPlan, Plan
 from ..runtime.loading import iter_safetensors, load_into
 from ..runtime.precision import PrecisionConfig
 
@@ -90,12 +90,15 @@ def _key_map(expected: set[str], module: torch.nn.Module | None = None):
 
 
 def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dtype,
-                precision: str | None, disk_backed: bool = False) -> torch.nn.Module:
+                cp: ComponentPlan | None) -> torch.nn.Module:
+    """A component folder's weights straight into the precision and source (RAM or a read-only file
+    mapping) its plan names; without a plan, in the compute dtype from RAM."""
     module = build_module(sub, library, class_name)
+    precision = cp.precision if cp is not None else None
     pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
     expected = set(module.state_dict().keys())
     load_into(module, iter_safetensors(_weights(sub)), compute_dtype, pc, key_map=_key_map(expected, module),
-              disk_backed=disk_backed)
+              disk_backed=cp is not None and cp.source == "disk")
     return finish_module(module, sub)
 
 
@@ -168,8 +171,7 @@ def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype, names: di
         if not os.path.isdir(sub):
             raise UserError(f"{folder} has no {name}/ folder, which its model_index.json lists: the download is incomplete.")
         cp = by_name.get(names.get(name, name))
-        return load_module(sub, library, class_name, compute_dtype, cp.precision if cp else None,
-                           disk_backed=cp is not None and cp.source == "disk")
+        return load_module(sub, library, class_name, compute_dtype, cp)
 
     pipe, modules = assemble_pipeline(folder, load_model, omit)
     return pipe, {names.get(k, k): m for k, m in modules.items()}
@@ -186,8 +188,7 @@ def load_controlnet(folder: str, compute_dtype: torch.dtype, plan: Plan | None =
     if "ControlNet" not in class_name:
         raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
     cp = next((c for c in plan.components if c.name == "controlnet"), None) if plan is not None else None
-    return load_module(folder, "diffusers", class_name, compute_dtype, cp.precision if cp else None,
-                       disk_backed=cp is not None and cp.source == "disk")
+    return load_module(folder, "diffusers", class_name, compute_dtype, cp)
 
 
 # Parts of an IF stage folder that are never read: the safety checker, its feature extractor and the

@@ -224,10 +224,21 @@ def _cap_cuda_memory(device: torch.device, vram_bytes: int):
 IMG2IMG_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux")
 
 
-def _images(req: GenerateRequest, width: int, height: int, spec):
-    """The init image and mask, checked before anything is loaded."""
+def _read_image(path: str, what: str, mode: str):
+    """An image file as a PIL image in `mode`, or one sentence saying why not."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode).copy()
+    except FileNotFoundError:
+        raise UserError(f"The {what} {path} does not exist.") from None
+    except (UnidentifiedImageError, OSError):
+        raise UserError(f"The {what} {path} is not an image lowvram can read (PNG, JPEG, WebP...).") from None
+
+
+def _images(req: GenerateRequest, width: int, height: int, spec):
+    """The init image and mask, checked before anything is loaded."""
     if req.mask and not req.init_image:
         raise UserError("--mask needs --init-image: inpainting paints into an existing image.")
     if not req.init_image:
@@ -236,19 +247,8 @@ def _images(req: GenerateRequest, width: int, height: int, spec):
         raise UserError(f"img2img and inpaint are supported for SD1.5, SDXL, SD3.5 and Flux, not {spec.name}.")
     if not 0.0 < req.strength <= 1.0:
         raise UserError(f"--strength {req.strength} is out of range: give a number above 0 and at most 1.")
-    loaded = []
-    for what, path in (("init image", req.init_image), ("mask", req.mask)):
-        if path is None:
-            loaded.append(None)
-            continue
-        try:
-            with Image.open(path) as im:
-                loaded.append(im.convert("L" if what == "mask" else "RGB").copy())
-        except FileNotFoundError:
-            raise UserError(f"The {what} {path} does not exist.") from None
-        except (UnidentifiedImageError, OSError):
-            raise UserError(f"The {what} {path} is not an image lowvram can read (PNG, JPEG, WebP...).") from None
-    init, mask = loaded
+    init = _read_image(req.init_image, "init image", "RGB")
+    mask = _read_image(req.mask, "mask", "L") if req.mask else None
     if mask is not None and mask.size != init.size:
         raise UserError(f"The mask is {mask.size[0]}x{mask.size[1]} but the init image is {init.size[0]}x{init.size[1]}: "
                         "they must be the same size.")
@@ -257,8 +257,6 @@ def _images(req: GenerateRequest, width: int, height: int, spec):
 
 
 def _control_image(req: GenerateRequest, width: int, height: int, spec):
-    from PIL import Image, UnidentifiedImageError
-
     from ..catalogue.controlnet import CONTROLNET_FAMILIES
 
     if not req.controlnet and not req.control_image:
@@ -271,13 +269,7 @@ def _control_image(req: GenerateRequest, width: int, height: int, spec):
         raise UserError("ControlNet with --init-image is not supported yet: use one or the other.")
     if not os.path.isfile(os.path.join(req.controlnet, "config.json")):
         raise UserError(f"{req.controlnet} is not a diffusers ControlNet folder (no config.json).")
-    try:
-        with Image.open(req.control_image) as im:
-            return im.convert("RGB").resize((width, height))
-    except FileNotFoundError:
-        raise UserError(f"The control image {req.control_image} does not exist.") from None
-    except (UnidentifiedImageError, OSError):
-        raise UserError(f"The control image {req.control_image} is not an image lowvram can read.") from None
+    return _read_image(req.control_image, "control image", "RGB").resize((width, height))
 
 
 def _controlnet_pipeline(pipe, controlnet):

@@ -108,9 +108,7 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
 
     def load_model(name, sub, library, class_name):
         if name in from_config:
-            cp = planned.get(name)
-            return load_module(sub, library, class_name, compute_dtype, cp.precision if cp else None,
-                               disk_backed=cp is not None and cp.source == "disk")
+            return load_module(sub, library, class_name, compute_dtype, planned.get(name))
         rc = sources[name]
         file_name, _, prefix = rc.source.partition(":")
         prefix = prefix.rstrip("*")

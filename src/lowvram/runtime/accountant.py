@@ -2,8 +2,7 @@
 
 The plan predicts activations; weights are what the runtime moves, so they are what it can account
 exactly: resident weights, buffer pools, quantisation scales. The accountant refuses a placement that
-would exceed the budget (a planning bug, not a user error), records the peak, and on CUDA checks that
-the allocator agrees (`torch.cuda.max_memory_allocated` can only be higher: activations come on top).
+would exceed the budget (a planning bug, not a user error) and records the peak.
 """
 
 from __future__ import annotations
@@ -42,9 +41,3 @@ class BudgetAccountant:
         """Copy a tensor to the device, charging its bytes first."""
         self.reserve(t.numel() * t.element_size(), owner)
         return t.to(self.device, non_blocking=non_blocking)
-
-    def cuda_check(self) -> dict:
-        """The allocator's view next to ours (CUDA only): allocated must be >= what we placed."""
-        if self.device.type != "cuda":
-            return {}
-        return {"accounted_peak": self.peak, "cuda_max_allocated": torch.cuda.max_memory_allocated(self.device)}

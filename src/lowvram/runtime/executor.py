@@ -1,8 +1,9 @@
-"""Carry a Plan out on real modules: each component on the device only during its phase.
+"""Carry a Plan out on real modules: each component on the device for its phase.
 
-Text encoders run, their outputs stay, the encoders leave; the denoiser runs; the VAE decodes. Each
-component is activated by a hook when it is first called (its forward, or the VAE's decode/encode) and
-the previous one is evicted, so the pipeline code (diffusers') stays untouched. Placement, resident
+Text encoders run, their outputs stay; the denoiser runs; the VAE decodes. Each component is activated
+by a hook when it is first called (its forward, or the VAE's decode/encode); components of earlier
+phases stay while the new one fits beside them and are evicted (least recent first) when it does not,
+so the pipeline code (diffusers') stays untouched. Placement, resident
 prefix and storage precision come from the plan; this module never re-decides them.
 """
 
@@ -30,8 +31,7 @@ class PlanExecutor:
         self.device = torch.device(device)
         budget = weight_budget_bytes if weight_budget_bytes is not None else plan.peak_vram_bytes - plan.reserve_bytes
         self.accountant = BudgetAccountant(budget, self.device)
-        self.active: str | None = None
-        self.engine: StreamingEngine | None = None
+        self.active: str | None = None  # the component whose phase it is
         self.engines: OrderedDict[str, StreamingEngine] = OrderedDict()  # on the device now, least recent first
         self.phases: list[str] = []  # the order components were activated in (for reports and tests)
         self._handles = []
@@ -72,7 +72,7 @@ class PlanExecutor:
         evicted, least recently used first, when there is not."""
         if name in self.engines:
             self.engines.move_to_end(name)
-            self.active, self.engine = name, self.engines[name]
+            self.active = name
             return
         if self.active == name:  # a CPU-placed component: nothing to place
             return
@@ -99,14 +99,13 @@ class PlanExecutor:
         if cp.placement == "cpu":
             # the module stays in host memory and computes there; its inputs come to it and its
             # outputs go back to the device the rest of the pipeline runs on
-            self.active, self.engine = name, None
+            self.active = name
             if not getattr(module, "_lowvram_cpu_hooks", False):
                 module.register_forward_pre_hook(lambda m, a, k: (_to(a, "cpu"), _to(k, "cpu")), with_kwargs=True)
                 module.register_forward_hook(lambda m, a, out: _to(out, self.device))
                 module._lowvram_cpu_hooks = True
         else:
-            self.engine = self._engine(name)
-            self.engines[name] = self.engine
+            self.engines[name] = self._engine(name)
             self.active = name
         self.phases.append(name)
 
@@ -121,7 +120,7 @@ class PlanExecutor:
     def _evict(self, name: str) -> None:
         self.engines.pop(name).remove()
         if self.active == name:
-            self.active, self.engine = None, None
+            self.active = None
 
     def _guard_oom(self, name: str, module: torch.nn.Module) -> None:
         """If a denoiser call still runs out of memory (another program took VRAM), keep fewer units
@@ -157,9 +156,10 @@ class PlanExecutor:
                 torch.cuda.empty_cache()
             self.replans.append(f"{name}: out of memory{where}; evicted {', '.join(others)}")
             return True
-        if self.engine is None or self.active != name:
+        engine = self.engines.get(name)
+        if engine is None:
             return False
-        current = min(self.engine.resident_units, len(self.engine.units))
+        current = min(engine.resident_units, len(engine.units))
         if current == 0:
             return False
         new_k = current // 2
@@ -175,7 +175,7 @@ class PlanExecutor:
         """Evict every component from the device."""
         for name in list(self.engines):
             self._evict(name)
-        self.engine, self.active = None, None
+        self.active = None
 
     def remove(self) -> None:
         self.deactivate()

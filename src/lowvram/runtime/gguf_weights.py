@@ -12,8 +12,7 @@ import gguf
 import numpy as np
 import torch
 
-SUPPORTED = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "BF16")
-
+from .precision import dequantize_per_forward
 
 def dequantize(raw: torch.Tensor, qtype: gguf.GGMLQuantizationType, shape: tuple[int, ...],
                dtype: torch.dtype) -> torch.Tensor:
@@ -37,15 +36,9 @@ def reference_dequantize(raw: np.ndarray, qtype: gguf.GGMLQuantizationType) -> n
     return gguf.quants.dequantize(raw, qtype)
 
 
-def _pre_hook(module, args):
-    module._lowvram_stored = module.weight.data
+def _dequantize_gguf(module) -> torch.Tensor:
     qtype, shape = module._lowvram_gguf
-    module.weight.data = dequantize(module.weight.data, qtype, shape, module._lowvram_compute_dtype)
-
-
-def _post_hook(module, args, output):
-    module.weight.data = module._lowvram_stored
-    del module._lowvram_stored
+    return dequantize(module._lowvram_stored, qtype, shape, module._lowvram_compute_dtype)
 
 
 def set_gguf_weight(module: torch.nn.Linear, raw: torch.Tensor, qtype: gguf.GGMLQuantizationType,
@@ -54,6 +47,4 @@ def set_gguf_weight(module: torch.nn.Linear, raw: torch.Tensor, qtype: gguf.GGML
     shape = tuple(module.weight.shape)
     module.weight = torch.nn.Parameter(raw, requires_grad=False)
     module._lowvram_gguf = (qtype, shape)
-    module._lowvram_compute_dtype = compute_dtype
-    module.register_forward_pre_hook(_pre_hook)
-    module.register_forward_hook(_post_hook)
+    dequantize_per_forward(module, _dequantize_gguf, compute_dtype)

@@ -8,6 +8,7 @@ dropped. Positioned reads also work for files larger than RAM + swap, where safe
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Iterable
 
@@ -117,12 +118,14 @@ def prepare_precision(module: torch.nn.Module, config: PrecisionConfig | None) -
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
+@functools.cache
 def _fix_malloc_threshold() -> None:
     """Make glibc serve every buffer above 1 MB with its own mapping, returned to the OS when freed.
 
     By default glibc raises its mmap threshold after the first large free, after which the loader's
     per-tensor buffers come from the heap and fragment it: a 3 GB checkpoint loaded into fp8 then
     peaked at twice the fp8 size. Pinning the threshold keeps the peak at the 8-bit model plus one chunk.
+    Once per process (cached): it is a process-wide setting.
     """
     try:
         import ctypes

@@ -59,14 +59,26 @@ def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) 
 
 
 def _pre_hook(module: torch.nn.Linear, args):
-    q = module.weight.data
-    module._lowvram_stored = q
-    module.weight.data = dequantize_weight(q, module.weight_scale, module._lowvram_compute_dtype)
+    module._lowvram_stored = module.weight.data
+    module.weight.data = module._lowvram_dequantize(module)
 
 
 def _post_hook(module: torch.nn.Linear, args, output):
     module.weight.data = module._lowvram_stored
     del module._lowvram_stored
+
+
+def dequantize_per_forward(module: torch.nn.Linear, dequantize, compute_dtype: torch.dtype) -> None:
+    """Keep `module.weight` as stored (8-bit, GGUF blocks) and give the forward a transient
+    `compute_dtype` weight: `dequantize(module)` reads the stored one as `module._lowvram_stored`."""
+    module._lowvram_dequantize = dequantize
+    module._lowvram_compute_dtype = compute_dtype
+    module.register_forward_pre_hook(_pre_hook)
+    module.register_forward_hook(_post_hook)
+
+
+def _dequantize_8bit(module: torch.nn.Linear) -> torch.Tensor:
+    return dequantize_weight(module._lowvram_stored, module.weight_scale, module._lowvram_compute_dtype)
 
 
 def apply_weight_precision(module: torch.nn.Module, config: PrecisionConfig) -> int:
@@ -81,17 +93,6 @@ def apply_weight_precision(module: torch.nn.Module, config: PrecisionConfig) -> 
         q, scale = quantize_weight(m.weight.data, config.storage)
         m.weight = torch.nn.Parameter(q, requires_grad=False)
         m.register_buffer("weight_scale", scale.to(config.compute_dtype))
-        m._lowvram_compute_dtype = config.compute_dtype
-        m.register_forward_pre_hook(_pre_hook)
-        m.register_forward_hook(_post_hook)
+        dequantize_per_forward(m, _dequantize_8bit, config.compute_dtype)
         n += 1
     return n
-
-
-def quantize_state_tensor(name: str, t: torch.Tensor, is_linear_weight: bool, config: PrecisionConfig | None,
-                          compute_dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """For loaders: one checkpoint tensor -> the tensors to store (8-bit weight + scale, or cast)."""
-    if config is not None and is_linear_weight and t.dim() == 2:
-        q, scale = quantize_weight(t, config.storage)
-        return {name: q, name[: -len("weight")] + "weight_scale": scale.to(compute_dtype)}
-    return {name: t.to(compute_dtype) if t.is_floating_point() else t}

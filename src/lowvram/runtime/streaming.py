@@ -238,10 +238,6 @@ class StreamingEngine:
 
     # ------------------------------------------------------------------ teardown
     @property
-    def resident_bytes(self) -> int:
-        return self._resident_bytes
-
-    @property
     def streamed_bytes(self) -> int:
         return sum(u.host_bytes for u in self.streamed)
 

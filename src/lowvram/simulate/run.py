@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params, load_config
 from ..runtime.attention import attention_context
+from ..runtime.vae import set_tile
 from ..runtime.precision import COMPUTE_DTYPES
 from .api import SimRequest, SimResult
 from .inputs import controlnet_inputs, controlnet_step_inputs, denoiser_inputs, text_encoder_inputs, vae_inputs
@@ -179,7 +180,7 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
         input_bytes = tracker.live
         tracker.reset_peak()
         if comp.role == "vae":
-            _set_tiling(module, req)
+            set_tile(module, req.vae_tile)
         counter = FlopCounterMode(display=False)
         # no_grad, not inference_mode: it is what diffusers pipelines run under, and it lets composite
         # ops (SDPA, linear) decompose before the tracker so their intermediates are counted.
@@ -195,17 +196,3 @@ def run_tracked(module: torch.nn.Module, model: ModelSpec, comp: ComponentSpec, 
     return SimResult(weights_bytes=weights_bytes(module), activation_peak_bytes=peak, output_bytes=output_bytes,
                      input_bytes=input_bytes, flops=int(counter.get_total_flops()),
                      params=component_params(module), seconds=0.0)
-
-
-def _set_tiling(vae, req: SimRequest) -> None:
-    """diffusers' own tiled VAE (overlapping tiles blended), at the planned tile size."""
-    if req.vae_tile and hasattr(vae, "enable_tiling"):
-        vae.enable_tiling()
-        f = 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
-        vae.tile_sample_min_size = req.vae_tile
-        vae.tile_latent_min_size = req.vae_tile // f
-        if hasattr(vae, "tile_sample_min_height"):
-            vae.tile_sample_min_height = vae.tile_sample_min_width = req.vae_tile
-            vae.tile_latent_min_height = vae.tile_latent_min_width = req.vae_tile // f
-    elif hasattr(vae, "disable_tiling"):
-        vae.disable_tiling()

@@ -36,15 +36,15 @@ def _digest(key: Any) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def shipped_key(key: Any) -> str:
-    """The key of a shipped answer: the cache key without the library versions in it."""
+def _user_key(key: Any) -> Any:
+    """The user cache also keys on the versions of the libraries whose code computed the answer
+    (a shipped answer does not: it was computed with the versions shipped.json names)."""
     from .catalogue.build import _versions
 
-    versions = list(_versions())
-    if isinstance(key, dict):
-        key = {k: v for k, v in key.items() if k != "versions"}
-    elif isinstance(key, (list, tuple)):
-        key = [x for x in key if not (isinstance(x, (list, tuple)) and list(x) == versions)]
+    return {"key": key, "versions": list(_versions())}
+
+
+def shipped_key(key: Any) -> str:
     return _digest(key)
 
 
@@ -64,7 +64,8 @@ def shipped(kind: str, key: Any) -> Any:
 
 
 def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
-    """The JSON value cached under (kind, key) — in the user cache, else shipped with the package — or
+    """The JSON value cached under (kind, key) — in the user cache (keyed on the library versions too),
+    else shipped with the package — or
     compute(), store it atomically and return it. A damaged or unwritable cache only costs time: it is
     recomputed, never an error."""
     value = _cached_json(kind, key, compute)
@@ -74,7 +75,7 @@ def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
 
 
 def _cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
-    path = cache_path(kind, _digest(key) + ".json")
+    path = cache_path(kind, _digest(_user_key(key)) + ".json")
     try:
         with open(path) as f:
             return json.load(f)

@@ -124,11 +124,9 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     """Will it fit, how, and how fast: the plan for MODEL on this (or a named) machine."""
     from .plan import Policy, Workload, make_plan
     from .plan.machine import resolve_machine
-    from .plan.types import POLICIES
     from .units import check_count, check_resolution, parse_size
 
-    if quality not in POLICIES:
-        raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
+    _check_quality(quality)
     spec, file_weights = _model_spec(model)
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
@@ -215,19 +213,17 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
          quality: str = typer.Option("balanced", help="lossless | balanced | fast"),
          markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table for docs.")) -> None:
     """GPU selection guide: for each card (or VRAM tier) and model, the best plan's class and s/step."""
-    from dataclasses import replace as dc_replace
-
+    _check_quality(quality)
     from .catalogue import MODELS, get_model
     from .machines.cards import CARDS
     from .plan import Policy, Workload, make_plan
-    from .plan.machine import machine_from_card
+    from .plan.machine import machine_from_card, tier_machines
     from .units import parse_size
 
     ram_bytes = parse_size(ram, "RAM size")
     names = [get_model(n).name for n in models_.split(",")] if models_ else list(MODELS)
     if tiers:
-        base = machine_from_card(next(c for c in CARDS if c.name == "RTX 4060 Ti 16GB"), ram_bytes)
-        rows = [(f"{v} GB", dc_replace(base, name=f"{v} GB", vram_bytes=v * 2**30)) for v in (4, 6, 8, 12, 16, 24)]
+        rows = [(m.name, m) for m in tier_machines(ram_bytes)]
     else:
         rows = [(c.name, machine_from_card(c, ram_bytes)) for c in CARDS]
     table = []
@@ -251,6 +247,13 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
     for label, cells in table:
         t.add_row(label, *cells)
     out.print(t)
+
+
+def _check_quality(quality: str) -> None:
+    from .plan.types import POLICIES
+
+    if quality not in POLICIES:
+        raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
 
 
 def _cell(p) -> str:
@@ -292,10 +295,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     from .generate.run import generate as run_generate
     from .plan import Policy, make_plan
     from .plan.machine import resolve_machine
-    from .plan.types import POLICIES
 
-    if quality not in POLICIES:
-        raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
+    _check_quality(quality)
     from .hub import installed_model
 
     if not models_dir:  # an installed catalogue name: the weights pulled last (and, for a GGUF, its components)
@@ -303,13 +304,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         model, config = pulled.path, config or pulled.config
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
-    if vram is None and gpu is None:
-        from .machines.probe import probe
-
-        p = probe()
-        if p.gpu_name is None:  # CPU only: plan as for a card with this machine's RAM, run on the CPU
-            vram = f"{max(1, p.ram_available // 2**30 // 2)}GB"
-    machine = resolve_machine(gpu, vram, ram)
+    machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
 
     def plan_fn(spec, wl, file_weights=None):
         return make_plan(spec, wl, machine, Policy(quality), file_weights=file_weights)
@@ -347,12 +342,11 @@ def pull(name: str = typer.Argument(..., help="Catalogue name, e.g. flux-schnell
     """Download a catalogue model into the Hugging Face cache: only what the plan needs; resumable."""
     from .catalogue import get_model
     from .hub import download, fetches, preview
-    from .plan.types import POLICIES
     from .plan.weights_choice import check_request, choose_weights
 
     spec = get_model(name)
-    if quality is not None and quality not in POLICIES:
-        raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
+    if quality is not None:
+        _check_quality(quality)
     policy = quality or ("balanced" if gguf else "lossless")
     check_request(spec, policy, gguf)  # before probing a machine: these need none to be refused
     machine = _pull_machine(spec, policy, gguf, gpu, vram, ram)

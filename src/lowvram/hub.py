@@ -166,13 +166,13 @@ def _touch(paths: list[str]) -> None:
 
 
 def _denoiser_weights(spec: ModelSpec, snapshot: str) -> list[str]:
-    from .checkpoints.inspect import _pick_weight_files
+    from .checkpoints.inspect import safetensors_files
 
     files = []
     for c in spec.by_role("denoiser"):
         sub = os.path.join(snapshot, c.name)
         if os.path.isdir(sub):
-            files += [f for f in _pick_weight_files(sub) if f.endswith(".safetensors")]
+            files += safetensors_files(sub)
     return files
 
 

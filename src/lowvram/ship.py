@@ -29,15 +29,16 @@ def main() -> None:
     from .catalogue.controlnet import DEFAULTS
     from .machines.cards import CARDS
     from .plan import Policy, Workload, make_plan
-    from .plan.machine import machine_from_card
+    from .machines.cards import find_card
+    from .plan.machine import TIER_CARD, machine_from_card, tier_machines
     from .plan.types import POLICIES
 
     cache.RECORD = {}
     t0 = time.perf_counter()
     gib = 2**30
-    bf16 = machine_from_card(next(c for c in CARDS if c.name == "RTX 4060 Ti 16GB"), 32 * gib)
+    tiers = tier_machines(32 * gib)
     fp16 = machine_from_card(next(c for c in CARDS if not c.bf16), 32 * gib)
-    machines = [bf16, fp16] + [replace(bf16, name=f"{v} GB", vram_bytes=v * gib) for v in (4, 6, 8, 12, 16, 24)]
+    machines = [replace(tiers[-1], name=TIER_CARD, vram_bytes=find_card(TIER_CARD).vram_bytes), fp16] + tiers
     for model in MODELS.values():
         sizes = [(model.width, model.height)] + ([(512, 512), (2048, 2048)] if model.name in ("sdxl", "flux-dev") else [])
         for w, h in sizes:

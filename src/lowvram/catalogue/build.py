@@ -6,7 +6,6 @@ the simulator and the planner see a 12 B-parameter transformer on a laptop.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from functools import lru_cache
@@ -33,7 +32,7 @@ def load_config(name: str) -> dict[str, Any]:
     if os.path.isabs(name):
         with open(name) as f:
             return json.load(f)
-    return copy.deepcopy(json.loads(_read_config(name)))
+    return json.loads(_read_config(name))  # parsed afresh: a new object every call
 
 
 def config_identity(name: str) -> str:
@@ -61,16 +60,14 @@ def build_component(spec: ComponentSpec, device: "str | torch.device" = "meta", 
 
 
 def _instantiate(spec: ComponentSpec, cfg: dict[str, Any]) -> "torch.nn.Module":
+    cfg = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING_KEYS}
     if spec.library == "diffusers":
         import diffusers
 
-        cls = getattr(diffusers, spec.class_name)
-        cfg = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING_KEYS}
-        return cls.from_config(cfg)
+        return getattr(diffusers, spec.class_name).from_config(cfg)
     import transformers
 
     cls = getattr(transformers, spec.class_name)
-    cfg = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING_KEYS}
     model_type = cfg.pop("model_type")
     config = transformers.AutoConfig.for_model(model_type, **cfg)
     # attn_implementation="sdpa": the kernel lowvram plans for; transformers would pick it anyway on
@@ -100,7 +97,7 @@ def spec_params(spec: ComponentSpec) -> int:
     model on the meta device takes about a second; listing the catalogue should not)."""
     from ..cache import cached_json
 
-    key = [spec.library, spec.class_name, load_config(spec.config), _versions()]
+    key = [spec.library, spec.class_name, load_config(spec.config)]
     return int(cached_json("params", key, lambda: component_params(build_component(spec))))
 
 

@@ -63,7 +63,6 @@ MODELS = (
         scheduler="DDPMScheduler", pipeline="IFPipeline",
         hf_repo=STAGES[0].repo,
         signature="diffusers UNet with 'encoder_hid_proj' (T5 4096 -> cross dim) and 3 (stage I) or 6 (stage II) input channels",
-        text_lengths={"text_encoder": 77, "text_encoder_3": 77},
         notes="steps: 100 for stage I, 50 for stage II, 75 for stage III in the reference pipelines; --steps sets "
               "stage I's and the other two follow in that ratio.",
     ),

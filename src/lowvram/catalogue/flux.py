@@ -18,7 +18,6 @@ MODELS = (
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="FluxPipeline",
         hf_repo="black-forest-labs/FLUX.1-dev",
         signature="'double_blocks.*' x19 + 'single_blocks.*' x38 with 'guidance_in' (guidance-distilled)",
-        text_lengths={"text_encoder": 77, "text_encoder_2": 512},
         gguf=GgufRepo("city96/FLUX.1-dev-gguf", "flux1-dev-{quant}.gguf", _CITY96_FLUX_QUANTS),
     ),
     ModelSpec(
@@ -29,7 +28,6 @@ MODELS = (
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="FluxPipeline",
         hf_repo="black-forest-labs/FLUX.1-schnell",
         signature="'double_blocks.*' x19 + 'single_blocks.*' x38 without 'guidance_in'",
-        text_lengths={"text_encoder": 77, "text_encoder_2": 256},
         gguf=GgufRepo("city96/FLUX.1-schnell-gguf", "flux1-schnell-{quant}.gguf", _CITY96_FLUX_QUANTS),
     ),
     ModelSpec(
@@ -40,6 +38,5 @@ MODELS = (
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="ChromaPipeline",
         hf_repo="lodestones/Chroma1-HD",
         signature="BFL layout with 'distilled_guidance_layer.*' and no per-block modulation",
-        text_lengths={"text_encoder": 512},
     ),
 )

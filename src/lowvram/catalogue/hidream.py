@@ -18,7 +18,6 @@ MODELS = (
         scheduler="UniPCMultistepScheduler", pipeline="HiDreamImagePipeline",
         hf_repo="HiDream-ai/HiDream-I1-Full",
         signature="'double_stream_blocks.*' x16 + 'single_stream_blocks.*' x32 with MoE 'ff_i.experts.*'",
-        text_lengths={"text_encoder": 77, "text_encoder_2": 77, "text_encoder_3": 128, "text_encoder_4": 128},
         notes="dev (28 steps) and fast (16 steps) are guidance-distilled variants with the same architecture.",
     ),
 )

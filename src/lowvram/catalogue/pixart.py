@@ -12,7 +12,6 @@ MODELS = (
         scheduler="DPMSolverMultistepScheduler", pipeline="PixArtAlphaPipeline",
         hf_repo="PixArt-alpha/PixArt-XL-2-1024-MS",
         signature="'blocks.*' x28 DiT with resolution / aspect-ratio embedders ('csize_embedder', 'ar_embedder')",
-        text_lengths={"text_encoder": 120},
     ),
     ModelSpec(
         name="pixart-sigma", family="pixart", title="PixArt-Σ XL-2 1024",
@@ -22,6 +21,5 @@ MODELS = (
         scheduler="DPMSolverMultistepScheduler", pipeline="PixArtSigmaPipeline",
         hf_repo="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
         signature="'blocks.*' x28 DiT without resolution / aspect-ratio embedders",
-        text_lengths={"text_encoder": 300},
     ),
 )

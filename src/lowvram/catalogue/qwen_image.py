@@ -16,6 +16,5 @@ MODELS = (
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="QwenImagePipeline",
         hf_repo="Qwen/Qwen-Image",
         signature="'transformer_blocks.*' x60 with 'img_mod' / 'txt_mod' and 'txt_norm'",
-        text_lengths={"text_encoder": 256},
     ),
 )

@@ -20,7 +20,6 @@ def _sd3(name: str, title: str, config: str, signature: str, steps: int, guidanc
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="StableDiffusion3Pipeline", hf_repo=repo,
         signature=signature,
         # CLIP-L and CLIP-G outputs are concatenated (77 tokens) next to 256 T5 tokens: 333 context tokens.
-        text_lengths={"text_encoder": 77, "text_encoder_2": 77, "text_encoder_3": 256},
         gguf=gguf,
     )
 

@@ -7,7 +7,7 @@ a device or reads weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .quants import GgufRepo
 
@@ -62,7 +62,6 @@ class ModelSpec:
     pipeline: str  # diffusers pipeline class
     hf_repo: str  # where `lowvram pull` gets it (diffusers layout)
     signature: str  # how inspection recognises it in a checkpoint, in words
-    text_lengths: dict[str, int] = field(default_factory=dict)  # tokens per text encoder output
     notes: str = ""
     gguf: GgufRepo | None = None  # published GGUF quants of the denoiser, where they exist
 
@@ -74,3 +73,8 @@ class ModelSpec:
 
     def by_role(self, role: str) -> tuple[ComponentSpec, ...]:
         return tuple(c for c in self.components if c.role == role)
+
+    @property
+    def text_lengths(self) -> dict[str, int]:
+        """Tokens per text encoder output: what the denoiser reads from each."""
+        return {c.name: c.max_tokens for c in self.by_role("text_encoder")}

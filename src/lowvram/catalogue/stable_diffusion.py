@@ -12,7 +12,6 @@ MODELS = (
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionPipeline",
         hf_repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
         signature="UNet 'input_blocks.0.0.weight' [320,4|9,3,3], context dim 768, CLIP-L at 'cond_stage_model.transformer.'",
-        text_lengths={"text_encoder": 77},
     ),
     ModelSpec(
         name="sd21", family="sd2", title="Stable Diffusion 2.1",
@@ -22,7 +21,6 @@ MODELS = (
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionPipeline",
         hf_repo="stabilityai/stable-diffusion-2-1",
         signature="UNet context dim 1024 with linear attention projections, OpenCLIP-H at 'cond_stage_model.model.'",
-        text_lengths={"text_encoder": 77},
         notes="v-prediction at 768 px; the 512 px 'base' variant has the same weights layout.",
     ),
     ModelSpec(
@@ -33,7 +31,6 @@ MODELS = (
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionXLPipeline",
         hf_repo="stabilityai/stable-diffusion-xl-base-1.0",
         signature="UNet 'label_emb.0.0.weight' [1280,2816], CLIP-L at 'conditioner.embedders.0.transformer.', bigG at 'conditioner.embedders.1.model.'",
-        text_lengths={"text_encoder": 77, "text_encoder_2": 77},
     ),
     ModelSpec(
         name="sdxl-refiner", family="sdxl", title="Stable Diffusion XL 1.0 refiner",
@@ -43,6 +40,5 @@ MODELS = (
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionXLImg2ImgPipeline",
         hf_repo="stabilityai/stable-diffusion-xl-refiner-1.0",
         signature="UNet 'label_emb.0.0.weight' [1536,2560] (context dim 1280), only bigG at 'conditioner.embedders.0.model.'",
-        text_lengths={"text_encoder_2": 77},
     ),
 )

@@ -364,6 +364,11 @@ def _by_pipeline_class(path: str, index: dict, denoiser: Part):
     return MODELS[name], "variant (by pipeline class)"
 
 
+def safetensors_files(folder: str) -> list[str]:
+    """A component folder's safetensors weights (all shards, or one precision variant), [] if none."""
+    return [f for f in _pick_weight_files(folder) if f.endswith(".safetensors")] if os.path.isdir(folder) else []
+
+
 def _pick_weight_files(folder: str) -> list[str]:
     """A component folder's weights: the plain files (all shards), else one precision variant (fp16...).
 

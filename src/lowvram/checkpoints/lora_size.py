@@ -21,7 +21,7 @@ def lora_file_bytes(path: str) -> int:
     if not os.path.isfile(path):
         raise UserError(f"The LoRA file {path} does not exist.")
     tensors, _ = read_tensors(path)
-    floats = [t for t in tensors if t.dtype.upper().startswith(("F", "BF"))]
+    floats = [t for t in tensors if t.is_float]
     if not floats:
         raise UserError(f"{path} holds no floating-point tensors, so it is no LoRA.")
     return sum(t.numel for t in floats) * COMPUTE_BYTES

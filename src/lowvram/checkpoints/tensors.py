@@ -19,3 +19,8 @@ class TensorInfo:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        """A floating-point tensor (F32, F16, BF16, F8_*): weights, not integer bookkeeping."""
+        return self.dtype.upper().startswith(("F", "BF"))

@@ -23,9 +23,9 @@ TOKENIZER_FILES = {"CLIPTokenizer": ("vocab.json", "merges.txt"), "T5TokenizerFa
 
 
 def _weights(sub: str) -> list[str]:
-    from ..checkpoints.inspect import _pick_weight_files
+    from ..checkpoints.inspect import safetensors_files
 
-    files = [f for f in _pick_weight_files(sub) if f.endswith(".safetensors")]
+    files = safetensors_files(sub)
     if not files:
         raise UserError(f"{sub} has no .safetensors weights: convert the component to safetensors or download it again.")
     return files

@@ -18,7 +18,7 @@ import os
 import torch
 
 from ..catalogue import ModelSpec, build_component
-from ..checkpoints.inspect import Inspection, _pick_weight_files, load_pickle_state_dict, read_tensors
+from ..checkpoints.inspect import Inspection, load_pickle_state_dict, read_tensors, safetensors_files
 from ..errors import UserError
 from ..plan.types import Plan
 from ..runtime.loading import TORCH_DTYPES, LazyTensor, load_into
@@ -132,7 +132,7 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
 
 def _has_weights(folder: str) -> bool:
     """A diffusers component folder with safetensors weights (not configs only)."""
-    return os.path.isdir(folder) and any(f.endswith(".safetensors") for f in _pick_weight_files(folder))
+    return bool(safetensors_files(folder))
 
 
 def _place_gguf(module: torch.nn.Module, converted: dict, q_out: dict[str, str], compute_dtype: torch.dtype) -> None:

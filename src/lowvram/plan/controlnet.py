@@ -56,12 +56,12 @@ def _stored_params(folder: str) -> int | None:
     """Floating-point elements in the folder's weights files, from their headers (no data read)."""
     from ..checkpoints.inspect import _pick_weight_files, read_tensors
 
-    files = _pick_weight_files(folder) if os.path.isdir(folder) else []
+    files = _pick_weight_files(folder) if os.path.isdir(folder) else []  # .bin too: counted from their headers
     if not files:
         return None
     total = 0
     for path in files:
         tensors, _ = read_tensors(path)
-        total += sum(t.numel for t in tensors if t.dtype.upper().startswith(("F", "BF")))
+        total += sum(t.numel for t in tensors if t.is_float)
     return total
 

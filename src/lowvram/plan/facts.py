@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from ..cache import cached_json
 from ..catalogue import ComponentSpec, build_component, load_config
-from ..catalogue.build import _versions, config_identity
+from ..catalogue.build import config_identity
 from ..structure import Unit
 from .cost import BYTES_PER_WEIGHT
 
@@ -44,5 +44,5 @@ def _facts(spec: ComponentSpec, config: str) -> ComponentFacts:
 
         return [u.__dict__ for u in streamable_units(build_component(spec))]
 
-    units = cached_json("facts", [spec.class_name, load_config(spec.config), _versions(), 1], compute)
+    units = cached_json("facts", [spec.class_name, load_config(spec.config), 1], compute)
     return ComponentFacts(tuple(Unit(**u) for u in units))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import UserError
-from ..machines.cards import CARDS, Card, find_card, pcie_bandwidth_bytes_per_s
+from ..machines.cards import Card, find_card, pcie_bandwidth_bytes_per_s
 from ..units import parse_size
 from .types import Machine
 
@@ -19,8 +19,10 @@ def machine_from_card(card: Card, ram_bytes: int = DEFAULT_RAM) -> Machine:
 
 
 def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | None = None,
-                    link_gbps: float | None = None, tflops: float | None = None) -> Machine:
-    """--gpu names a table card; otherwise the local GPU is probed; --vram/--ram/--link-gbps/--tflops override."""
+                    link_gbps: float | None = None, tflops: float | None = None, cpu_fallback: bool = False) -> Machine:
+    """--gpu names a table card; otherwise the local GPU is probed; --vram/--ram/--link-gbps/--tflops override.
+    `cpu_fallback` (generate): with no GPU and no --vram, plan as for a card with half this machine's
+    available RAM, and run on the CPU."""
     ram_bytes = parse_size(ram, "RAM size") if ram else None
     if gpu:
         card = find_card(gpu)
@@ -38,6 +40,8 @@ def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | 
             m = Machine(p.gpu_name, p.vram_total, ram_bytes or p.ram_total, 25e9, 50.0)
         elif vram:
             m = Machine("custom", 0, ram_bytes or p.ram_total, 25e9, 50.0)
+        elif cpu_fallback:
+            m = Machine("custom", max(1, p.ram_available // 2**30 // 2) * 2**30, ram_bytes or p.ram_total, 25e9, 50.0)
         else:
             raise UserError("No CUDA GPU found on this machine: name the card to plan for with --gpu \"RTX 4060\" or give --vram 8GB.")
     if vram:
@@ -55,5 +59,11 @@ def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | 
     return m
 
 
-def all_cards() -> tuple[Card, ...]:
-    return CARDS
+TIER_CARD = "RTX 4060 Ti 16GB"  # the compute and link every VRAM tier of `gpus --tiers` shares
+VRAM_TIERS_GB = (4, 6, 8, 12, 16, 24)
+
+
+def tier_machines(ram_bytes: int) -> list[Machine]:
+    """One machine per VRAM tier, alike but for VRAM (`lowvram gpus --tiers`, and what ships)."""
+    base = machine_from_card(find_card(TIER_CARD), ram_bytes)
+    return [replace(base, name=f"{v} GB", vram_bytes=v * 2**30) for v in VRAM_TIERS_GB]

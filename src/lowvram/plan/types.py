@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 POLICIES = ("lossless", "balanced", "fast")
-PLACEMENTS = ("resident", "streamed", "cpu")  # resident: whole component on the GPU for its phase
-PRECISIONS = ("bf16", "fp16", "fp8", "int8")
 
 
 @dataclass(frozen=True)

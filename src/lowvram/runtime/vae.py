@@ -16,7 +16,7 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def _scale(vae) -> int:
+def latent_scale(vae) -> int:
     """Pixels per latent along a side."""
     return 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
 
@@ -30,7 +30,7 @@ def set_tile(vae, tile: int) -> None:
     if not hasattr(vae, "enable_tiling"):
         return
     vae.enable_tiling()
-    f = _scale(vae)
+    f = latent_scale(vae)
     vae.tile_sample_min_size = tile
     vae.tile_latent_min_size = tile // f
     if hasattr(vae, "tile_sample_min_height"):  # newer VAEs keep the two sides apart
@@ -53,7 +53,7 @@ def decode(vae, latents: torch.Tensor, tile: int = 0, on_retry=None, min_tile: i
                 torch.cuda.empty_cache()
             nxt = (current // 2) if current else 512
             h, w = latents.shape[-2:]
-            nxt = min(nxt, max(h, w) * _scale(vae) // 2)
+            nxt = min(nxt, max(h, w) * latent_scale(vae) // 2)
             if nxt < min_tile:
                 raise
             if on_retry is not None:

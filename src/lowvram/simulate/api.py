@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ..cache import cache_path, cached_json
 from ..catalogue import ComponentSpec, ModelSpec, load_config
-from ..catalogue.build import _versions, config_identity
+from ..catalogue.build import config_identity
 
 # bump when the simulation changes what it counts (2: output_bytes no longer holds the last input;
 # 3: CUDA targets count cuDNN's VAE workspace and T5's math attention, as measured on an H100)
@@ -52,7 +52,7 @@ def _cache_dir() -> str:
 
 def _key_fields(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> dict:
     """Everything a simulation result depends on (the cache key)."""
-    key = {"v": SIM_VERSION, "versions": _versions(), "class": comp.class_name, "config": load_config(comp.config),
+    key = {"v": SIM_VERSION, "class": comp.class_name, "config": load_config(comp.config),
            "overrides": overrides, "pixel_divisor": comp.pixel_divisor, "max_tokens": comp.max_tokens,
            "text": model.text_lengths, "req": asdict(req)}
     if req.op == "step":  # the denoiser runs too
@@ -94,7 +94,8 @@ def _simulate_cached(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use
 
     if not use_cache:
         return SimResult(**compute())
+    value = cached_json("sim", _key_fields(model, comp, req, config_overrides), compute)
     try:
-        return SimResult(**cached_json("sim", _key_fields(model, comp, req, config_overrides), compute))
-    except TypeError:  # an entry written by another version of SimResult: recompute it
+        return SimResult(**value)
+    except TypeError:  # an entry written by another version of SimResult: recompute it (only that)
         return SimResult(**compute())

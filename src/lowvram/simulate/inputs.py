@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 
 from ..catalogue import ComponentSpec, ModelSpec
+from ..runtime.vae import latent_scale
 
 Inputs = tuple[Callable[..., Any], dict[str, Any]]  # (callable on the module, kwargs)
 
@@ -160,19 +161,16 @@ def text_encoder_inputs(module, comp: ComponentSpec, batch: int, device) -> Inpu
     cfg = module.config
     vocab = getattr(cfg, "vocab_size", None) or cfg.get_text_config().vocab_size
     ids = _ids((batch, comp.max_tokens or 77), vocab, device)
-    if comp.class_name in ("LlamaForCausalLM", "Qwen2_5_VLForConditionalGeneration"):
-        # HiDream / Qwen-Image read hidden states, not logits: the pipelines ask for all of them.
-        return module, dict(input_ids=ids, output_hidden_states=True)
-    if comp.class_name.startswith("CLIP"):
+    # HiDream / Qwen-Image read hidden states, not logits, and the CLIP pipelines the penultimate
+    # layer: they ask for all hidden states.
+    if comp.class_name in ("LlamaForCausalLM", "Qwen2_5_VLForConditionalGeneration") or comp.class_name.startswith("CLIP"):
         return module, dict(input_ids=ids, output_hidden_states=True)
     return module, dict(input_ids=ids)
 
 
 def vae_inputs(module, comp: ComponentSpec, op: str, batch: int, width: int, height: int, dtype, device) -> Inputs:
     cfg = module.config
-    f = 2 ** (len(cfg.block_out_channels) - 1) if hasattr(cfg, "block_out_channels") else 8
-    if comp.class_name == "AutoencoderKLQwenImage":
-        f = 8
+    f = latent_scale(module)
     if op == "encode":
         shape = (batch, 3, height, width) if comp.class_name != "AutoencoderKLQwenImage" else (batch, 3, 1, height, width)
         return module.encode, dict(x=_rand(shape, dtype, device))

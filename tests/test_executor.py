@@ -83,3 +83,34 @@ def test_earlier_phases_stay_while_they_fit_and_leave_when_not():
             assert ex.phases == ["text_encoder_2", "transformer"] * 2 and list(ex.engines) == ["transformer"]
         ex.remove()
         assert all(p.device.type == "cpu" for m in mods.values() for p in m.parameters())
+
+
+def test_vae_decodes_at_the_plans_tile_size_and_retries_smaller_on_oom():
+    """The plan's vae_tile reaches the VAE the pipeline calls, and an out-of-memory decode is retried in
+    smaller tiles (re-plan recorded) instead of losing the image."""
+    spec, mods = _flux_tiny()
+    vae = mods["vae"]
+    lat = torch.randn(1, vae.config.latent_channels, 128, 128)  # a 256-px image (the tiny VAE scales by 2)
+    with torch.no_grad():
+        ref = vae.decode(lat, return_dict=False)[0]
+    calls = {"n": 0}
+    original = vae.decode
+
+    def flaky(z, return_dict=True):  # the first attempt (in 256-px tiles) runs out of memory
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return original(z, return_dict=return_dict)
+
+    vae.decode = flaky
+    plan = Plan(model="flux-dev", policy="lossless", fits=True, workload=Workload(128, 128),
+                machine=Machine("cpu", 1 << 30, 1 << 34, 1e10, 1.0), components=(_cp("vae", "vae", "resident"),),
+                attention="sdpa", attention_chunk=0, cfg_mode="none", vae_tile=256, peak_vram_bytes=1 << 30,
+                peak_ram_bytes=0, seconds_per_step=0, seconds_per_image=0, reserve_bytes=0)
+    ex = PlanExecutor(plan, {"vae": vae}, "cpu").apply()
+    assert vae.use_tiling and vae.tile_sample_min_size == 256
+    out = vae.decode(lat, return_dict=False)[0]
+    assert out.shape == ref.shape and vae.tile_sample_min_size == 128
+    assert ex.replans == ["vae: out of memory decoding in 256-px tiles; decoded again in 128-px tiles"]
+    ex.remove()
+    assert "decode" not in vae.__dict__  # the pipeline's VAE is left as it was

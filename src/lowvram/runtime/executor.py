@@ -19,6 +19,7 @@ from ..plan.types import ComponentPlan, Plan
 from .accountant import BudgetAccountant
 from .precision import COMPUTE_DTYPES, PrecisionConfig, apply_weight_precision
 from .streaming import StreamingEngine
+from .vae import guard_decode
 
 RESIDENT_ALL = 1 << 30  # "every unit resident"
 
@@ -55,11 +56,20 @@ class PlanExecutor:
             if cp.precision in ("fp8", "int8"):
                 apply_weight_precision(module, PrecisionConfig(cp.precision, COMPUTE_DTYPES[cp.compute_dtype]))
             self._handles.append(module.register_forward_pre_hook(self._pre(name), prepend=True))
+            if cp.role == "vae":  # the plan's tile size, and smaller tiles if a decode still runs out of memory
+                guard_decode(module, self.plan.vae_tile, on_retry=self._vae_retry(name))
+                self._wrapped.append((module, "decode"))
             # diffusers' entry points that bypass forward (vae.decode / encode, via `apply_forward_hook`)
             # call `_hf_hook.pre_forward`, and pipelines read `_hf_hook.execution_device` to place inputs
             if not hasattr(module, "_hf_hook"):
                 module._hf_hook = _DeviceHook(self, name)
         return self
+
+    def _vae_retry(self, name: str):
+        def note(tile: int, smaller: int) -> None:
+            self.replans.append(f"{name}: out of memory decoding {f'in {tile}-px tiles' if tile else 'whole'}; "
+                                f"decoded again in {smaller}-px tiles")
+        return note
 
     def _pre(self, name: str):
         def hook(module, args):

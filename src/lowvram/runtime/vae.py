@@ -7,6 +7,8 @@ took VRAM), it is retried tiled with tiles half the size, down to a floor — th
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 MIN_TILE = 128  # pixels: below this the overlap dominates and quality suffers
@@ -40,12 +42,30 @@ def set_tile(vae, tile: int) -> None:
 
 def decode(vae, latents: torch.Tensor, tile: int = 0, on_retry=None, min_tile: int = MIN_TILE) -> torch.Tensor:
     """`vae.decode(latents)` at the planned tile size; on OOM, smaller tiles until MIN_TILE."""
+    return _retrying(lambda: vae.decode(latents, return_dict=False)[0], vae, latents, tile, on_retry, min_tile)
+
+
+def guard_decode(vae, tile: int, on_retry=None, min_tile: int = MIN_TILE) -> None:
+    """Make every `vae.decode(...)` call (the pipeline's own) decode at the plan's tile size, retried
+    with smaller tiles on OOM. Undo with `del vae.decode` (the wrapper is an instance attribute)."""
+    original = vae.decode
+
+    @functools.wraps(original)
+    def decode_(*args, **kwargs):
+        latents = args[0] if args else kwargs["z"]
+        return _retrying(lambda: original(*args, **kwargs), vae, latents, tile, on_retry, min_tile)
+
+    set_tile(vae, tile)  # encode (img2img) tiles alike
+    vae.decode = decode_
+
+
+def _retrying(call, vae, latents: torch.Tensor, tile: int, on_retry, min_tile: int):
     current = tile
     while True:
         set_tile(vae, current)
         try:
             with torch.no_grad():
-                return vae.decode(latents, return_dict=False)[0]
+                return call()
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not _is_oom(e):
                 raise

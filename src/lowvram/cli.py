@@ -292,8 +292,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
     from .generate.run import GenerateRequest
-    from .generate.run import generate as run_generate
-    from .plan import Policy, make_plan
+    from .generate.session import Session, planner_for
     from .plan.machine import resolve_machine
 
     _check_quality(quality)
@@ -305,21 +304,21 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
     machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
-
-    def plan_fn(spec, wl, file_weights=None):
-        return make_plan(spec, wl, machine, Policy(quality), file_weights=file_weights)
-
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
                           init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
                           models_dir=models_dir)
-    err = Console(stderr=True)
-    res = run_generate(req, plan_fn, console=None if quiet else err)
+    err = Console(stderr=True, soft_wrap=True)
+    session = Session(planner_for(machine, quality), console=None if quiet else err)
+    try:
+        res = session.run(req)
+    finally:
+        session.unload()
     if res.interrupted_at is not None:
         err.print(f"Stopped at step {res.interrupted_at} (Ctrl-C); no image written.")
         raise typer.Exit(130)
     p = res.plan
     for path in res.paths:
-        out.print(f"wrote {path}")
+        out.print(f"wrote {path}", markup=False, highlight=False)
     if not quiet:
         out.print(f"time {res.run_seconds:.1f} s (predicted {p.seconds_per_image:.1f} s on {p.machine.name}) "
                   f"+ {res.load_seconds:.1f} s loading; "

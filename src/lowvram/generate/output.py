@@ -30,6 +30,64 @@ def write_pngs(images, output: str, prompt: str, negative: str, params: dict) ->
     return paths
 
 
+def check_output(output: str) -> None:
+    """Refuse an output path that cannot be written, before any weight is read."""
+    from ..errors import UserError
+
+    path = os.path.abspath(output)
+    if os.path.isdir(path):
+        raise UserError(f"-o {output} is a folder: give a file name such as {os.path.join(output, 'image.png')}.")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise UserError(f"The output folder {folder} does not exist: create it or choose another -o path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"The output folder {folder} is not writable: choose another -o path.")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in ("", ".png"):
+        raise UserError(f"-o {output}: lowvram writes PNG images; give a name ending in .png.")
+
+
+def encode_png(arr, infotext: str) -> bytes:
+    """One float RGB array in [0, 1] as PNG bytes with the A1111 `parameters` chunk."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", infotext)
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype("uint8")).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def write_images(images, paths: list[str], infotexts: list[str]) -> list[str]:
+    """Write a batch all or nothing: each image goes to a temporary file created exclusively in its
+    folder (a name planted there is never followed), then all are renamed; on any failure every
+    temporary is removed and no final name is touched."""
+    import tempfile
+
+    temps: list[str] = []
+    try:
+        for arr, path, text in zip(images, paths, infotexts):
+            data = encode_png(arr, text)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".lowvram-", suffix=".part")
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temps:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+    return list(paths)
+
+
 def numbered(path: str, k: int) -> str:
     root, ext = os.path.splitext(path)
     return f"{root}-{k}{ext or '.png'}"

@@ -46,7 +46,8 @@ class StepWatch:
         if self._bar is not None:
             self._bar.update(self._task, description=text)
 
-    def advance(self) -> bool:
+    def advance(self, latents=None) -> bool:
+        """One finished step (`latents`: its latents, for observers that preview; unused here)."""
         self.step += 1
         if self._bar is not None:
             self._bar.update(self._task, completed=self.step)

@@ -35,8 +35,10 @@ class PlanExecutor:
         self.active: str | None = None  # the component whose phase it is
         self.engines: OrderedDict[str, StreamingEngine] = OrderedDict()  # on the device now, least recent first
         self.phases: list[str] = []  # the order components were activated in (for reports and tests)
-        self._handles = []
-        self._wrapped: list[tuple[torch.nn.Module, str]] = []
+        self._handles = []  # every hook this executor registers, removed by its handle in remove()
+        self._wrapped: list[tuple[torch.nn.Module, str]] = []  # instance methods shadowing the class's
+        self._cpu_hooked: set[str] = set()  # components with input/output moving hooks (placed on the CPU)
+        self._guarded: set[str] = set()  # denoisers whose forward retries out-of-memory calls
         self.by_name = {c.name: c for c in plan.components}
         self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
@@ -100,7 +102,7 @@ class PlanExecutor:
                 break
             if other not in group:
                 self._evict(other)
-        if cp.placement != "cpu" and cp.role == "denoiser" and not getattr(module, "_lowvram_oom_guard", False):
+        if cp.placement != "cpu" and cp.role == "denoiser" and name not in self._guarded:
             self._guard_oom(name, module)
         if name in self.companions:
             self.engines[name] = self._engine(name)
@@ -110,10 +112,11 @@ class PlanExecutor:
             # the module stays in host memory and computes there; its inputs come to it and its
             # outputs go back to the device the rest of the pipeline runs on
             self.active = name
-            if not getattr(module, "_lowvram_cpu_hooks", False):
-                module.register_forward_pre_hook(lambda m, a, k: (_to(a, "cpu"), _to(k, "cpu")), with_kwargs=True)
-                module.register_forward_hook(lambda m, a, out: _to(out, self.device))
-                module._lowvram_cpu_hooks = True
+            if name not in self._cpu_hooked:
+                self._handles.append(module.register_forward_pre_hook(
+                    lambda m, a, k: (_to(a, "cpu"), _to(k, "cpu")), with_kwargs=True))
+                self._handles.append(module.register_forward_hook(lambda m, a, out: _to(out, self.device)))
+                self._cpu_hooked.add(name)
         else:
             self.engines[name] = self._engine(name)
             self.active = name
@@ -148,7 +151,7 @@ class PlanExecutor:
                         raise
 
         module.forward = guarded
-        module._lowvram_oom_guard = True
+        self._guarded.add(name)
         self._wrapped.append((module, "forward"))
 
     def _shrink(self, name: str) -> bool:
@@ -188,15 +191,21 @@ class PlanExecutor:
         self.active = None
 
     def remove(self) -> None:
+        """Undo apply(): every component off the device, every hook removed by its handle, every
+        attribute this executor set deleted, so the modules are as the loader made them (a Session
+        re-plans a loaded model by removing one executor and applying another)."""
         self.deactivate()
         for h in self._handles:
             h.remove()
         for module, method in self._wrapped:
-            delattr(module, method)  # the instance attribute shadowed the class method
+            if method in module.__dict__:
+                delattr(module, method)  # the instance attribute shadowed the class method
         for module in self.modules.values():
             if isinstance(getattr(module, "_hf_hook", None), _DeviceHook):
                 del module._hf_hook
         self._handles, self._wrapped = [], []
+        self._cpu_hooked.clear()
+        self._guarded.clear()
 
 
 class _DeviceHook:

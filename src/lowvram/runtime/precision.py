@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.dtypes import COMPUTE_DTYPES, STORAGE_DTYPES  # noqa: F401  (re-exported for the runtime)
+
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 INT8_MAX = 127.0
-STORAGE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
-COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # plan names -> torch
 
 
 @dataclass(frozen=True)

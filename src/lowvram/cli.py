@@ -429,6 +429,52 @@ def _print_downloads(err: Console, spec, previews) -> None:
     err.print(f"  {format_bytes(todo)} to download" + (f" ({format_bytes(total - todo)} already in the cache)" if todo < total else ""))
 
 
+@app.command()
+def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to offer: a path, or a catalogue name you pulled."),
+          models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: offer "
+                                                   "every model in it (and diffusers folders in its diffusers/)."),
+          host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; --listen: all)."),
+          port: int = typer.Option(7860, "--port", help="Port (A1111's 7860 by default)."),
+          listen: bool = typer.Option(False, "--listen", help="Bind all interfaces: other machines can reach the server."),
+          api_auth: Optional[str] = typer.Option(None, "--api-auth", help="USER:PASS[,USER:PASS]: HTTP basic auth on every route."),
+          outputs: str = typer.Option("outputs", "--outputs", help="Save images here, as A1111 does (txt2img-images/DATE/)."),
+          queue_size: int = typer.Option(16, "--queue-size", help="Requests that may wait; more get 503."),
+          gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
+          vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
+          ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
+          quality: str = typer.Option("lossless", help="lossless | balanced | fast (a request's default).")) -> None:
+    """Serve A1111's HTTP API (and lowvram's) on a model kept loaded between requests."""
+    import uvicorn
+
+    from .plan.machine import resolve_machine
+    from .server.app import create_app
+    from .server.auth import parse_credentials
+    from .server.config import DEFAULT_HOST, LISTEN_HOST, ServerConfig
+    from .server.models import discover
+
+    _check_quality(quality)
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port} is not a port number: give 1 to 65535.")
+    if queue_size < 1:
+        raise UserError(f"--queue-size {queue_size} must be at least 1.")
+    credentials = parse_credentials(api_auth) if api_auth else []
+    if outputs and not os.path.isdir(os.path.dirname(os.path.abspath(outputs)) or "."):
+        raise UserError(f"The folder holding --outputs {outputs} does not exist: create it or choose another.")
+    registry = discover(model, models_dir)
+    machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
+    bind = host or (LISTEN_HOST if listen else DEFAULT_HOST)
+    config = ServerConfig(registry, machine, quality, queue_size, credentials, outputs)
+    err = Console(stderr=True, soft_wrap=True)
+    names = ", ".join(registry.models) or "none (give --model or --models-dir)"
+    shown = "127.0.0.1" if bind == LISTEN_HOST else bind
+    out.print(f"lowvram serving on http://{shown}:{port} (A1111 API at /sdapi/v1, docs at /docs); models: {names}",
+              markup=False, highlight=False)
+    if bind == LISTEN_HOST:
+        err.print(f"note: listening on all interfaces ({bind}:{port}): other machines on the network can use this server"
+                  + ("" if credentials else "; consider --api-auth USER:PASS") + ".", markup=False, highlight=False)
+    uvicorn.run(create_app(config), host=bind, port=port, log_level="warning")
+
+
 @app.command(name="list")
 def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     """Catalogue models installed in the Hugging Face cache, and where: full weights or GGUF quants."""

@@ -47,3 +47,26 @@ def a1111_names(scheduler) -> tuple[str, str]:
         if c == cls:
             return a, "Automatic"
     return cls, "Automatic"
+
+
+# What /sdapi/v1/samplers and /schedulers list, in the shape of the full table's Sampler and Schedule
+# (name, aliases, options; name, label, aliases, default_rho, need_inner_model). The full sampler
+# table replaces this file whole.
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    aliases: tuple = ()
+    options: tuple = ()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    label: str
+    aliases: tuple = ()
+    default_rho: float = -1
+    need_inner_model: bool = False
+
+
+SAMPLERS = tuple(Sampler(a, (key,)) for key, (a, _, _) in _TABLE.items())
+SCHEDULES = (Schedule("automatic", "Automatic"),)

@@ -237,7 +237,8 @@ def test_interrupt_ends_the_running_job_at_its_next_step(server):
             break
         time.sleep(0.2)
     assert p["state"]["sampling_steps"] == 400 and p["state"]["job_count"] == 1 and 0 < p["progress"] < 1
-    assert p["current_image"] is not None and _image(p["current_image"]).size == (8, 8)  # latent preview
+    preview = _image(p["current_image"])  # the latents projected to RGB: one pixel per latent cell
+    assert preview.size[0] == preview.size[1] and preview.size[0] < 64
     server.post("/sdapi/v1/interrupt")
     t.join(REQUEST_TIMEOUT_S)
     info = json.loads(got["r"].json()["info"])

@@ -429,6 +429,11 @@ def _print_downloads(err: Console, spec, previews) -> None:
     err.print(f"  {format_bytes(todo)} to download" + (f" ({format_bytes(total - todo)} already in the cache)" if todo < total else ""))
 
 
+# On Ctrl-C, requests still waiting for images get this long before the running job is interrupted
+# and the model unloaded (uvicorn would otherwise wait for them without end).
+SHUTDOWN_GRACE_S = 3
+
+
 @app.command()
 def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to offer: a path, or a catalogue name you pulled."),
           models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: offer "
@@ -472,7 +477,8 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
     if bind == LISTEN_HOST:
         err.print(f"note: listening on all interfaces ({bind}:{port}): other machines on the network can use this server"
                   + ("" if credentials else "; consider --api-auth USER:PASS") + ".", markup=False, highlight=False)
-    uvicorn.run(create_app(config), host=bind, port=port, log_level="warning")
+    uvicorn.run(create_app(config), host=bind, port=port, log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 @app.command(name="list")

@@ -460,6 +460,12 @@ def _lora_arg(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+def printable(text: str) -> str:
+    """User strings (file names, prompts) with terminal control characters shown escaped, never sent to the
+    terminal: a file name can carry escape sequences that rewrite the screen."""
+    return "".join(ch if ch.isprintable() or ch in "\t" else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def main() -> None:
     """Entry point: run the app; a UserError becomes one sentence on stderr and exit status 2."""
     import warnings
@@ -470,7 +476,7 @@ def main() -> None:
     try:
         app(args=_bare_controlnet(sys.argv[1:]))
     except UserError as e:
-        sys.stderr.write(f"lowvram: {e}\n")
+        sys.stderr.write(f"lowvram: {printable(str(e))}\n")
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("lowvram: interrupted.\n")

@@ -73,6 +73,7 @@ class Loaded:
     companions: dict = field(default_factory=dict)
     loras: tuple = ()
     lora_hooks: list = field(default_factory=list)
+    scheduler: object = None  # the pipeline's own scheduler, restored before each request (--sampler swaps it)
 
 
 def _weights_signature(plan) -> tuple:
@@ -241,7 +242,8 @@ class Session:
         except BaseException:
             lift()
             raise
-        return Loaded(r.model_key, plan, pipe, modules, executor, device, compute, lift, companions)
+        scheduler = None if r.cascade is not None else pipe.scheduler
+        return Loaded(r.model_key, plan, pipe, modules, executor, device, compute, lift, companions, scheduler=scheduler)
 
     @staticmethod
     def _attach_controlnet(r: Resolved, pipe, modules, compute, plan):
@@ -369,6 +371,7 @@ class Session:
         """One pipeline call for the batch; (images, infotext fields) or (None, None) when stopped."""
         req, spec = r.req, r.spec
         pipe = loaded.pipe
+        pipe.scheduler = loaded.scheduler  # a previous request's --sampler does not carry over
         if r.init is not None:
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 

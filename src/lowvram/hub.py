@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from .catalogue import ModelSpec, get_model
 from .catalogue.quants import Quant
 from .errors import UserError
+from .hub_http import configure_hub
 
 # What a diffusers-layout repo needs for lowvram to load it.
 ALLOW = ["model_index.json", "*/config.json", "*/*_config.json", "*/tokenizer*", "*/vocab*", "*/merges.txt",
@@ -92,6 +93,7 @@ def _hub_errors(repo: str):
 
 def preview(fetch: Fetch) -> list[FileInfo]:
     """The files `download(fetch)` would fetch, with sizes and whether they are cached — no download."""
+    configure_hub()
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -122,6 +124,7 @@ class Pulled:
 
 def download(spec: ModelSpec, todo: list[Fetch]) -> Pulled:
     """Run the fetches (resumable; huggingface_hub's progress bars) and mark the result as pulled last."""
+    configure_hub()
     from huggingface_hub import snapshot_download
 
     folders = []

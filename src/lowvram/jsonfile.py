@@ -47,17 +47,17 @@ def parse_json(raw: bytes | str, source: str, what: str, expect: type = dict, fi
     try:
         value = json.loads(raw, object_pairs_hook=hook)
     except RecursionError:
-        raise UserError(f"{source} is not valid {_bare(what)}: it is nested too deeply; {fix}.") from None
+        raise UserError(f"{source} is not usable JSON: it is nested too deeply; {fix}.") from None
     except _DuplicateKey as e:
-        raise UserError(f"{source} is not valid {_bare(what)}: key {e.args[0]!r} appears twice; {fix}.") from None
+        raise UserError(f"{source} is not usable JSON: key {str(e.args[0])[:60]!r} appears twice; {fix}.") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers past int_max_str_digits
         reason = " ".join(str(e).split())[:120] or type(e).__name__
-        raise UserError(f"{source} is not valid {_bare(what)} ({reason}); {fix}.") from None
+        raise UserError(f"{source} is not valid JSON ({reason}); {fix}.") from None
     if _depth_exceeds(value, MAX_JSON_DEPTH):
-        raise UserError(f"{source} is not valid {_bare(what)}: it nests deeper than {MAX_JSON_DEPTH} levels; {fix}.")
+        raise UserError(f"{source} is not usable JSON: it nests deeper than {MAX_JSON_DEPTH} levels; {fix}.")
     if not isinstance(value, expect):
         want = _TYPE_NAMES.get(expect, expect.__name__)
-        raise UserError(f"{source} is not valid {_bare(what)}: it holds {_describe(value)} where {want} belongs; {fix}.")
+        raise UserError(f"{source} is not {what}: it holds {_describe(value)} where {want} belongs; {fix}.")
     return value
 
 
@@ -92,11 +92,3 @@ def _describe(value: Any) -> str:
         if isinstance(value, t):
             return name
     return "null"
-
-
-def _bare(what: str) -> str:
-    """'a diffusers model_index.json' -> 'diffusers model_index.json' after 'not valid'."""
-    for article in ("a ", "an ", "the "):
-        if what.startswith(article):
-            return what[len(article):]
-    return what

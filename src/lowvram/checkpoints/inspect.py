@@ -7,7 +7,6 @@ Supported: diffusers folders (model_index.json), single-file checkpoints in orig
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -15,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import CheckpointError, UserError
 from .detect import KIND_TITLES, assign_components, identify_denoiser, models_using
+from .diffusers_index import read_index
 from .gguf_header import read_gguf_header
 from .parts import DENOISER_KINDS, Part, classify, split_parts
 from .safetensors_header import read_safetensors_header
@@ -261,15 +261,11 @@ def _inspect_component_folder(path: str, pipeline_hint: str | None = None) -> In
 
 
 def _inspect_diffusers(path: str) -> Inspection:
-    try:
-        with open(os.path.join(path, "model_index.json")) as f:
-            index = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}/model_index.json cannot be read ({e}); the folder is incomplete or corrupt.") from None
+    index = read_index(path)
     parts_by_name: dict[str, Part] = {}
     unknown = 0
     for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list) or value[0] is None:
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
             continue
         sub = os.path.join(path, name)
         if not os.path.isdir(sub):

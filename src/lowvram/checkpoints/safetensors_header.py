@@ -46,7 +46,7 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[list[TensorInfo], 
             raw = f.read(hlen)
         except OSError as e:
             raise CheckpointError(f"Cannot read {path}: {e.strerror or e}.") from None
-    header = parse_json(raw, name, "a safetensors file: its header", dict, fix="the file is corrupt; download it again",
+    header = parse_json(raw, f"The header of {name}", "a safetensors header", dict, fix="the file is corrupt; download it again",
                         unique_keys=True)
     data_size = size - 8 - hlen
     meta = header.pop("__metadata__", None) or {}

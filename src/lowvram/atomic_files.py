@@ -20,6 +20,7 @@ DEFAULT_FILE_MODE = 0o666
 
 
 def _umask() -> int:
+    """The process umask: Python can only read it by setting it, so it is set back at once."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from ..atomic_files import write_all
+
 FIRST = ("Steps", "Sampler", "CFG scale", "Seed", "Size", "Model", "Batch pos")  # A1111's order; other fields follow
 
 
@@ -16,18 +18,16 @@ def write_pngs(images, output: str, prompt: str, negative: str, params: dict) ->
 
     from .infotext import build_infotext
 
-    paths = []
+    targets = []
     for k, arr in enumerate(images):
         info = PngInfo()
         fields = dict(params, **{"Size": f"{arr.shape[1]}x{arr.shape[0]}", "Batch pos": k if len(images) > 1 else None})
         fields = {key: fields[key] for key in FIRST if key in fields} | {key: v for key, v in fields.items() if key not in FIRST}
         info.add_text("parameters", build_infotext(prompt, negative, fields))
         path = output if len(images) == 1 else numbered(output, k)
-        tmp = path + ".part"
-        Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype("uint8")).save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)  # never a half-written image under the final name
-        paths.append(path)
-    return paths
+        image = Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype("uint8"))
+        targets.append((path, lambda f, image=image, info=info: image.save(f, format="PNG", pnginfo=info)))
+    return write_all(targets)  # all images or none; never a half-written one under a final name
 
 
 def check_output(output: str) -> None:

@@ -63,29 +63,12 @@ def encode_png(arr, infotext: str) -> bytes:
 
 
 def write_images(images, paths: list[str], infotexts: list[str]) -> list[str]:
-    """Write a batch all or nothing: each image goes to a temporary file created exclusively in its
-    folder (a name planted there is never followed), then all are renamed; on any failure every
-    temporary is removed and no final name is touched."""
-    import tempfile
-
-    temps: list[str] = []
-    try:
-        for arr, path, text in zip(images, paths, infotexts):
-            data = encode_png(arr, text)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".lowvram-", suffix=".part")
-            temps.append(tmp)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        for tmp, path in zip(temps, paths):
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in temps:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        raise
-    return list(paths)
+    """A batch with its infotexts, all or nothing (atomic_files.write_all: exclusive temporaries, then renames)."""
+    targets = []
+    for arr, path, text in zip(images, paths, infotexts):
+        data = encode_png(arr, text)
+        targets.append((path, lambda f, data=data: f.write(data)))
+    return write_all(targets)
 
 
 def numbered(path: str, k: int) -> str:

@@ -47,13 +47,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     if as_json:
         _print_json(rows)
         return
-    t = Table(title="lowvram catalogue")
-    for col in ("name", "family", "components", "parameters", "bf16 size"):
-        t.add_column(col, justify="right" if col in ("parameters", "bf16 size") else "left")
+    from .display import fit_table
+
+    table = []
     for r in rows:
-        comps = ", ".join(f"{c['name']} ({format_count(c['params'])})" for c in r["components"])
-        t.add_row(r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"]))
-    out.print(t)
+        comps = ", ".join(f"{c['name']} {format_count(c['params'])}" for c in r["components"])
+        table.append((r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"])))
+    fit_table(out, [("name", "left"), ("family", "left"), ("components", "left"), ("params", "right"), ("bf16", "right")],
+              table, title="lowvram catalogue")
 
 
 @app.command()
@@ -67,20 +68,21 @@ def inspect(path: str = typer.Argument(..., help="A checkpoint file, a diffusers
         _print_json(rep.to_json())
         return
     arch = rep.architecture or "component file"
-    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout")
-    t = Table()
-    for col in ("component", "role", "kind", "layout", "parameters", "size", "stored as"):
-        t.add_column(col)
+    from .display import fit_table
+
+    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout", soft_wrap=False)
+    rows = []
     for c in rep.components:
         dts = ", ".join(f"{k}×{v}" for k, v in sorted(c.dtypes.items(), key=lambda kv: -kv[1]))
-        t.add_row(c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts)
-    out.print(t)
+        rows.append((c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts))
+    fit_table(out, [("component", "left"), ("role", "left"), ("kind", "left"), ("layout", "left"), ("params", "right"),
+                    ("size", "right"), ("stored as", "left")], rows)
     if rep.missing:
-        out.print(f"missing: {', '.join(rep.missing)}")
+        out.print(f"missing: {', '.join(rep.missing)}", soft_wrap=False)
     if rep.used_by:
-        out.print(f"used by: {', '.join(rep.used_by)}")
+        out.print(f"used by: {', '.join(rep.used_by)}", soft_wrap=False)
     for n in rep.notes:
-        out.print(f"note: {n}")
+        out.print(f"note: {n}", soft_wrap=False)
 
 
 def _model_spec(model: str):
@@ -171,39 +173,40 @@ def _bare_controlnet(argv: list[str]) -> list[str]:
     return out
 
 
-def _print_plan(p, explain: bool) -> None:
+def _print_plan(p, explain: bool, console: Console | None = None) -> None:
+    """The plan for people: a header line, a table per component (a list below ~100 columns), the verdict."""
+    from .display import fit_table
+
+    con = console or out
     m = p.machine
-    out.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
+    con.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
               f"{p.workload.steps} steps on {m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
-              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}")
-    t = Table()
-    for col in ("component", "parameters", "stored", "placement", "precision", "VRAM", "notes"):
-        t.add_column(col)
+              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}", soft_wrap=False)
+    rows = []
     for c in p.components:
-        place = c.placement if c.placement != "streamed" else f"streamed ({c.resident_units}/{c.total_units} resident)"
-        t.add_row(c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
-                  format_bytes(c.vram_bytes + c.activation_bytes), c.notes)
-    out.print(t)
+        place = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
+        rows.append((c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
+                     format_bytes(c.vram_bytes + c.activation_bytes), c.notes))
+    fit_table(con, [("component", "left"), ("params", "right"), ("stored", "right"), ("placement", "left"),
+                    ("precision", "left"), ("VRAM", "right"), ("notes", "left")], rows,
+              caption="streamed K/N: K of N blocks resident, the rest streamed")
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
-    out.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
-              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image")
+    con.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image",
+              soft_wrap=False)
     for d in p.decisions:
-        out.print(f"  - {d}")
+        con.print(f"  - {d}", soft_wrap=False)
     if p.lossy_reason:
-        out.print(f"  ! {p.lossy_reason}")
+        con.print(f"  ! {p.lossy_reason}", soft_wrap=False)
     if p.smallest_fitting:
         sf = p.smallest_fitting
-        out.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM")
+        con.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM",
+                  soft_wrap=False)
     if explain and p.rejected:
-        t = Table(title="rejected alternatives")
-        for col in ("component", "placement", "precision", "cfg", "vae tile", "s/image", "VRAM"):
-            t.add_column(col)
-        for r in p.rejected:
-            if "component" not in r:
-                continue
-            t.add_row(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
-                      f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]))
-        out.print(t)
+        rows = [(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
+                 f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"])) for r in p.rejected if "component" in r]
+        fit_table(con, [("component", "left"), ("placement", "left"), ("precision", "left"), ("cfg", "left"),
+                        ("vae tile", "right"), ("s/image", "right"), ("VRAM", "right")], rows, title="rejected alternatives")
 
 
 @app.command()
@@ -241,12 +244,11 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
         for label, cells in table:
             print("| " + " | ".join([label] + cells) + " |")
         return
-    t = Table(title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step")
-    for col in header:
-        t.add_column(col)
-    for label, cells in table:
-        t.add_row(label, *cells)
-    out.print(t)
+    from .display import split_table
+
+    split_table(out, [(col, "left") for col in header], [[label] + cells for label, cells in table],
+                title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step",
+                caption="resident: all on the GPU; streamed: blocks streamed; fp8/int8: 8-bit weights")
 
 
 def _check_quality(quality: str) -> None:

@@ -25,7 +25,7 @@ def main() -> None:
     os.environ["LOWVRAM_NO_SHIPPED"] = "1"  # compute everything afresh
     from . import cache
     from .catalogue import MODELS
-    from .catalogue.build import _versions
+    from .catalogue.build import _versions, spec_params
     from .catalogue.controlnet import DEFAULTS
     from .machines.cards import CARDS
     from .plan import Policy, Workload, make_plan
@@ -52,6 +52,9 @@ def main() -> None:
                         make_plan(model, wl, m, Policy(q))
         print(f"{model.name}: {sum(len(v) for v in cache.RECORD.values())} answers, {time.perf_counter() - t0:.0f} s",
               flush=True)
+    for model in MODELS.values():  # `lowvram models` lists every component's parameter count
+        for comp in model.components:
+            spec_params(comp)
     doc = {"about": "answers planning the catalogue needs; written by `python -m lowvram.ship`",
            "versions": dict(zip(("torch", "diffusers", "transformers"), _versions())),
            "answers": {k: dict(sorted(v.items())) for k, v in sorted(cache.RECORD.items())}}

@@ -218,31 +218,16 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
     """GPU selection guide: for each card (or VRAM tier) and model, the best plan's class and s/step."""
     _check_quality(quality)
     from .catalogue import MODELS, get_model
-    from .machines.cards import CARDS
-    from .plan import Policy, Workload, make_plan
-    from .plan.machine import machine_from_card, tier_machines
+    from .guide import card_rows, guide_grid, markdown_table, tier_rows
     from .units import parse_size
 
     ram_bytes = parse_size(ram, "RAM size")
     names = [get_model(n).name for n in models_.split(",")] if models_ else list(MODELS)
-    if tiers:
-        rows = [(m.name, m) for m in tier_machines(ram_bytes)]
-    else:
-        rows = [(c.name, machine_from_card(c, ram_bytes)) for c in CARDS]
-    table = []
-    for label, m in rows:
-        cells = []
-        for n in names:
-            spec = MODELS[n]
-            p = make_plan(spec, Workload(spec.width, spec.height, 1, spec.steps), m, Policy(quality), find_smallest=False)
-            cells.append(_cell(p))
-        table.append((label, cells))
+    rows = tier_rows(ram_bytes) if tiers else card_rows(ram_bytes)
+    table = guide_grid(rows, names, quality)
     header = ["GPU"] + names
     if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for label, cells in table:
-            print("| " + " | ".join([label] + cells) + " |")
+        sys.stdout.write(markdown_table(header, table))
         return
     from .display import split_table
 
@@ -256,15 +241,6 @@ def _check_quality(quality: str) -> None:
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-
-
-def _cell(p) -> str:
-    if not p.fits:
-        return "does not fit"
-    den = [c for c in p.components if c.role == "denoiser"]
-    lossy = sorted({c.precision for c in den} - {"bf16", "fp16"})
-    cls = lossy[0] if lossy else "streamed" if any(c.placement == "streamed" for c in den) else "resident"
-    return f"{cls} {p.seconds_per_step:.2f}"
 
 
 @app.command()

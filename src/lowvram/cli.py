@@ -19,6 +19,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"lowvram {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print lowvram's version and exit.")) -> None:
+    """Plan and run heavy open image models on the GPU you already own."""
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
@@ -428,15 +442,25 @@ def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
+LORA_WEIGHT_LIMIT = 100.0  # |weight| beyond this is a typo, not a LoRA strength (A1111's UI slider spans -2..2)
+
+
 def _lora_arg(text: str) -> tuple[str, float]:
-    """FILE or FILE:WEIGHT (the weight defaults to 1)."""
+    """FILE or FILE:WEIGHT (the weight defaults to 1). A file whose name holds a colon is taken whole when it
+    exists; otherwise what follows the last colon must be a number."""
+    import math
+
     path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
+    if not sep or os.path.exists(text) or not path:
+        return text, 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        raise UserError(f"--lora {text}: {tail!r} is not a weight; give FILE or FILE:WEIGHT with a number, "
+                        "e.g. style.safetensors:0.8.") from None
+    if not math.isfinite(weight) or abs(weight) > LORA_WEIGHT_LIMIT:
+        raise UserError(f"--lora {text}: the weight {tail} is out of range; give a number such as 0.8 (1 = full strength).")
+    return path, weight
 
 
 def main() -> None:

@@ -162,12 +162,23 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)
     wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet is not None, img2img, lora_bytes,
                   "" if controlnet in (None, CONTROLNET_DEFAULT) else controlnet)
-    p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
-                  file_weights=file_weights)
+    with _working(f"planning {spec.name} at {w}x{h} (a workload planned for the first time is simulated on fake "
+                  "tensors: ~10 s)"):
+        p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
+                      file_weights=file_weights)
     if as_json:
         _print_json(p.to_json())
         return
     _print_plan(p, explain)
+
+
+def _working(what: str):
+    """A spinner on stderr saying what runs, for work that can take seconds (a first simulation); nothing
+    when stderr is not a terminal (a log should not fill with spinner frames)."""
+    from contextlib import nullcontext
+
+    err = Console(stderr=True)
+    return err.status(what) if err.is_terminal else nullcontext()
 
 
 # `plan --controlnet` with no folder after it: typer options cannot take an optional value, so main()

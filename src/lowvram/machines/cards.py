@@ -122,8 +122,7 @@ def _apple(name, vram_gib, tflops, mem_gbs):
 CARDS: tuple[Card, ...] = (
     # ---------------------------------------------------------------- Pascal (GeForce 10)
     # No tensor cores; value = FP32 CUDA-core rate (2 * cores * boost). [TPU] (cores, boost, bandwidth, bus)
-    # GT 1030 GDDR5: 384 @ 1468 MHz = 1.13; 2 GB; 48 GB/s; PCIe 3.0 x4.
-    _c("GT 1030", ("1030", "GeForce GT 1030"), 2, 3, 4, 1.13, "Pascal", 48),
+    # (GT 1030 left out: 2 GB, PCIe 3.0 x4 and 1.1 TFLOP/s hold no catalogue model; --vram 2GB --tflops 1.1 plans it.)
     # GTX 1050 2GB: 640 @ 1455 = 1.86; 112 GB/s; PCIe 3.0 x16.
     _c("GTX 1050", ("1050", "GeForce GTX 1050"), 2, 3, 16, 1.86, "Pascal", 112),
     # GTX 1050 Ti: 768 @ 1392 = 2.14; 4 GB; 112 GB/s; PCIe 3.0 x16.

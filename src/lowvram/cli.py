@@ -19,6 +19,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"lowvram {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print lowvram's version and exit.")) -> None:
+    """Plan and run heavy open image models on the GPU you already own."""
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
@@ -47,13 +61,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     if as_json:
         _print_json(rows)
         return
-    t = Table(title="lowvram catalogue")
-    for col in ("name", "family", "components", "parameters", "bf16 size"):
-        t.add_column(col, justify="right" if col in ("parameters", "bf16 size") else "left")
+    from .display import fit_table
+
+    table = []
     for r in rows:
-        comps = ", ".join(f"{c['name']} ({format_count(c['params'])})" for c in r["components"])
-        t.add_row(r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"]))
-    out.print(t)
+        comps = ", ".join(f"{c['name']} {format_count(c['params'])}" for c in r["components"])
+        table.append((r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"])))
+    fit_table(out, [("name", "left"), ("family", "left"), ("components", "left"), ("params", "right"), ("bf16", "right")],
+              table, title="lowvram catalogue")
 
 
 @app.command()
@@ -67,20 +82,21 @@ def inspect(path: str = typer.Argument(..., help="A checkpoint file, a diffusers
         _print_json(rep.to_json())
         return
     arch = rep.architecture or "component file"
-    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout")
-    t = Table()
-    for col in ("component", "role", "kind", "layout", "parameters", "size", "stored as"):
-        t.add_column(col)
+    from .display import fit_table
+
+    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout", soft_wrap=False)
+    rows = []
     for c in rep.components:
         dts = ", ".join(f"{k}×{v}" for k, v in sorted(c.dtypes.items(), key=lambda kv: -kv[1]))
-        t.add_row(c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts)
-    out.print(t)
+        rows.append((c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts))
+    fit_table(out, [("component", "left"), ("role", "left"), ("kind", "left"), ("layout", "left"), ("params", "right"),
+                    ("size", "right"), ("stored as", "left")], rows)
     if rep.missing:
-        out.print(f"missing: {', '.join(rep.missing)}")
+        out.print(f"missing: {', '.join(rep.missing)}", soft_wrap=False)
     if rep.used_by:
-        out.print(f"used by: {', '.join(rep.used_by)}")
+        out.print(f"used by: {', '.join(rep.used_by)}", soft_wrap=False)
     for n in rep.notes:
-        out.print(f"note: {n}")
+        out.print(f"note: {n}", soft_wrap=False)
 
 
 def _model_spec(model: str):
@@ -146,12 +162,23 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)
     wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet is not None, img2img, lora_bytes,
                   "" if controlnet in (None, CONTROLNET_DEFAULT) else controlnet)
-    p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
-                  file_weights=file_weights)
+    with _working(f"planning {spec.name} at {w}x{h} (a workload planned for the first time is simulated on fake "
+                  "tensors: ~10 s)"):
+        p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
+                      file_weights=file_weights)
     if as_json:
         _print_json(p.to_json())
         return
     _print_plan(p, explain)
+
+
+def _working(what: str):
+    """A spinner on stderr saying what runs, for work that can take seconds (a first simulation); nothing
+    when stderr is not a terminal (a log should not fill with spinner frames)."""
+    from contextlib import nullcontext
+
+    err = Console(stderr=True)
+    return err.status(what) if err.is_terminal else nullcontext()
 
 
 # `plan --controlnet` with no folder after it: typer options cannot take an optional value, so main()
@@ -171,39 +198,40 @@ def _bare_controlnet(argv: list[str]) -> list[str]:
     return out
 
 
-def _print_plan(p, explain: bool) -> None:
+def _print_plan(p, explain: bool, console: Console | None = None) -> None:
+    """The plan for people: a header line, a table per component (a list below ~100 columns), the verdict."""
+    from .display import fit_table
+
+    con = console or out
     m = p.machine
-    out.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
+    con.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
               f"{p.workload.steps} steps on {m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
-              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}")
-    t = Table()
-    for col in ("component", "parameters", "stored", "placement", "precision", "VRAM", "notes"):
-        t.add_column(col)
+              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}", soft_wrap=False)
+    rows = []
     for c in p.components:
-        place = c.placement if c.placement != "streamed" else f"streamed ({c.resident_units}/{c.total_units} resident)"
-        t.add_row(c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
-                  format_bytes(c.vram_bytes + c.activation_bytes), c.notes)
-    out.print(t)
+        place = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
+        rows.append((c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
+                     format_bytes(c.vram_bytes + c.activation_bytes), c.notes))
+    fit_table(con, [("component", "left"), ("params", "right"), ("stored", "right"), ("placement", "left"),
+                    ("precision", "left"), ("VRAM", "right"), ("notes", "left")], rows,
+              caption="streamed K/N: K of N blocks resident, the rest streamed")
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
-    out.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
-              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image")
+    con.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image",
+              soft_wrap=False)
     for d in p.decisions:
-        out.print(f"  - {d}")
+        con.print(f"  - {d}", soft_wrap=False)
     if p.lossy_reason:
-        out.print(f"  ! {p.lossy_reason}")
+        con.print(f"  ! {p.lossy_reason}", soft_wrap=False)
     if p.smallest_fitting:
         sf = p.smallest_fitting
-        out.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM")
+        con.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM",
+                  soft_wrap=False)
     if explain and p.rejected:
-        t = Table(title="rejected alternatives")
-        for col in ("component", "placement", "precision", "cfg", "vae tile", "s/image", "VRAM"):
-            t.add_column(col)
-        for r in p.rejected:
-            if "component" not in r:
-                continue
-            t.add_row(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
-                      f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]))
-        out.print(t)
+        rows = [(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
+                 f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"])) for r in p.rejected if "component" in r]
+        fit_table(con, [("component", "left"), ("placement", "left"), ("precision", "left"), ("cfg", "left"),
+                        ("vae tile", "right"), ("s/image", "right"), ("VRAM", "right")], rows, title="rejected alternatives")
 
 
 @app.command()
@@ -215,38 +243,22 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
     """GPU selection guide: for each card (or VRAM tier) and model, the best plan's class and s/step."""
     _check_quality(quality)
     from .catalogue import MODELS, get_model
-    from .machines.cards import CARDS
-    from .plan import Policy, Workload, make_plan
-    from .plan.machine import machine_from_card, tier_machines
+    from .guide import card_rows, guide_grid, markdown_table, tier_rows
     from .units import parse_size
 
     ram_bytes = parse_size(ram, "RAM size")
     names = [get_model(n).name for n in models_.split(",")] if models_ else list(MODELS)
-    if tiers:
-        rows = [(m.name, m) for m in tier_machines(ram_bytes)]
-    else:
-        rows = [(c.name, machine_from_card(c, ram_bytes)) for c in CARDS]
-    table = []
-    for label, m in rows:
-        cells = []
-        for n in names:
-            spec = MODELS[n]
-            p = make_plan(spec, Workload(spec.width, spec.height, 1, spec.steps), m, Policy(quality), find_smallest=False)
-            cells.append(_cell(p))
-        table.append((label, cells))
+    rows = tier_rows(ram_bytes) if tiers else card_rows(ram_bytes)
+    table = guide_grid(rows, names, quality)
     header = ["GPU"] + names
     if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for label, cells in table:
-            print("| " + " | ".join([label] + cells) + " |")
+        sys.stdout.write(markdown_table(header, table))
         return
-    t = Table(title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step")
-    for col in header:
-        t.add_column(col)
-    for label, cells in table:
-        t.add_row(label, *cells)
-    out.print(t)
+    from .display import split_table
+
+    split_table(out, [(col, "left") for col in header], [[label] + cells for label, cells in table],
+                title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step",
+                caption="resident: all on the GPU; streamed: blocks streamed; fp8/int8: 8-bit weights")
 
 
 def _check_quality(quality: str) -> None:
@@ -254,15 +266,6 @@ def _check_quality(quality: str) -> None:
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-
-
-def _cell(p) -> str:
-    if not p.fits:
-        return "does not fit"
-    den = [c for c in p.components if c.role == "denoiser"]
-    lossy = sorted({c.precision for c in den} - {"bf16", "fp16"})
-    cls = lossy[0] if lossy else "streamed" if any(c.placement == "streamed" for c in den) else "resident"
-    return f"{cls} {p.seconds_per_step:.2f}"
 
 
 @app.command()
@@ -277,7 +280,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              guidance: Optional[float] = typer.Option(None, help="Guidance scale (default: the model's)."),
              seed: int = typer.Option(0, help="Random seed: the same seed gives the same image."),
              batch: int = typer.Option(1, help="Images to make."),
-             sampler: Optional[str] = typer.Option(None, help="euler, euler_a, dpm++_2m, ddim, unipc, flow_euler."),
+             sampler: Optional[str] = typer.Option(None, help='A1111 sampler name ("Euler a", "DPM++ 2M"...) or euler, euler_a, dpm++_2m, ddim, unipc, flow_euler.'),
+             schedule: Optional[str] = typer.Option(None, help='A1111 schedule type: Automatic, Karras, Exponential, "SGM Uniform"...'),
              gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
              vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
              ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
@@ -306,7 +310,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
                           init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
-                          models_dir=models_dir)
+                          models_dir=models_dir, schedule=schedule)
     err = Console(stderr=True, soft_wrap=True)
     session = Session(planner_for(machine, quality), console=None if quiet else err)
     try:
@@ -449,15 +453,25 @@ def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
+LORA_WEIGHT_LIMIT = 100.0  # |weight| beyond this is a typo, not a LoRA strength (A1111's UI slider spans -2..2)
+
+
 def _lora_arg(text: str) -> tuple[str, float]:
-    """FILE or FILE:WEIGHT (the weight defaults to 1)."""
+    """FILE or FILE:WEIGHT (the weight defaults to 1). A file whose name holds a colon is taken whole when it
+    exists; otherwise what follows the last colon must be a number."""
+    import math
+
     path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
+    if not sep or os.path.exists(text) or not path:
+        return text, 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        raise UserError(f"--lora {text}: {tail!r} is not a weight; give FILE or FILE:WEIGHT with a number, "
+                        "e.g. style.safetensors:0.8.") from None
+    if not math.isfinite(weight) or abs(weight) > LORA_WEIGHT_LIMIT:
+        raise UserError(f"--lora {text}: the weight {tail} is out of range; give a number such as 0.8 (1 = full strength).")
+    return path, weight
 
 
 def printable(text: str) -> str:

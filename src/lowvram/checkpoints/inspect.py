@@ -89,12 +89,16 @@ def read_tensors(path: str) -> tuple[list[TensorInfo], dict]:
         return read_safetensors_header(path)
     if low.endswith((".ckpt", ".pt", ".pth", ".bin")):
         return _read_pickle_meta(path), {}
-    # Unknown extension: sniff the first bytes.
+    # Unknown extension: sniff the first bytes. A safetensors file starts with its header's length
+    # (8 bytes, little-endian, within the file) and then the header's opening brace.
     with open_regular(path, "checkpoint file") as f:
-        head = f.read(4)
-    if head == b"GGUF":
+        head = f.read(9)
+    if head[:4] == b"GGUF":
         return read_gguf_header(path)
-    return read_safetensors_header(path)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= os.path.getsize(path) - 8:
+        return read_safetensors_header(path)
+    raise CheckpointError(f"{os.path.basename(path)} is not a model file lowvram reads: give a .safetensors, .gguf or "
+                          ".ckpt/.pt checkpoint, or a diffusers folder.")
 
 
 # torch.save writes every zip member uncompressed (ZIP_STORED), so no member of a real checkpoint

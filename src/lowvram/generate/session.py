@@ -136,10 +136,10 @@ class Session:
         if not 0.0 < req.strength <= 1.0 or not math.isfinite(req.strength):
             raise UserError(f"--strength {req.strength} is out of range: give a number above 0 and at most 1.")
         seeds = _seeds(req.seed, req.batch, notes)
-        if req.sampler:
+        if req.sampler or req.schedule:
             from .samplers import resolve_sampler
 
-            resolve_sampler(req.sampler, spec)  # UserError for an unknown name, before loading
+            resolve_sampler(req.sampler, req.schedule, spec.family)  # UserError for an unknown name, before loading
         lora_bytes = tuple(lora_file_bytes(path) for path, _ in req.loras)  # headers only; UserError if missing
 
         init = mask = control = None
@@ -378,17 +378,11 @@ class Session:
             auto = AutoPipelineForInpainting if r.mask is not None else AutoPipelineForImage2Image
             pipe = auto.from_pipe(pipe)  # shares the loaded components
             pipe.set_progress_bar_config(disable=True)
-        sampler_names = None
-        if req.sampler:
-            from .samplers import make_scheduler, resolve_sampler
+        from .samplers import a1111_names, make_scheduler, resolve_sampler
 
-            choice = resolve_sampler(req.sampler, spec)
-            pipe.scheduler = make_scheduler(choice, pipe.scheduler)
-            sampler_names = choice.a1111
-        else:
-            from .samplers import a1111_names
-
-            sampler_names = a1111_names(pipe.scheduler)
+        if req.sampler or req.schedule:
+            pipe.scheduler = make_scheduler(resolve_sampler(req.sampler, req.schedule, spec.family), pipe.scheduler)
+        sampler_names = a1111_names(pipe.scheduler)
 
         def on_step_end(p, i, t, kwargs):
             if observer.advance(kwargs.get("latents")):
@@ -425,19 +419,27 @@ class Session:
         return images, params
 
     def _infotexts(self, r: Resolved, plan, params: dict, images) -> list[str]:
-        from .infotext import GenerationRecord, a1111_infotext
+        """A1111's `parameters` text per image: its seed, size and batch position, the LoRAs as
+        `<lora:name:weight>` with their hashes, the model's short hash, and lowvram's plan."""
+        from .hashes import lora_hash, model_hash
+        from .infotext import GenerationRecord, LoraUse, infotext
         from .output import plan_summary
 
         req = r.req
+        loras = tuple(LoraUse(os.path.splitext(os.path.basename(p))[0], w, lora_hash(p)) for p, w in req.loras)
+        mhash = model_hash(req.model) if os.path.isfile(req.model) else None
+        extra = {k: v for k, v in params.items() if k.startswith("Stage ")}
         out = []
         for k, arr in enumerate(images):
+            batch = {"Batch size": len(images), "Batch pos": k} if len(images) > 1 else {}
             rec = GenerationRecord(
-                prompt=req.prompt, negative=req.negative, seed=r.seeds[k] if k < len(r.seeds) else r.seeds[0],
-                width=int(arr.shape[1]), height=int(arr.shape[0]), model=req.model_label or r.spec.name,
-                model_path=r.req.model, loras=[(p, w) for p, w in req.loras], fields=dict(params),
-                batch_pos=k if len(images) > 1 else None, batch_size=len(images),
-                extra={"lowvram plan": plan_summary(plan)})
-            out.append(a1111_infotext(rec))
+                prompt=req.prompt, steps=params["Steps"], sampler=params["Sampler"], cfg_scale=params["CFG scale"],
+                seed=r.seeds[k] if k < len(r.seeds) else r.seeds[0], width=int(arr.shape[1]), height=int(arr.shape[0]),
+                negative=req.negative, schedule=params.get("Schedule type", "Automatic"),
+                model_name=req.model_label or r.spec.name, model_hash=mhash, loras=loras,
+                denoising_strength=params.get("Denoising strength"),
+                extra=tuple({**batch, **extra, "lowvram plan": plan_summary(plan)}.items()))
+            out.append(infotext(rec))
         return out
 
 

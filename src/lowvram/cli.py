@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import UserError
+from .errors import InternalError, UserError
 from .units import format_bytes, format_count
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -173,9 +173,12 @@ def _bare_controlnet(argv: list[str]) -> list[str]:
 
 def _print_plan(p, explain: bool) -> None:
     m = p.machine
+    where = (f"the CPU (no CUDA GPU here: {format_bytes(m.vram_bytes)} of {format_bytes(m.ram_bytes)} RAM for weights and "
+             f"activations, {m.tflops:.2f} fp32 TFLOP/s)" if m.device == "cpu" else
+             f"{m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
+             f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s)")
     out.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
-              f"{p.workload.steps} steps on {m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
-              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}")
+              f"{p.workload.steps} steps on {where} — policy {p.policy}")
     t = Table()
     for col in ("component", "parameters", "stored", "placement", "precision", "VRAM", "notes"):
         t.add_column(col)
@@ -185,7 +188,8 @@ def _print_plan(p, explain: bool) -> None:
                   format_bytes(c.vram_bytes + c.activation_bytes), c.notes)
     out.print(t)
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
-    out.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+    mem = "peak memory" if m.device == "cpu" else "peak VRAM"
+    out.print(f"{verdict}: {mem} {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
               f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image")
     for d in p.decisions:
         out.print(f"  - {d}")
@@ -291,10 +295,11 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              output: str = typer.Option("lowvram.png", "-o", "--output", help="PNG to write (numbered for a batch)."),
              quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
+    from .generate.output import plan_summary
     from .generate.run import GenerateRequest
     from .generate.run import generate as run_generate
     from .plan import Policy, make_plan
-    from .plan.machine import resolve_machine
+    from .plan.machine import resolve_run_machine
 
     _check_quality(quality)
     from .hub import installed_model
@@ -304,15 +309,18 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         model, config = pulled.path, config or pulled.config
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
-    machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
+    machine, where = resolve_run_machine(gpu, vram, ram)
+    err = Console(stderr=True, soft_wrap=True)
 
     def plan_fn(spec, wl, file_weights=None):
-        return make_plan(spec, wl, machine, Policy(quality), file_weights=file_weights)
+        p = make_plan(spec, wl, machine, Policy(quality), file_weights=file_weights)
+        if p.fits and not quiet:  # what runs where, and under which plan, before a byte is loaded
+            err.print(f"{where}; plan: {plan_summary(p)}; predicted {p.seconds_per_image:.1f} s on {machine.name}")
+        return p
 
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
                           init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
                           models_dir=models_dir)
-    err = Console(stderr=True)
     res = run_generate(req, plan_fn, console=None if quiet else err)
     if res.interrupted_at is not None:
         err.print(f"Stopped at step {res.interrupted_at} (Ctrl-C); no image written.")
@@ -473,6 +481,18 @@ def main() -> None:
     except UserError as e:
         sys.stderr.write(f"lowvram: {e}\n")
         sys.exit(e.exit_code)
+    except InternalError as e:
+        sys.stderr.write(f"lowvram: internal error, please report it with the command you ran: {e}.\n")
+        sys.exit(e.exit_code)
+    except MemoryError:
+        sys.stderr.write("lowvram: out of host memory: close other programs, or give a smaller --vram / --ram.\n")
+        sys.exit(1)
+    except RuntimeError as e:  # torch.OutOfMemoryError after every re-plan (imported only if torch is)
+        if "out of memory" not in str(e).lower():
+            raise
+        sys.stderr.write("lowvram: out of GPU memory even after re-planning with fewer resident blocks: another "
+                         "program holds VRAM; close it, or give a smaller --vram.\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("lowvram: interrupted.\n")
         sys.exit(130)

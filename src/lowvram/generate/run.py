@@ -54,10 +54,6 @@ class GenerateResult:
     run_seconds: float = 0.0  # the pipeline call: what the plan's seconds_per_image predicts
 
 
-def _device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     """Run one generation. `plan_fn(spec, workload, file_weights) -> Plan` comes from the front end
     (machine, policy); file_weights are the GGUF components of the inspected files."""
@@ -68,6 +64,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     from ..checkpoints.lora_size import lora_file_bytes
     from ..plan import Workload
     from ..runtime.executor import PlanExecutor
+    from ..runtime.precision import compute_dtype, run_device
     from ..units import check_count, check_resolution
     from .loader import load_pipeline, read_index
     from .output import plan_summary, write_pngs
@@ -109,8 +106,7 @@ def generate(req: GenerateRequest, plan_fn, console=None) -> GenerateResult:
     plan = plan_fn(spec, wl, rep.file_weights())
     if not plan.fits:
         raise UserError(f"{spec.name} does not fit this machine at {width}x{height}: {plan.lossy_reason or 'see `lowvram plan`'}.")
-    device = _device()
-    compute = torch.float32 if device.type == "cpu" else (torch.bfloat16 if plan.machine.bf16 else torch.float16)
+    device, compute = run_device(plan), compute_dtype(plan)
     out_dir = os.path.dirname(os.path.abspath(req.output))
     if not os.path.isdir(out_dir):
         raise UserError(f"The output folder {out_dir} does not exist: create it or choose another -o path.")

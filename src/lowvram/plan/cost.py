@@ -26,14 +26,17 @@ def compute_efficiency(arch: str, kind: str) -> float:
 
 # --- the CPU as the machine (no usable GPU) ---
 CPU_ARCH = "cpu"
-# The dtype a CPU computes in: fp32. Measured with bench/cpu_real_sd15.py on this project's 2-core AMD EPYC
-# (AVX2, no AVX-512 BF16 / AMX): real-size SD1.5 runs several times slower per step in bf16 than in fp32
-# (docs/benchmarks.md) — without native bf16 instructions every bf16 matmul converts to fp32 and back.
-# CPUs with AMX (Sapphire Rapids and later) would invert this; plans then want a measurement of their own.
+# The dtype a CPU computes in: fp32. Measured on this project's 2-core AMD EPYC (AVX2, no AVX-512 BF16 /
+# AMX; docs/benchmarks.md): a 1024² matmul sustains 0.124 TFLOP/s in fp32 and 0.0008 in bf16 — without
+# native bf16 instructions every bf16 product is converted to fp32 and back in scalar code, ~150x slower.
+# fp32 is also a bit-exact widening of fp16/bf16 files. CPUs with AMX (Sapphire Rapids and later) would
+# invert this; plans for them want a measurement of their own (bench/cpu_real_sd15.py).
 CPU_COMPUTE_DTYPE = "fp32"
-# Sustained fp32 TFLOP/s of a CPU on a real-size diffusion forward: the SD1.5 UNet at 128², batch 2,
-# on the 2-core EPYC above (bench/cpu_real_sd15.py, docs/benchmarks.md). Override with --tflops.
-CPU_FP32_TFLOPS = 0.05
+# Sustained fp32 TFLOP/s of a CPU on a real-size diffusion forward: real-size SD1.5 at 128² with CFG,
+# 0.0903 TFLOP per step (simulated), ran 40.4 s/step = 0.0022 TFLOP/s (bench/cpu_real_sd15.py,
+# docs/benchmarks.md) on the shared 2-core VM this project is built on (load average ~7: each process
+# gets about a quarter of a core). A free desktop CPU sustains 10-100x more: give it with --tflops.
+CPU_FP32_TFLOPS = 0.0022
 # "Streaming" on a CPU copies a unit from its host tensor into a reusable buffer: a single-threaded
 # memcpy on a desktop or server core moves ~10 GB/s (STREAM copy figures for one core).
 CPU_COPY_BYTES_PER_S = 10e9

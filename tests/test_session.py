@@ -28,7 +28,7 @@ def folders(tmp_path_factory):
 
 
 def _session(vram_gb=48):
-    return Session(planner_for(Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0)))
+    return Session(planner_for(Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0, device="cpu")))
 
 
 def _req(folder, **kw):

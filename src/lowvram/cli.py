@@ -9,9 +9,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import UserError
+from .errors import InternalError, UserError
 from .units import format_bytes, format_count
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -204,9 +205,12 @@ def _print_plan(p, explain: bool, console: Console | None = None) -> None:
 
     con = console or out
     m = p.machine
-    con.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
-              f"{p.workload.steps} steps on {m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
-              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}", soft_wrap=False)
+    where = (f"the CPU (no CUDA GPU here: {format_bytes(m.vram_bytes)} of {format_bytes(m.ram_bytes)} RAM for weights and "
+             f"activations, {m.tflops:.2f} fp32 TFLOP/s)" if m.device == "cpu" else
+             f"{m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
+             f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s)")
+    con.print(f"[bold]{escape(p.model)}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
+              f"{p.workload.steps} steps on {escape(where)} — policy {p.policy}", soft_wrap=False)
     rows = []
     for c in p.components:
         place = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
@@ -216,7 +220,8 @@ def _print_plan(p, explain: bool, console: Console | None = None) -> None:
                     ("precision", "left"), ("VRAM", "right"), ("notes", "left")], rows,
               caption="streamed K/N: K of N blocks resident, the rest streamed")
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
-    con.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+    mem = "peak memory" if m.device == "cpu" else "peak VRAM"
+    con.print(f"{verdict}: {mem} {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
               f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image",
               soft_wrap=False)
     for d in p.decisions:
@@ -297,7 +302,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
     from .generate.run import GenerateRequest
     from .generate.session import Session, planner_for
-    from .plan.machine import resolve_machine
+    from .plan.machine import resolve_run_machine
 
     _check_quality(quality)
     from .hub import installed_model
@@ -307,11 +312,13 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         model, config = pulled.path, config or pulled.config
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
-    machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
+    machine, where = resolve_run_machine(gpu, vram, ram)
     req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
                           init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
                           models_dir=models_dir, schedule=schedule)
     err = Console(stderr=True, soft_wrap=True)
+    if not quiet:
+        err.print(where, markup=False, highlight=False)
     session = Session(planner_for(machine, quality), console=None if quiet else err)
     try:
         res = session.run(req)
@@ -492,6 +499,18 @@ def main() -> None:
     except UserError as e:
         sys.stderr.write(f"lowvram: {printable(str(e))}\n")
         sys.exit(e.exit_code)
+    except InternalError as e:
+        sys.stderr.write(f"lowvram: internal error, please report it with the command you ran: {e}.\n")
+        sys.exit(e.exit_code)
+    except MemoryError:
+        sys.stderr.write("lowvram: out of host memory: close other programs, or give a smaller --vram / --ram.\n")
+        sys.exit(1)
+    except RuntimeError as e:  # torch.OutOfMemoryError after every re-plan (imported only if torch is)
+        if "out of memory" not in str(e).lower():
+            raise
+        sys.stderr.write("lowvram: out of GPU memory even after re-planning with fewer resident blocks: another "
+                         "program holds VRAM; close it, or give a smaller --vram.\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("lowvram: interrupted.\n")
         sys.exit(130)

@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..jsonfile import read_json
 from ..plan.types import ComponentPlan, Plan
 from ..runtime.loading import iter_safetensors, load_into
-from ..runtime.precision import PrecisionConfig
+from ..runtime.precision import COMPUTE_DTYPES, PrecisionConfig
 
 NON_MODULE_KINDS = ("Tokenizer", "Scheduler", "FeatureExtractor", "ImageProcessor", "Processor")
 TOKENIZER_FILES = {"CLIPTokenizer": ("vocab.json", "merges.txt"), "T5TokenizerFast": ("tokenizer.json or spiece.model",),
@@ -97,6 +97,8 @@ def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dt
     """A component folder's weights straight into the precision and source (RAM or a read-only file
     mapping) its plan names; without a plan, in the compute dtype from RAM."""
     module = build_module(sub, library, class_name)
+    if cp is not None:  # each component in the dtype its plan computes it in (an fp16-overflowing VAE: fp32)
+        compute_dtype = COMPUTE_DTYPES[cp.compute_dtype]
     precision = cp.precision if cp is not None else None
     pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
     expected = set(module.state_dict().keys())

@@ -212,11 +212,12 @@ class Session:
         return self.loaded, False
 
     def _load(self, r: Resolved, plan) -> Loaded:
-        from ..runtime.device import cap_cuda_memory, compute_dtype_for, run_device
+        from ..runtime.device import cap_cuda_memory
         from ..runtime.executor import PlanExecutor
+        from ..runtime.precision import compute_dtype, run_device
 
-        device = run_device()
-        compute = compute_dtype_for(plan, device)
+        device = run_device(plan)  # the device the plan was made for: its bytes and dtypes are counted for it
+        compute = compute_dtype(plan)
         lift = cap_cuda_memory(device, plan.machine.vram_bytes)  # loading must fit too
         try:
             companions = {}
@@ -348,12 +349,13 @@ class Session:
                               infotexts=infotexts, seeds=r.seeds, reused=reused, device=loaded.device.type, notes=r.notes)
 
     def _say_where(self, r: Resolved, plan) -> None:
-        """One line before loading: the device that will compute and the plan it runs."""
+        """Before loading: the plan this run follows, and what the session decided for the request."""
         if self.console is None or r.req.quiet:
             return
-        from ..runtime.device import describe_run
+        from .output import plan_summary
 
-        self.console.print(describe_run(plan), markup=False, highlight=False)
+        self.console.print(f"plan: {plan_summary(plan)}; predicted {plan.seconds_per_image:.1f} s/image",
+                           markup=False, highlight=False)
         for n in r.notes:
             self.console.print(f"note: {n}", markup=False, highlight=False)
 

@@ -48,6 +48,7 @@ def _generate(folder, out, vram=None):
     return generate(req, plan_fn), plans[0]
 
 
+@pytest.mark.timeout(900)  # two real-size generations: ~1-2 min on 2 free cores, minutes more on a shared machine
 def test_real_sd15_generates_on_this_cpu_and_streams_to_the_same_image(sd15, tmp_path):
     """Issue #9's command on this CPU-only machine (--gpu naming a card lends only its VRAM as the weight
     budget: all resident), then in-process under a 2 GB budget that makes the UNet stream: same image."""

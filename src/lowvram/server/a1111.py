@@ -160,6 +160,9 @@ def job_response(job: Job, body: BaseModel) -> dict:
         "index_of_first_image": 0, "infotexts": list(res.infotexts), "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)), "clip_skip": 1,
         "is_using_inpainting_conditioning": False, "version": VERSION, "saved_paths": list(job.paths),
+        # lowvram's own: the Session's time for this request (planning, loading if any, denoising, decoding)
+        "lowvram": {"seconds": round(res.seconds, 4), "load_seconds": round(res.load_seconds, 4),
+                    "run_seconds": round(res.run_seconds, 4), "reused": res.reused, "device": res.device},
     }
     if res.interrupted_at is not None:
         info["interrupted_at_step"] = res.interrupted_at

@@ -34,9 +34,11 @@ def _env(tmp: str) -> dict:
 def generate_process(model: str, size: int, steps: int, tmp: str) -> float:
     """Wall seconds of one whole `lowvram generate` process (imports, plan, load, denoise, write)."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lowvram.cli", "generate", "a lighthouse", "--model", model, "--width", str(size),
+    r = subprocess.run([sys.executable, "-m", "lowvram.cli", "generate", "a lighthouse", "--model", model, "--width", str(size),
                     "--height", str(size), "--steps", str(steps), "--seed", "1", "-o", os.path.join(tmp, "gen.png"),
-                    "--quiet"], env=_env(tmp), check=True, capture_output=True, timeout=START_TIMEOUT_S)
+                    "--quiet"], env=_env(tmp), capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    if r.returncode != 0:
+        raise SystemExit(f"lowvram generate failed ({r.returncode}): {r.stderr[-3000:]}")
     return time.perf_counter() - t
 
 

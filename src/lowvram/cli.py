@@ -313,9 +313,11 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
     machine, where = resolve_run_machine(gpu, vram, ram)
-    req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
-                          init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
-                          models_dir=models_dir, schedule=schedule)
+    req = GenerateRequest(prompt=prompt, model=model, negative=negative, width=width, height=height, steps=steps,
+                          guidance=guidance, seed=seed, batch=batch, sampler=sampler, schedule=schedule, output=output,
+                          quiet=quiet, init_image=init_image, strength=strength, mask=mask, config=config,
+                          loras=[_lora_arg(x) for x in lora], controlnet=controlnet, control_image=control_image,
+                          models_dir=models_dir)
     err = Console(stderr=True, soft_wrap=True)
     if not quiet:
         err.print(where, markup=False, highlight=False)

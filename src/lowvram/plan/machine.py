@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import UserError
-from ..machines.cards import Card, find_card, pcie_bandwidth_bytes_per_s
+from ..machines.cards import Card, find_card, pcie_bandwidth_bytes_per_s, unknown_card_message
 from ..units import parse_size
 from . import cost
 from .types import Machine
@@ -78,7 +78,7 @@ def resolve_run_machine(gpu: str | None = None, vram: str | None = None, ram: st
 def _card_machine(gpu: str, ram_bytes: int | None) -> Machine:
     card = find_card(gpu)
     if card is None:
-        raise UserError(f"Unknown GPU {gpu!r}: use a name from `lowvram gpus` (e.g. \"RTX 4060\"), or give --vram and --tflops.")
+        raise UserError(unknown_card_message(gpu))
     return machine_from_card(card, ram_bytes or DEFAULT_RAM)
 
 

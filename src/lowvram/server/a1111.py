@@ -112,7 +112,7 @@ def make_job(st, body: Txt2ImgBody, kind: str) -> Job:
                           init_image=init, strength=strength, mask=mask, config=reg.config_for(served), loras=loras,
                           models_dir=served.models_dir, quality=st.config.quality, resize_mode=resize,
                           model_label=served.name)
-    _set_sampler(req, body.sampler_name or body.sampler_index, body.scheduler)
+    _set_sampler(req, body.sampler_name or body.sampler_index, body.scheduler, spec.family)
     total = max(1, min(steps, int(steps * strength))) if init is not None else steps
     return Job(req, kind, served.name, total, spec.family)
 
@@ -129,11 +129,26 @@ def _loras(prompt: str, reg) -> tuple[str, list]:
     return LORA_TAG.sub("", prompt).strip(), loras
 
 
-def _set_sampler(req: GenerateRequest, sampler: str | None, scheduler: str | None) -> None:
-    """A1111's sampler and schedule type onto the request ("Automatic": the sampler's default)."""
+def _set_sampler(req: GenerateRequest, sampler: str | None, scheduler: str | None, family: str) -> None:
+    """A1111's sampler and schedule type onto the request ("Automatic": the sampler's default).
+
+    A sampler of the other kind (A1111 clients send "Euler a" by default, which a flow-matching model such
+    as Flux cannot run) falls back to the model's own sampler, as Forge does; the image's infotext then
+    names the sampler that ran. An unknown name is still refused with one sentence."""
+    from ..generate.samplers import SAMPLERS, resolve_sampler
+
     req.sampler = sampler or None
     sched = (scheduler or "").strip()
     req.schedule = None if not sched or sched.lower() == AUTOMATIC else sched
+    if req.sampler is None:
+        return
+    try:
+        resolve_sampler(req.sampler, req.schedule, family)
+    except UserError:
+        key = req.sampler.strip().lower()
+        if not any(key == s.name.lower() or key in (a.lower() for a in s.aliases) for s in SAMPLERS):
+            raise
+        req.sampler, req.schedule = None, None  # a known sampler this model cannot run: the model's own
 
 
 # -- answers ----------------------------------------------------------------------------------------

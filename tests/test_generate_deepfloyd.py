@@ -60,7 +60,7 @@ def test_cli_writes_the_final_stage_image_with_parameters(cascade, tmp_path):
     info = parse_a1111(im.info["parameters"])
     assert info["Prompt"] == "a red cat" and info["Negative prompt"] == "blurry"
     assert info["Steps"] == "4" and info["Seed"] == "7" and info["Size"] == f"{SIZE}x{SIZE}" and info["Model"] == "deepfloyd-if"
-    assert info["CFG scale"] == "7.0" and info["Sampler"] == "DDPMScheduler"
+    assert float(info["CFG scale"]) == 7.0 and info["Sampler"] == "DDPM"  # A1111's names, never a class name
     # stages II and III follow stage I's 4 steps in the reference ratio 100 : 50 : 75
     assert info["Stage II"].startswith("2 steps") and info["Stage III"].startswith("3 steps")
     assert "CFG scale 4.0" in info["Stage II"] and "noise level 100" in info["Stage III"]
@@ -120,7 +120,7 @@ def test_batch_without_guidance(cascade, tmp_path):
     a, b = (_pixels(p) for p in res.paths)
     assert a.shape == (SIZE, SIZE, 3) and not np.array_equal(a, b)
     info = parse_a1111(Image.open(res.paths[1]).info["parameters"])
-    assert info["CFG scale"] == "1.0" and "CFG scale 1.0" in info["Stage II"] and "CFG scale 1.0" in info["Stage III"]
+    assert float(info["CFG scale"]) == 1.0 and "CFG scale 1.0" in info["Stage II"] and "CFG scale 1.0" in info["Stage III"]
     assert info["Batch pos"] == "1"
 
 

@@ -182,7 +182,7 @@ def test_gguf_file_with_a_diffusers_config_takes_its_other_components_from_there
 
 
 def _machine(vram_gib: float, ram_gib: float) -> Machine:
-    return Machine("test", int(vram_gib * GiB), int(ram_gib * GiB), 12.5e9, 40.0)
+    return Machine("test", int(vram_gib * GiB), int(ram_gib * GiB), 12.5e9, 40.0, device="cpu")
 
 
 def _fits(quant: str, machine: Machine, quality: str = "balanced") -> bool:

@@ -319,9 +319,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
                           loras=[_lora_arg(x) for x in lora], controlnet=controlnet, control_image=control_image,
                           models_dir=models_dir)
     err = Console(stderr=True, soft_wrap=True)
-    if not quiet:
-        err.print(where, markup=False, highlight=False)
-    session = Session(planner_for(machine, quality), console=None if quiet else err)
+    session = Session(planner_for(machine, quality), console=None if quiet else err, where=where)
     try:
         res = session.run(req)
     finally:

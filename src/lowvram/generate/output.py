@@ -60,8 +60,9 @@ def write_images(images, paths: list[str], infotexts: list[str]) -> list[str]:
     renames); each file in the format its suffix names."""
     targets = []
     for arr, path, text in zip(images, paths, infotexts):
-        data = encode_image(arr, text, image_format(path))
-        targets.append((path, lambda f, data=data: f.write(data)))
+        fmt = image_format(path)  # checked for every file before any is written
+        # encoded inside write_all, so a failure there (a full disk) also leaves nothing behind
+        targets.append((path, lambda f, arr=arr, text=text, fmt=fmt: f.write(encode_image(arr, text, fmt))))
     return write_all(targets)
 
 

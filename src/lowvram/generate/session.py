@@ -84,11 +84,14 @@ def _weights_signature(plan) -> tuple:
 class Session:
     """Holds at most one loaded model and runs requests on it (not thread-safe: one worker calls it)."""
 
-    def __init__(self, planner, console=None) -> None:
+    def __init__(self, planner, console=None, where: str = "") -> None:
         """`planner(spec, workload, file_weights, quality) -> Plan` (see `planner_for`); `console`: where the
-        one-line "what runs where" and progress go (None: nowhere)."""
+        one line of what runs where (`where`, from plan.machine.resolve_run_machine, with the plan) and the
+        progress go (None: nowhere). The line comes after the request is checked, so bad input gets its one
+        sentence alone."""
         self.planner = planner
         self.console = console
+        self.where = where
         self.loaded: Loaded | None = None
 
     # -- Request -> Resolved ---------------------------------------------------------------------------
@@ -217,6 +220,9 @@ class Session:
         from ..runtime.precision import compute_dtype, run_device
 
         device = run_device(plan)  # the device the plan was made for: its bytes and dtypes are counted for it
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"The plan is for a CUDA GPU ({plan.machine.name}) but torch finds none here: plan for this "
+                            "machine (plan.machine.resolve_run_machine), or install the torch build for your card.")
         compute = compute_dtype(plan)
         lift = cap_cuda_memory(device, plan.machine.vram_bytes)  # loading must fit too
         try:
@@ -354,7 +360,8 @@ class Session:
             return
         from .output import plan_summary
 
-        self.console.print(f"plan: {plan_summary(plan)}; predicted {plan.seconds_per_image:.1f} s/image",
+        where = f"{self.where}; " if self.where else ""
+        self.console.print(f"{where}plan: {plan_summary(plan)}; predicted {plan.seconds_per_image:.1f} s/image",
                            markup=False, highlight=False)
         for n in r.notes:
             self.console.print(f"note: {n}", markup=False, highlight=False)

@@ -136,7 +136,7 @@ def test_cli_generate_and_bad_inputs(folders, tmp_path):
         (("a cat", "--model", folders["sd15"], "--steps", "-2", "--vram", "8GB"), "--steps"),
         (("a cat", "--model", folders["sd15"], "--width", "65", "--vram", "8GB"), "multiple of 8"),
         (("a cat", "--model", folders["sd15"], "--vram", "8GB", "-o", str(tmp_path / "no" / "x.png")), "does not exist"),
-        (("a cat", "--model", folders["sd15"], "--vram", "8GB", "--sampler", "magic", "-o", str(tmp_path / "s.png")), "--sampler"),
+        (("a cat", "--model", folders["sd15"], "--vram", "8GB", "--sampler", "magic", "-o", str(tmp_path / "s.png")), "Unknown sampler"),
     ]
     for args, words in bad:
         r = _cli(*args)

@@ -195,14 +195,20 @@ def _print_plan(p, explain: bool) -> None:
         sf = p.smallest_fitting
         out.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM")
     if explain and p.rejected:
+        # each option once (plan/explain.py deduplicates), with its prediction and why it lost; whole plans
+        # the policy set aside (the lossless or 8-bit alternative) last
         t = Table(title="rejected alternatives")
-        for col in ("component", "placement", "precision", "cfg", "vae tile", "s/image", "VRAM"):
+        for col in ("component", "option", "s/step", "s/image", "peak VRAM", "RAM", "why it lost"):
             t.add_column(col)
         for r in p.rejected:
-            if "component" not in r:
-                continue
-            t.add_row(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
-                      f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]))
+            step = f"{r['seconds_per_step']:.2f}" if "seconds_per_step" in r else "-"
+            if "component" in r:
+                option = r["option"] + (f", ControlNet {r['controlnet']}" if r.get("controlnet") else "")
+                t.add_row(r["component"], option, step, f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]),
+                          format_bytes(r["ram_bytes"]), r["reason"])
+            else:
+                t.add_row("(whole plan)", r["alternative"], step, f"{r['seconds_per_image']:.2f}",
+                          format_bytes(r["peak_vram_bytes"]), format_bytes(r["peak_ram_bytes"]), r["reason"])
         out.print(t)
 
 

@@ -31,7 +31,7 @@ from lowvram.catalogue import MODELS  # noqa: E402
 from lowvram.plan import cost  # noqa: E402
 from lowvram.plan.planner import _fit_units  # noqa: E402
 from lowvram.runtime.accountant import BudgetAccountant  # noqa: E402
-from lowvram.runtime.precision import COMPUTE_DTYPES  # noqa: E402
+from lowvram.kernels.dtypes import COMPUTE_DTYPES  # noqa: E402
 from lowvram.runtime.streaming import StreamingEngine  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtu
 from lowvram.catalogue import MODELS, build_component  # noqa: E402
 from lowvram.machines.cards import find_card  # noqa: E402
 from lowvram.simulate import SimRequest, run_tracked, simulate_component  # noqa: E402
-from lowvram.runtime.vae import set_tile  # noqa: E402
+from lowvram.kernels.vae_tiling import set_tile  # noqa: E402
 from lowvram.simulate.run import DTYPES, build_inputs  # noqa: E402
 from random_models import build_random  # noqa: E402
 

@@ -9,7 +9,7 @@ from tiny import TINY
 
 from lowvram.catalogue import MODELS, build_component
 from lowvram.runtime.accountant import BudgetAccountant, BudgetExceeded
-from lowvram.runtime.attention import attention_context
+from lowvram.kernels.attention import attention_context
 from lowvram.runtime.gguf_weights import dequantize, reference_dequantize, set_gguf_weight
 from lowvram.runtime.precision import PrecisionConfig, apply_weight_precision
 from lowvram.runtime.streaming import StreamingEngine

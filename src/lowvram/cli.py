@@ -9,14 +9,29 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import UserError
+from .errors import InternalError, UserError
 from .units import format_bytes, format_count
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Plan and run heavy open image models on the GPU you already own.")
 out = Console(soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"lowvram {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print lowvram's version and exit.")) -> None:
+    """Plan and run heavy open image models on the GPU you already own."""
 
 
 def _print_json(obj) -> None:
@@ -47,13 +62,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     if as_json:
         _print_json(rows)
         return
-    t = Table(title="lowvram catalogue")
-    for col in ("name", "family", "components", "parameters", "bf16 size"):
-        t.add_column(col, justify="right" if col in ("parameters", "bf16 size") else "left")
+    from .display import fit_table
+
+    table = []
     for r in rows:
-        comps = ", ".join(f"{c['name']} ({format_count(c['params'])})" for c in r["components"])
-        t.add_row(r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"]))
-    out.print(t)
+        comps = ", ".join(f"{c['name']} {format_count(c['params'])}" for c in r["components"])
+        table.append((r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"])))
+    fit_table(out, [("name", "left"), ("family", "left"), ("components", "left"), ("params", "right"), ("bf16", "right")],
+              table, title="lowvram catalogue")
 
 
 @app.command()
@@ -67,20 +83,21 @@ def inspect(path: str = typer.Argument(..., help="A checkpoint file, a diffusers
         _print_json(rep.to_json())
         return
     arch = rep.architecture or "component file"
-    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout")
-    t = Table()
-    for col in ("component", "role", "kind", "layout", "parameters", "size", "stored as"):
-        t.add_column(col)
+    from .display import fit_table
+
+    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout", soft_wrap=False)
+    rows = []
     for c in rep.components:
         dts = ", ".join(f"{k}×{v}" for k, v in sorted(c.dtypes.items(), key=lambda kv: -kv[1]))
-        t.add_row(c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts)
-    out.print(t)
+        rows.append((c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts))
+    fit_table(out, [("component", "left"), ("role", "left"), ("kind", "left"), ("layout", "left"), ("params", "right"),
+                    ("size", "right"), ("stored as", "left")], rows)
     if rep.missing:
-        out.print(f"missing: {', '.join(rep.missing)}")
+        out.print(f"missing: {', '.join(rep.missing)}", soft_wrap=False)
     if rep.used_by:
-        out.print(f"used by: {', '.join(rep.used_by)}")
+        out.print(f"used by: {', '.join(rep.used_by)}", soft_wrap=False)
     for n in rep.notes:
-        out.print(f"note: {n}")
+        out.print(f"note: {n}", soft_wrap=False)
 
 
 def _model_spec(model: str):
@@ -146,12 +163,23 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)
     wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet is not None, img2img, lora_bytes,
                   "" if controlnet in (None, CONTROLNET_DEFAULT) else controlnet)
-    p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
-                  file_weights=file_weights)
+    with _working(f"planning {spec.name} at {w}x{h} (a workload planned for the first time is simulated on fake "
+                  "tensors: ~10 s)"):
+        p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
+                      file_weights=file_weights)
     if as_json:
         _print_json(p.to_json())
         return
     _print_plan(p, explain)
+
+
+def _working(what: str):
+    """A spinner on stderr saying what runs, for work that can take seconds (a first simulation); nothing
+    when stderr is not a terminal (a log should not fill with spinner frames)."""
+    from contextlib import nullcontext
+
+    err = Console(stderr=True)
+    return err.status(what) if err.is_terminal else nullcontext()
 
 
 # `plan --controlnet` with no folder after it: typer options cannot take an optional value, so main()
@@ -171,45 +199,55 @@ def _bare_controlnet(argv: list[str]) -> list[str]:
     return out
 
 
-def _print_plan(p, explain: bool) -> None:
+def _print_plan(p, explain: bool, console: Console | None = None) -> None:
+    """The plan for people: a header line, a table per component (a list below ~100 columns), the verdict."""
+    from .display import fit_table
+
+    con = console or out
     m = p.machine
-    out.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
-              f"{p.workload.steps} steps on {m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
-              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}")
-    t = Table()
-    for col in ("component", "parameters", "stored", "placement", "precision", "VRAM", "notes"):
-        t.add_column(col)
+    where = (f"the CPU (no CUDA GPU here: {format_bytes(m.vram_bytes)} of {format_bytes(m.ram_bytes)} RAM for weights and "
+             f"activations, {m.tflops:.2f} fp32 TFLOP/s)" if m.device == "cpu" else
+             f"{m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
+             f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s)")
+    con.print(f"[bold]{escape(p.model)}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
+              f"{p.workload.steps} steps on {escape(where)} — policy {p.policy}", soft_wrap=False)
+    rows = []
     for c in p.components:
-        place = c.placement if c.placement != "streamed" else f"streamed ({c.resident_units}/{c.total_units} resident)"
-        t.add_row(c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
-                  format_bytes(c.vram_bytes + c.activation_bytes), c.notes)
-    out.print(t)
+        place = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
+        rows.append((c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
+                     format_bytes(c.vram_bytes + c.activation_bytes), c.notes))
+    fit_table(con, [("component", "left"), ("params", "right"), ("stored", "right"), ("placement", "left"),
+                    ("precision", "left"), ("VRAM", "right"), ("notes", "left")], rows,
+              caption="streamed K/N: K of N blocks resident, the rest streamed")
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
-    out.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
-              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image")
+    mem = "peak memory" if m.device == "cpu" else "peak VRAM"
+    con.print(f"{verdict}: {mem} {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image",
+              soft_wrap=False)
     for d in p.decisions:
-        out.print(f"  - {d}")
+        con.print(f"  - {d}", soft_wrap=False)
     if p.lossy_reason:
-        out.print(f"  ! {p.lossy_reason}")
+        con.print(f"  ! {p.lossy_reason}", soft_wrap=False)
     if p.smallest_fitting:
         sf = p.smallest_fitting
-        out.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM")
+        con.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM",
+                  soft_wrap=False)
     if explain and p.rejected:
         # each option once (plan/explain.py deduplicates), with its prediction and why it lost; whole plans
         # the policy set aside (the lossless or 8-bit alternative) last
-        t = Table(title="rejected alternatives")
-        for col in ("component", "option", "s/step", "s/image", "peak VRAM", "RAM", "why it lost"):
-            t.add_column(col)
+        rows = []
         for r in p.rejected:
             step = f"{r['seconds_per_step']:.2f}" if "seconds_per_step" in r else "-"
             if "component" in r:
                 option = r["option"] + (f", ControlNet {r['controlnet']}" if r.get("controlnet") else "")
-                t.add_row(r["component"], option, step, f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]),
-                          format_bytes(r["ram_bytes"]), r["reason"])
+                rows.append((r["component"], option, step, f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]),
+                             format_bytes(r["ram_bytes"]), r["reason"]))
             else:
-                t.add_row("(whole plan)", r["alternative"], step, f"{r['seconds_per_image']:.2f}",
-                          format_bytes(r["peak_vram_bytes"]), format_bytes(r["peak_ram_bytes"]), r["reason"])
-        out.print(t)
+                rows.append(("(whole plan)", r["alternative"], step, f"{r['seconds_per_image']:.2f}",
+                             format_bytes(r["peak_vram_bytes"]), format_bytes(r["peak_ram_bytes"]), r["reason"]))
+        fit_table(con, [("component", "left"), ("option", "left"), ("s/step", "right"), ("s/image", "right"),
+                        ("peak VRAM", "right"), ("RAM", "right"), ("why it lost", "left")], rows,
+                  title="rejected alternatives")
 
 
 @app.command()
@@ -221,38 +259,22 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
     """GPU selection guide: for each card (or VRAM tier) and model, the best plan's class and s/step."""
     _check_quality(quality)
     from .catalogue import MODELS, get_model
-    from .machines.cards import CARDS
-    from .plan import Policy, Workload, make_plan
-    from .plan.machine import machine_from_card, tier_machines
+    from .guide import card_rows, guide_grid, markdown_table, tier_rows
     from .units import parse_size
 
     ram_bytes = parse_size(ram, "RAM size")
     names = [get_model(n).name for n in models_.split(",")] if models_ else list(MODELS)
-    if tiers:
-        rows = [(m.name, m) for m in tier_machines(ram_bytes)]
-    else:
-        rows = [(c.name, machine_from_card(c, ram_bytes)) for c in CARDS]
-    table = []
-    for label, m in rows:
-        cells = []
-        for n in names:
-            spec = MODELS[n]
-            p = make_plan(spec, Workload(spec.width, spec.height, 1, spec.steps), m, Policy(quality), find_smallest=False)
-            cells.append(_cell(p))
-        table.append((label, cells))
+    rows = tier_rows(ram_bytes) if tiers else card_rows(ram_bytes)
+    table = guide_grid(rows, names, quality)
     header = ["GPU"] + names
     if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for label, cells in table:
-            print("| " + " | ".join([label] + cells) + " |")
+        sys.stdout.write(markdown_table(header, table))
         return
-    t = Table(title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step")
-    for col in header:
-        t.add_column(col)
-    for label, cells in table:
-        t.add_row(label, *cells)
-    out.print(t)
+    from .display import split_table
+
+    split_table(out, [(col, "left") for col in header], [[label] + cells for label, cells in table],
+                title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step",
+                caption="resident: all on the GPU; streamed: blocks streamed; fp8/int8: 8-bit weights")
 
 
 def _check_quality(quality: str) -> None:
@@ -260,15 +282,6 @@ def _check_quality(quality: str) -> None:
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-
-
-def _cell(p) -> str:
-    if not p.fits:
-        return "does not fit"
-    den = [c for c in p.components if c.role == "denoiser"]
-    lossy = sorted({c.precision for c in den} - {"bf16", "fp16"})
-    cls = lossy[0] if lossy else "streamed" if any(c.placement == "streamed" for c in den) else "resident"
-    return f"{cls} {p.seconds_per_step:.2f}"
 
 
 @app.command()
@@ -283,7 +296,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              guidance: Optional[float] = typer.Option(None, help="Guidance scale (default: the model's)."),
              seed: int = typer.Option(0, help="Random seed: the same seed gives the same image."),
              batch: int = typer.Option(1, help="Images to make."),
-             sampler: Optional[str] = typer.Option(None, help="euler, euler_a, dpm++_2m, ddim, unipc, flow_euler."),
+             sampler: Optional[str] = typer.Option(None, help='A1111 sampler name ("Euler a", "DPM++ 2M"...) or euler, euler_a, dpm++_2m, ddim, unipc, flow_euler.'),
+             schedule: Optional[str] = typer.Option(None, help='A1111 schedule type: Automatic, Karras, Exponential, "SGM Uniform"...'),
              gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
              vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
              ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
@@ -298,9 +312,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
     from .generate.run import GenerateRequest
-    from .generate.run import generate as run_generate
-    from .plan import Policy, make_plan
-    from .plan.machine import resolve_machine
+    from .generate.session import Session, planner_for
+    from .plan.machine import resolve_run_machine
 
     _check_quality(quality)
     from .hub import installed_model
@@ -310,22 +323,26 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         model, config = pulled.path, config or pulled.config
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
-    machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
-
-    def plan_fn(spec, wl, file_weights=None):
-        return make_plan(spec, wl, machine, Policy(quality), file_weights=file_weights)
-
-    req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
-                          init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
+    machine, where = resolve_run_machine(gpu, vram, ram)
+    req = GenerateRequest(prompt=prompt, model=model, negative=negative, width=width, height=height, steps=steps,
+                          guidance=guidance, seed=seed, batch=batch, sampler=sampler, schedule=schedule, output=output,
+                          quiet=quiet, init_image=init_image, strength=strength, mask=mask, config=config,
+                          loras=[_lora_arg(x) for x in lora], controlnet=controlnet, control_image=control_image,
                           models_dir=models_dir)
-    err = Console(stderr=True)
-    res = run_generate(req, plan_fn, console=None if quiet else err)
+    err = Console(stderr=True, soft_wrap=True)
+    if not quiet:
+        err.print(where, markup=False, highlight=False)
+    session = Session(planner_for(machine, quality), console=None if quiet else err)
+    try:
+        res = session.run(req)
+    finally:
+        session.unload()
     if res.interrupted_at is not None:
         err.print(f"Stopped at step {res.interrupted_at} (Ctrl-C); no image written.")
         raise typer.Exit(130)
     p = res.plan
     for path in res.paths:
-        out.print(f"wrote {path}")
+        out.print(f"wrote {path}", markup=False, highlight=False)
     if not quiet:
         out.print(f"time {res.run_seconds:.1f} s (predicted {p.seconds_per_image:.1f} s on {p.machine.name}) "
                   f"+ {res.load_seconds:.1f} s loading; "
@@ -436,6 +453,59 @@ def _print_downloads(err: Console, spec, previews) -> None:
     err.print(f"  {format_bytes(todo)} to download" + (f" ({format_bytes(total - todo)} already in the cache)" if todo < total else ""))
 
 
+# On Ctrl-C, requests still waiting for images get this long before the running job is interrupted
+# and the model unloaded (uvicorn would otherwise wait for them without end).
+SHUTDOWN_GRACE_S = 3
+
+
+@app.command()
+def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to offer: a path, or a catalogue name you pulled."),
+          models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: offer "
+                                                   "every model in it (and diffusers folders in its diffusers/)."),
+          host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; --listen: all)."),
+          port: int = typer.Option(7860, "--port", help="Port (A1111's 7860 by default)."),
+          listen: bool = typer.Option(False, "--listen", help="Bind all interfaces: other machines can reach the server."),
+          api_auth: Optional[str] = typer.Option(None, "--api-auth", help="USER:PASS[,USER:PASS]: HTTP basic auth on every route."),
+          outputs: str = typer.Option("outputs", "--outputs", help="Save images here, as A1111 does (txt2img-images/DATE/)."),
+          queue_size: int = typer.Option(16, "--queue-size", help="Requests that may wait; more get 503."),
+          gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
+          vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
+          ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
+          quality: str = typer.Option("lossless", help="lossless | balanced | fast (a request's default).")) -> None:
+    """Serve A1111's HTTP API (and lowvram's) on a model kept loaded between requests."""
+    import uvicorn
+
+    from .plan.machine import resolve_run_machine
+    from .server.app import create_app
+    from .server.auth import parse_credentials
+    from .server.config import DEFAULT_HOST, LISTEN_HOST, ServerConfig
+    from .server.models import discover
+
+    _check_quality(quality)
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port} is not a port number: give 1 to 65535.")
+    if queue_size < 1:
+        raise UserError(f"--queue-size {queue_size} must be at least 1.")
+    credentials = parse_credentials(api_auth) if api_auth else []
+    if outputs and not os.path.isdir(os.path.dirname(os.path.abspath(outputs)) or "."):
+        raise UserError(f"The folder holding --outputs {outputs} does not exist: create it or choose another.")
+    registry = discover(model, models_dir)
+    machine, where = resolve_run_machine(gpu, vram, ram)
+    bind = host or (LISTEN_HOST if listen else DEFAULT_HOST)
+    config = ServerConfig(registry, machine, quality, queue_size, credentials, outputs)
+    err = Console(stderr=True, soft_wrap=True)
+    names = ", ".join(registry.models) or "none (give --model or --models-dir)"
+    shown = "127.0.0.1" if bind == LISTEN_HOST else bind
+    out.print(f"lowvram serving on http://{shown}:{port} (A1111 API at /sdapi/v1, docs at /docs); models: {names}",
+              markup=False, highlight=False)
+    err.print(where, markup=False, highlight=False)
+    if bind == LISTEN_HOST:
+        err.print(f"note: listening on all interfaces ({bind}:{port}): other machines on the network can use this server"
+                  + ("" if credentials else "; consider --api-auth USER:PASS") + ".", markup=False, highlight=False)
+    uvicorn.run(create_app(config), host=bind, port=port, log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+
+
 @app.command(name="list")
 def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     """Catalogue models installed in the Hugging Face cache, and where: full weights or GGUF quants."""
@@ -456,15 +526,31 @@ def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
+LORA_WEIGHT_LIMIT = 100.0  # |weight| beyond this is a typo, not a LoRA strength (A1111's UI slider spans -2..2)
+
+
 def _lora_arg(text: str) -> tuple[str, float]:
-    """FILE or FILE:WEIGHT (the weight defaults to 1)."""
+    """FILE or FILE:WEIGHT (the weight defaults to 1). A file whose name holds a colon is taken whole when it
+    exists; otherwise what follows the last colon must be a number."""
+    import math
+
     path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
+    if not sep or os.path.exists(text) or not path:
+        return text, 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        raise UserError(f"--lora {text}: {tail!r} is not a weight; give FILE or FILE:WEIGHT with a number, "
+                        "e.g. style.safetensors:0.8.") from None
+    if not math.isfinite(weight) or abs(weight) > LORA_WEIGHT_LIMIT:
+        raise UserError(f"--lora {text}: the weight {tail} is out of range; give a number such as 0.8 (1 = full strength).")
+    return path, weight
+
+
+def printable(text: str) -> str:
+    """User strings (file names, prompts) with terminal control characters shown escaped, never sent to the
+    terminal: a file name can carry escape sequences that rewrite the screen."""
+    return "".join(ch if ch.isprintable() or ch in "\t" else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def main() -> None:
@@ -477,8 +563,20 @@ def main() -> None:
     try:
         app(args=_bare_controlnet(sys.argv[1:]))
     except UserError as e:
-        sys.stderr.write(f"lowvram: {e}\n")
+        sys.stderr.write(f"lowvram: {printable(str(e))}\n")
         sys.exit(e.exit_code)
+    except InternalError as e:
+        sys.stderr.write(f"lowvram: internal error, please report it with the command you ran: {e}.\n")
+        sys.exit(e.exit_code)
+    except MemoryError:
+        sys.stderr.write("lowvram: out of host memory: close other programs, or give a smaller --vram / --ram.\n")
+        sys.exit(1)
+    except RuntimeError as e:  # torch.OutOfMemoryError after every re-plan (imported only if torch is)
+        if "out of memory" not in str(e).lower():
+            raise
+        sys.stderr.write("lowvram: out of GPU memory even after re-planning with fewer resident blocks: another "
+                         "program holds VRAM; close it, or give a smaller --vram.\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("lowvram: interrupted.\n")
         sys.exit(130)

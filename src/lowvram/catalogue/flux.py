@@ -2,7 +2,10 @@
 
 from .components import clip_l, denoiser, t5_xxl, vae
 from .quants import GgufRepo
-from .spec import ModelSpec
+from .spec import ModelSpec, PipelineCall
+
+# Flux ControlNet pipelines take the condition image as `control_image` (SD's take `image`).
+_FLUX_CALL = PipelineCall(control_image_arg="control_image")
 
 # Flux packs 2x2 latent patches into tokens: 1024 px -> 128 latent -> 64x64 = 4096 tokens.
 _FLUX_FACTOR = 16
@@ -18,7 +21,7 @@ MODELS = (
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="FluxPipeline",
         hf_repo="black-forest-labs/FLUX.1-dev",
         signature="'double_blocks.*' x19 + 'single_blocks.*' x38 with 'guidance_in' (guidance-distilled)",
-        gguf=GgufRepo("city96/FLUX.1-dev-gguf", "flux1-dev-{quant}.gguf", _CITY96_FLUX_QUANTS),
+        gguf=GgufRepo("city96/FLUX.1-dev-gguf", "flux1-dev-{quant}.gguf", _CITY96_FLUX_QUANTS), call=_FLUX_CALL,
     ),
     ModelSpec(
         name="flux-schnell", family="flux", title="FLUX.1 [schnell]",
@@ -28,7 +31,7 @@ MODELS = (
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="FluxPipeline",
         hf_repo="black-forest-labs/FLUX.1-schnell",
         signature="'double_blocks.*' x19 + 'single_blocks.*' x38 without 'guidance_in'",
-        gguf=GgufRepo("city96/FLUX.1-schnell-gguf", "flux1-schnell-{quant}.gguf", _CITY96_FLUX_QUANTS),
+        gguf=GgufRepo("city96/FLUX.1-schnell-gguf", "flux1-schnell-{quant}.gguf", _CITY96_FLUX_QUANTS), call=_FLUX_CALL,
     ),
     ModelSpec(
         name="chroma", family="chroma", title="Chroma (FLUX.1-schnell derivative)",

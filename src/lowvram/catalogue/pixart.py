@@ -1,7 +1,10 @@
 """PixArt-alpha and PixArt-Sigma (DiT with a T5-XXL encoder and the SD / SDXL VAE)."""
 
 from .components import denoiser, t5_xxl, vae
-from .spec import ModelSpec
+from .spec import ModelSpec, PipelineCall
+
+# clean_caption needs BeautifulSoup and ftfy: the prompt is used as typed
+_PIXART_CALL = PipelineCall(fixed=(("clean_caption", False),))
 
 MODELS = (
     ModelSpec(
@@ -12,6 +15,7 @@ MODELS = (
         scheduler="DPMSolverMultistepScheduler", pipeline="PixArtAlphaPipeline",
         hf_repo="PixArt-alpha/PixArt-XL-2-1024-MS",
         signature="'blocks.*' x28 DiT with resolution / aspect-ratio embedders ('csize_embedder', 'ar_embedder')",
+        call=_PIXART_CALL,
     ),
     ModelSpec(
         name="pixart-sigma", family="pixart", title="PixArt-Σ XL-2 1024",
@@ -21,5 +25,6 @@ MODELS = (
         scheduler="DPMSolverMultistepScheduler", pipeline="PixArtSigmaPipeline",
         hf_repo="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
         signature="'blocks.*' x28 DiT without resolution / aspect-ratio embedders",
+        call=_PIXART_CALL,
     ),
 )

@@ -1,7 +1,7 @@
 """Qwen-Image (20 B MMDiT with a Qwen2.5-VL-7B text encoder and its own video-style VAE)."""
 
 from .components import denoiser, vae
-from .spec import ComponentSpec, ModelSpec
+from .spec import ComponentSpec, ModelSpec, PipelineCall
 
 MODELS = (
     ModelSpec(
@@ -16,5 +16,7 @@ MODELS = (
         scheduler="FlowMatchEulerDiscreteScheduler", pipeline="QwenImagePipeline",
         hf_repo="Qwen/Qwen-Image",
         signature="'transformer_blocks.*' x60 with 'img_mod' / 'txt_mod' and 'txt_norm'",
+        # "true" CFG: the guidance value is true_cfg_scale, and the second pass runs only with a negative prompt
+        call=PipelineCall(guidance_args=("guidance_scale", "true_cfg_scale"), negative_default=" "),
     ),
 )

@@ -43,6 +43,18 @@ class ComponentSpec:
 
 
 @dataclass(frozen=True)
+class PipelineCall:
+    """How a family's diffusers pipeline is called: the keyword arguments that differ between families."""
+
+    guidance_args: tuple[str, ...] = ("guidance_scale",)  # the keyword(s) that receive the guidance value
+    # a negative prompt the pipeline needs even when the user gave none (Qwen-Image's "true" CFG runs
+    # its second pass only with one); None: pass a negative prompt only when given, and only with CFG
+    negative_default: str | None = None
+    fixed: tuple[tuple[str, object], ...] = ()  # always passed, e.g. PixArt's clean_caption=False
+    control_image_arg: str = "image"  # where a ControlNet's condition image goes
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A catalogue entry: an architecture with its components and generation defaults."""
 
@@ -64,6 +76,11 @@ class ModelSpec:
     signature: str  # how inspection recognises it in a checkpoint, in words
     notes: str = ""
     gguf: GgufRepo | None = None  # published GGUF quants of the denoiser, where they exist
+    call: PipelineCall = PipelineCall()  # the family's pipeline keyword arguments
+    # The dtype its weights are published in for inference, planned when no file is given (a file's own
+    # dtypes win): bf16 for the recent models; fp16 where the repo's inference weights are the fp16
+    # variant (SD1.x/2.x/SDXL `variant="fp16"`, DeepFloyd IF `fp16`).
+    dtype: str = "bf16"
 
     def component(self, name: str) -> ComponentSpec:
         for c in self.components:

@@ -14,7 +14,6 @@ The progress bar counts the steps of all three stages together and names the sta
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -61,70 +60,49 @@ def stage_runs(steps: int, guidance: float) -> list[StageRun]:
     return out
 
 
-def generate_cascade(req, cascade, spec, plan, width: int, height: int, steps: int, guidance: float,
-                     device: torch.device, compute: torch.dtype, console=None):
-    """Load the three stages under `plan`, run them, write the final stage's PNGs; a GenerateResult."""
-    import psutil
+def run_cascade(r, pipes, device: torch.device, observer):
+    """Run the three loaded stages for a resolved request; (images, infotext fields), or (None, None) when
+    the observer asked to stop. One generator seeds every stage."""
+    from .samplers import a1111_names
 
-    from ..runtime.executor import PlanExecutor
-    from .loader import load_cascade
-    from .output import plan_summary, write_pngs
-    from .progress import StepWatch
-    from .run import GenerateResult
-
-    t0 = time.perf_counter()
-    (s1, s2, s3), modules = load_cascade(cascade, plan, compute)
-    for pipe in (s1, s2, s3):
-        pipe.set_progress_bar_config(disable=True)  # ours counts all stages
-    runs = stage_runs(steps, guidance)
-    executor = PlanExecutor(plan, modules, device).apply()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t_run = time.perf_counter()
-    watch = StepWatch(None if req.quiet else console, sum(r.steps for r in runs), label="stage I")
+    s1, s2, s3 = pipes
+    req, spec = r.req, r.spec
+    runs = stage_runs(r.steps, r.guidance)
+    observer.label("stage I")
 
     def callback(i, t, latents):
-        if watch.advance():
+        if observer.advance(latents):
             raise _Stopped
 
-    gen = torch.Generator("cpu").manual_seed(req.seed)
+    gen = torch.Generator("cpu").manual_seed(r.seeds[0])
     prompts = [req.prompt] * req.batch
     negatives = [req.negative] * req.batch if req.negative else None
-    h1, w1 = (height // spec.component("unet").pixel_divisor, width // spec.component("unet").pixel_divisor)
-    h2, w2 = (height // spec.component("unet_2").pixel_divisor, width // spec.component("unet_2").pixel_divisor)
+    h1, w1 = (r.height // spec.component("unet").pixel_divisor, r.width // spec.component("unet").pixel_divisor)
+    h2, w2 = (r.height // spec.component("unet_2").pixel_divisor, r.width // spec.component("unet_2").pixel_divisor)
     r1, r2, r3 = runs
-    images = None
     try:
-        with watch, torch.no_grad():
+        with observer, torch.no_grad():
             embeds, negative_embeds = s1.encode_prompt(prompts, r1.guidance > 1.0, device=device, negative_prompt=negatives,
                                                        clean_caption=False)  # cleaning needs bs4 + ftfy: used as typed
             image = s1(prompt_embeds=embeds, negative_prompt_embeds=negative_embeds, height=h1, width=w1,
                        num_inference_steps=r1.steps, guidance_scale=r1.guidance, generator=gen, output_type="pt",
                        callback=callback).images
-            watch.label("stage II")
+            observer.label("stage II")
             image = s2(image=image, prompt_embeds=embeds, negative_prompt_embeds=negative_embeds, height=h2, width=w2,
                        num_inference_steps=r2.steps, guidance_scale=r2.guidance, noise_level=r2.noise_level,
                        generator=gen, output_type="pt", callback=callback).images
-            watch.label("stage III")
+            observer.label("stage III")
             # stages I and II return [-1, 1] tensors; the upscaler takes images in [0, 1]
             images = s3(prompt=prompts, negative_prompt=negatives, image=(image / 2 + 0.5).clamp(0, 1),
                         num_inference_steps=r3.steps, guidance_scale=r3.guidance, noise_level=r3.noise_level,
                         generator=gen, output_type="np", callback=callback).images
     except _Stopped:
-        pass
-    finally:
-        executor.remove()
-    seconds = time.perf_counter() - t0
-    run_seconds = time.perf_counter() - t_run
-    if images is None:
-        return GenerateResult([], plan, seconds, 0, 0, interrupted_at=watch.step)
-    params = {"Steps": r1.steps, "Sampler": type(s1.scheduler).__name__, "CFG scale": r1.guidance, "Seed": req.seed,
-              "Model": spec.name}
-    for name, r, pipe in (("II", r2, s2), ("III", r3, s3)):
-        params[f"Stage {name}"] = (f"{r.steps} steps, {type(pipe.scheduler).__name__}, CFG scale {r.guidance}, "
-                                   f"noise level {r.noise_level}")
-    params["lowvram plan"] = plan_summary(plan)
-    paths = write_pngs(images, req.output, req.prompt, req.negative, params)
-    peak_vram = torch.cuda.max_memory_allocated() if device.type == "cuda" else executor.accountant.peak
-    return GenerateResult(paths, plan, seconds, peak_vram, psutil.Process().memory_info().rss, replans=executor.replans,
-                          load_seconds=seconds - run_seconds, run_seconds=run_seconds)
+        return None, None
+    sampler, schedule = a1111_names(s1.scheduler)
+    params = {"Steps": r1.steps, "Sampler": sampler, "Schedule type": schedule, "CFG scale": r1.guidance}
+    for name, run, pipe in (("II", r2, s2), ("III", r3, s3)):
+        params[f"Stage {name}"] = (f"{run.steps} steps, {a1111_names(pipe.scheduler)[0]}, CFG scale {run.guidance}, "
+                                   f"noise level {run.noise_level}")
+    # the batch shares one seed through one generator: every image records it
+    r.seeds[:] = [r.seeds[0]] * len(images)
+    return images, params

@@ -185,8 +185,12 @@ def placement_trade(best: Option, options: list[Option], steps: int, images_per_
             f"{load}")
 
 
-def load_assumption(images_per_load: int) -> str:
-    """The decision line saying how placement was charged."""
+def load_assumption(images_per_load: int, host: bool = False) -> str:
+    """The decision line saying how placement was charged. host: a CPU machine (Machine.device "cpu"),
+    where weights held in RAM compute where they are: nothing is copied or page-locked."""
+    if host:
+        return ("load: on the CPU the weights held in RAM are used where they are: nothing is placed or "
+                "page-locked (weights mapped from disk are still read for every image)")
     if images_per_load == 1:
         return ("load: placing the weights (copies, page-locking) is charged to every image — one image per load, "
                 "as a one-shot generate runs")

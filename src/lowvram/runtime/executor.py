@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import torch
 
+from ..errors import InternalError
 from ..plan.types import ComponentPlan, Plan
 from .accountant import BudgetAccountant
-from .precision import COMPUTE_DTYPES, PrecisionConfig, apply_weight_precision
+from .precision import COMPUTE_DTYPES, STORAGE_DTYPES, PrecisionConfig, apply_weight_precision
 from .streaming import StreamingEngine
 from .vae import guard_decode
 
@@ -35,8 +36,10 @@ class PlanExecutor:
         self.active: str | None = None  # the component whose phase it is
         self.engines: OrderedDict[str, StreamingEngine] = OrderedDict()  # on the device now, least recent first
         self.phases: list[str] = []  # the order components were activated in (for reports and tests)
-        self._handles = []
-        self._wrapped: list[tuple[torch.nn.Module, str]] = []
+        self._handles = []  # every hook this executor registers, removed by its handle in remove()
+        self._wrapped: list[tuple[torch.nn.Module, str]] = []  # instance methods shadowing the class's
+        self._cpu_hooked: set[str] = set()  # components with input/output moving hooks (placed on the CPU)
+        self._guarded: set[str] = set()  # denoisers whose forward retries out-of-memory calls
         self.by_name = {c.name: c for c in plan.components}
         self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
@@ -55,6 +58,8 @@ class PlanExecutor:
                 continue
             if cp.precision in ("fp8", "int8"):
                 apply_weight_precision(module, PrecisionConfig(cp.precision, COMPUTE_DTYPES[cp.compute_dtype]))
+            if name in self.planned:  # a companion the plan does not list takes its partner's dtype, unchecked
+                check_loaded(name, module, cp)
             self._handles.append(module.register_forward_pre_hook(self._pre(name), prepend=True))
             if cp.role == "vae":  # the plan's tile size, and smaller tiles if a decode still runs out of memory
                 guard_decode(module, self.plan.vae_tile, on_retry=self._vae_retry(name))
@@ -100,7 +105,7 @@ class PlanExecutor:
                 break
             if other not in group:
                 self._evict(other)
-        if cp.placement != "cpu" and cp.role == "denoiser" and not getattr(module, "_lowvram_oom_guard", False):
+        if cp.placement != "cpu" and cp.role == "denoiser" and name not in self._guarded:
             self._guard_oom(name, module)
         if name in self.companions:
             self.engines[name] = self._engine(name)
@@ -110,10 +115,11 @@ class PlanExecutor:
             # the module stays in host memory and computes there; its inputs come to it and its
             # outputs go back to the device the rest of the pipeline runs on
             self.active = name
-            if not getattr(module, "_lowvram_cpu_hooks", False):
-                module.register_forward_pre_hook(lambda m, a, k: (_to(a, "cpu"), _to(k, "cpu")), with_kwargs=True)
-                module.register_forward_hook(lambda m, a, out: _to(out, self.device))
-                module._lowvram_cpu_hooks = True
+            if name not in self._cpu_hooked:
+                self._handles.append(module.register_forward_pre_hook(
+                    lambda m, a, k: (_to(a, "cpu"), _to(k, "cpu")), with_kwargs=True))
+                self._handles.append(module.register_forward_hook(lambda m, a, out: _to(out, self.device)))
+                self._cpu_hooked.add(name)
         else:
             self.engines[name] = self._engine(name)
             self.active = name
@@ -148,7 +154,7 @@ class PlanExecutor:
                         raise
 
         module.forward = guarded
-        module._lowvram_oom_guard = True
+        self._guarded.add(name)
         self._wrapped.append((module, "forward"))
 
     def _shrink(self, name: str) -> bool:
@@ -188,15 +194,52 @@ class PlanExecutor:
         self.active = None
 
     def remove(self) -> None:
+        """Undo apply(): every component off the device, every hook removed by its handle, every
+        attribute this executor set deleted, so the modules are as the loader made them (a Session
+        re-plans a loaded model by removing one executor and applying another)."""
         self.deactivate()
         for h in self._handles:
             h.remove()
         for module, method in self._wrapped:
-            delattr(module, method)  # the instance attribute shadowed the class method
+            if method in module.__dict__:
+                delattr(module, method)  # the instance attribute shadowed the class method
         for module in self.modules.values():
             if isinstance(getattr(module, "_hf_hook", None), _DeviceHook):
                 del module._hf_hook
         self._handles, self._wrapped = [], []
+        self._cpu_hooked.clear()
+        self._guarded.clear()
+
+
+class PlanMismatch(InternalError):
+    """A loaded module holds its weights in other dtypes or bytes than its plan counted."""
+
+
+# Relative difference allowed between a real-size module's parameter bytes and its plan's weight_bytes:
+# the plan's units count the same parameters, so only rounding of 8-bit scales may differ.
+WEIGHT_BYTES_TOLERANCE = 0.01
+
+
+def check_loaded(name: str, module: torch.nn.Module, cp: ComponentPlan) -> None:
+    """Before anything is placed: every floating parameter is in the plan's dtype (8-bit Linear weights
+    in its storage type), and a module of the planned architecture (same parameter count) holds the
+    plan's bytes. Raises PlanMismatch — a bug, e.g. a plan that counted fp16 for a CPU computing in
+    fp32 — instead of a BudgetExceeded halfway through loading the device."""
+    if cp.precision not in COMPUTE_DTYPES and cp.precision not in STORAGE_DTYPES:
+        return  # GGUF blocks: stored as the file has them
+    want = COMPUTE_DTYPES[cp.compute_dtype]
+    quantised = STORAGE_DTYPES.get(cp.precision)
+    params = nbytes = 0
+    for owner_name, owner in module.named_modules():
+        for pname, p in owner.named_parameters(recurse=False):
+            params += p.numel()
+            nbytes += p.numel() * p.element_size()
+            expected = quantised if quantised is not None and pname == "weight" and hasattr(owner, "weight_scale") else want
+            if (p.is_floating_point() or p.dtype == quantised) and p.dtype != expected:
+                raise PlanMismatch(f"{name}.{owner_name + '.' if owner_name else ''}{pname} is loaded as {p.dtype} "
+                                   f"but the plan runs {name} in {cp.precision} (compute {cp.compute_dtype})")
+    if cp.weight_bytes and params == cp.params and abs(nbytes - cp.weight_bytes) > WEIGHT_BYTES_TOLERANCE * cp.weight_bytes:
+        raise PlanMismatch(f"{name} holds {nbytes} bytes of weights but its plan counted {cp.weight_bytes}")
 
 
 class _DeviceHook:

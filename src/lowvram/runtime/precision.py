@@ -13,10 +13,23 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.dtypes import COMPUTE_DTYPES, STORAGE_DTYPES  # noqa: F401  (re-exported for the runtime)
+
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 INT8_MAX = 127.0
-STORAGE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}
-COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # plan names -> torch
+
+
+def compute_dtype(plan) -> torch.dtype:
+    """The dtype a pipeline runs in under `plan`: its denoiser's compute dtype (each component is loaded
+    in its own, ComponentPlan.compute_dtype; inputs follow the denoiser's)."""
+    den = next((c for c in plan.components if c.role == "denoiser"), None)
+    return COMPUTE_DTYPES[den.compute_dtype if den is not None else plan.components[0].compute_dtype]
+
+
+def run_device(plan) -> torch.device:
+    """The device `plan` was made for: a CPU plan runs on the CPU, a GPU plan on CUDA — never one on the
+    other, whose bytes and dtypes it did not count (plan/machine.py resolve_run_machine picks the plan)."""
+    return torch.device("cpu" if plan.machine.device == "cpu" else "cuda")
 
 
 @dataclass(frozen=True)

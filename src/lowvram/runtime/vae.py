@@ -11,6 +11,8 @@ import functools
 
 import torch
 
+from ..kernels.vae_tiling import latent_scale, set_tile
+
 MIN_TILE = 128  # pixels: below this the overlap dominates and quality suffers
 
 
@@ -18,31 +20,20 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def latent_scale(vae) -> int:
-    """Pixels per latent along a side."""
-    return 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
-
-
-def set_tile(vae, tile: int) -> None:
-    """Tiled decode/encode with `tile`-pixel tiles (0: whole image). The simulator sets the same."""
-    if not tile:
-        if hasattr(vae, "disable_tiling"):
-            vae.disable_tiling()
-        return
-    if not hasattr(vae, "enable_tiling"):
-        return
-    vae.enable_tiling()
-    f = latent_scale(vae)
-    vae.tile_sample_min_size = tile
-    vae.tile_latent_min_size = tile // f
-    if hasattr(vae, "tile_sample_min_height"):  # newer VAEs keep the two sides apart
-        vae.tile_sample_min_height = vae.tile_sample_min_width = tile
-        vae.tile_latent_min_height = vae.tile_latent_min_width = tile // f
-
-
 def decode(vae, latents: torch.Tensor, tile: int = 0, on_retry=None, min_tile: int = MIN_TILE) -> torch.Tensor:
     """`vae.decode(latents)` at the planned tile size; on OOM, smaller tiles until MIN_TILE."""
     return _retrying(lambda: vae.decode(latents, return_dict=False)[0], vae, latents, tile, on_retry, min_tile)
+
+
+def _in_vae_dtype(vae, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Latents in the VAE's own dtype: a VAE planned in fp32 (it overflows in fp16) beside an fp16 denoiser
+    gets fp16 latents from pipelines that only cast for their own upcast path."""
+    dtype = next(vae.parameters()).dtype
+    if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point() and args[0].dtype != dtype:
+        args = (args[0].to(dtype),) + tuple(args[1:])
+    elif isinstance(kwargs.get("z"), torch.Tensor) and kwargs["z"].is_floating_point() and kwargs["z"].dtype != dtype:
+        kwargs = dict(kwargs, z=kwargs["z"].to(dtype))
+    return args, kwargs
 
 
 def guard_decode(vae, tile: int, on_retry=None, min_tile: int = MIN_TILE) -> None:
@@ -52,6 +43,7 @@ def guard_decode(vae, tile: int, on_retry=None, min_tile: int = MIN_TILE) -> Non
 
     @functools.wraps(original)
     def decode_(*args, **kwargs):
+        args, kwargs = _in_vae_dtype(vae, args, kwargs)
         latents = args[0] if args else kwargs["z"]
         return _retrying(lambda: original(*args, **kwargs), vae, latents, tile, on_retry, min_tile)
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from ..catalogue import ComponentSpec, ModelSpec
-from ..runtime.vae import latent_scale
+from ..kernels.vae_tiling import latent_scale
 
 Inputs = tuple[Callable[..., Any], dict[str, Any]]  # (callable on the module, kwargs)
 

@@ -15,9 +15,9 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params, load_config
-from ..runtime.attention import attention_context
-from ..runtime.vae import set_tile
-from ..runtime.precision import COMPUTE_DTYPES
+from ..kernels.attention import attention_context
+from ..kernels.vae_tiling import set_tile
+from ..kernels.dtypes import COMPUTE_DTYPES
 from .api import SimRequest, SimResult
 from .inputs import controlnet_inputs, controlnet_step_inputs, denoiser_inputs, text_encoder_inputs, vae_inputs
 from .static_shapes import static_shapes

@@ -1,0 +1,51 @@
+"""The FastAPI application: A1111's API and lowvram's on one Session, behind auth and a body cap."""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import FastAPI
+
+from .config import ServerConfig, ServerState
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The app for one GPU: its Session and worker start with the app and stop (model unloaded) with it."""
+    from ..generate.session import Session, planner_for
+    from . import a1111, errors, lowvram_api
+    from .auth import BasicAuth
+    from .bodylimit import BodyLimit
+    from .jobs import JobQueue
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        session = Session(planner_for(config.machine, config.quality), console=None)
+        queue = JobQueue(session, config.queue_size, on_done=_saver(config))
+        app.state.lowvram = ServerState(config, queue)
+        try:
+            yield
+        finally:
+            queue.close()
+
+    app = FastAPI(title="lowvram", lifespan=lifespan,
+                  description="A1111's API (/sdapi/v1) and lowvram's (/lowvram/v1) on a model kept loaded.")
+    errors.install(app)
+    app.include_router(a1111.router)
+    app.include_router(lowvram_api.router)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    if config.credentials:
+        app.add_middleware(BasicAuth, credentials=config.credentials)  # added last: runs first
+    return app
+
+
+def _saver(config: ServerConfig):
+    """What the worker does with a finished job's images: save them in A1111's outputs layout."""
+    if not config.outputs:
+        return None
+    from .outputs import save_images
+
+    def save(job) -> None:
+        res = job.result
+        job.paths = save_images(config.outputs, job.kind, res.images, res.seeds, res.infotexts)
+
+    return save

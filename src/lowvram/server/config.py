@@ -1,0 +1,34 @@
+"""What a server is started with, and what its routes share (kept on `app.state.lowvram`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Request bodies larger than this are refused (413) before they are read whole: an init image and a
+# mask at lowvram's input cap (4096 x 4096, generate/inputs.py), stored as uncompressed RGB (48 MiB
+# each) and base64-encoded (x 4/3), come to 128 MiB.
+MAX_BODY_BYTES = 128 * 2**20
+DEFAULT_HOST = "127.0.0.1"
+LISTEN_HOST = "0.0.0.0"
+DEFAULT_PORT = 7860  # A1111's, so its clients find the server where they expect it
+
+
+@dataclass
+class ServerConfig:
+    registry: object  # server.models.Registry
+    machine: object  # plan.Machine
+    quality: str = "lossless"
+    queue_size: int = 16
+    credentials: list = field(default_factory=list)  # [(user, password)]; empty: no auth
+    outputs: str | None = "outputs"  # where images are saved (A1111's layout); None: not saved
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+@dataclass
+class ServerState:
+    config: ServerConfig
+    queue: object  # server.jobs.JobQueue
+
+    @property
+    def registry(self):
+        return self.config.registry

@@ -1,0 +1,334 @@
+"""`lowvram serve` over real HTTP: a uvicorn server in a subprocess on a free loopback port, driven the
+way A1111's clients drive it (plain JSON, and the `webuiapi` package unchanged), with tiny random-weight
+pipelines in a models/diffusers/ tree."""
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import requests
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from tiny_pipelines import build_pipeline
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+START_TIMEOUT_S = 240  # importing torch + diffusers on a loaded 2-core machine
+REQUEST_TIMEOUT_S = 240
+GPU = "RTX 2060"  # on a machine without CUDA, only lends its VRAM as the CPU run's weight budget
+SMALL = {"width": 64, "height": 64, "steps": 1}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc, port, log, auth=None):
+        self.proc, self.port, self.log, self.auth = proc, port, log, auth
+        self.url = f"http://127.0.0.1:{port}"
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", REQUEST_TIMEOUT_S)
+        kw.setdefault("auth", self.auth)
+        return requests.get(self.url + path, **kw)
+
+    def post(self, path, body=None, **kw):
+        kw.setdefault("timeout", REQUEST_TIMEOUT_S)
+        kw.setdefault("auth", self.auth)
+        return requests.post(self.url + path, json=body, **kw)
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+
+def _start(tmp, *args, auth=None):
+    port = _free_port()
+    log = open(tmp / f"server-{port}.log", "w+")
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HOME=str(tmp / "hf"),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lowvram.cli", "serve", "--port", str(port), "--gpu", GPU,
+                             "--outputs", str(tmp / "outputs"), *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    server = Server(proc, port, log, auth)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise AssertionError(f"the server exited ({proc.returncode}): {log.read()[-2000:]}")
+        try:
+            requests.get(server.url + "/sdapi/v1/progress", timeout=2)
+            return server
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    _stop(server)
+    raise AssertionError("the server did not answer in time")
+
+
+def _stop(server):
+    try:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    server.log.close()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    models = root / "models"
+    for name, arch in (("tiny-sd15", "sd15"), ("tiny-sdxl", "sdxl")):
+        build_pipeline(arch, str(models / "diffusers" / name))
+    (models / "loras").mkdir()
+    g = torch.Generator().manual_seed(0)
+    blk = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    save_file({f"{blk}.lora_down.weight": torch.randn(4, 32, generator=g) * 4,
+               f"{blk}.lora_up.weight": torch.randn(32, 4, generator=g) * 4, f"{blk}.alpha": torch.tensor(4.0)},
+              str(models / "loras" / "style.safetensors"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tree):
+    s = _start(tree, "--models-dir", str(tree / "models"))
+    yield s
+    _stop(s)
+
+
+def _png(size=(64, 64), color=(200, 40, 40)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _image(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def test_lists_models_from_the_models_dir_with_a1111_titles(server):
+    models = server.get("/sdapi/v1/sd-models").json()
+    assert [m["model_name"] for m in models] == ["tiny-sd15", "tiny-sdxl"]
+    assert all(m["title"] == f"{m['model_name']} [{m['hash']}]" and len(m["hash"]) == 8 for m in models)
+    assert server.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == models[0]["title"]
+    assert [x["name"] for x in server.get("/sdapi/v1/loras").json()] == ["style"]
+    assert "Euler a" in [s["name"] for s in server.get("/sdapi/v1/samplers").json()]
+    assert "Automatic" in [s["label"] for s in server.get("/sdapi/v1/schedulers").json()]
+    mem = server.get("/sdapi/v1/memory").json()
+    assert mem["ram"]["total"] > 0 and "cuda" in mem
+
+
+def test_txt2img_answers_in_a1111_shape_and_saves_the_image(server, tree):
+    r = server.post("/sdapi/v1/txt2img", dict(SMALL, prompt="a red cat", negative_prompt="blur", seed=-1,
+                                               some_field_a1111_has=True))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    info = json.loads(body["info"])
+    assert info["seed"] == info["all_seeds"][0] and 0 <= info["seed"] < 2**32  # -1: random, and reported
+    assert (info["width"], info["height"], info["steps"]) == (64, 64, 1)
+    im = _image(body["images"][0])
+    assert im.size == (64, 64)
+    text = im.text["parameters"]
+    assert text == info["infotexts"][0] and f"Seed: {info['seed']}" in text and "Negative prompt: blur" in text
+    saved = info["saved_paths"][0]
+    assert saved.startswith(str(tree / "outputs" / "txt2img-images")) and saved.endswith(f"-{info['seed']}.png")
+    assert os.path.basename(saved).startswith("00000-")
+    back = server.post("/sdapi/v1/png-info", {"image": body["images"][0]}).json()
+    assert back["info"] == text and back["parameters"]["Seed"] == info["seed"]
+    assert back["parameters"]["Negative prompt"] == "blur" and back["parameters"]["Size-1"] == 64
+
+
+def test_bad_requests_get_one_sentence_and_no_traceback(server):
+    cases = [
+        (requests.post(server.url + "/sdapi/v1/txt2img", data="{not json", headers={"content-type": "application/json"},
+                       timeout=30), 400, "not valid JSON"),
+        (server.post("/sdapi/v1/txt2img", dict(SMALL, steps="many")), 422, "steps"),
+        (server.post("/sdapi/v1/txt2img", dict(SMALL, steps=5000)), 422, "steps"),
+        (server.post("/sdapi/v1/txt2img", dict(SMALL, width=100)), 400, "multiple of 8"),
+        (server.post("/sdapi/v1/txt2img", dict(SMALL, override_settings={"sd_model_checkpoint": server.log.name})),
+         404, "no model named"),
+        (server.post("/sdapi/v1/txt2img", dict(SMALL, prompt="<lora:../../etc/passwd:1> a cat")), 404, "no LoRA"),
+        (server.post("/sdapi/v1/options", {"sd_model_checkpoint": "/tmp"}), 404, "no model named"),
+        (server.get("/lowvram/v1/plan", params={"model": "/etc/passwd"}), 404, "not by path"),
+        (server.post("/sdapi/v1/img2img", dict(SMALL, init_images=["bm90IGFuIGltYWdl"])), 400, "not an image"),
+        (server.post("/sdapi/v1/img2img", dict(SMALL, init_images=[_big_png()])), 400, "megapixels"),
+        (server.get("/sdapi/v1/nothing-here"), 404, "no /sdapi/v1/nothing-here"),
+    ]
+    for r, status, words in cases:
+        assert r.status_code == status, (words, r.status_code, r.text)
+        body = r.json()
+        assert set(body) == {"error", "detail"} and words in body["detail"], body
+        assert "Traceback" not in r.text and body["detail"].count(". ") == 0
+
+
+def _big_png() -> str:
+    """A PNG that declares 5000 x 4000 pixels (20 MP, above the 16.8 MP cap) in a few kilobytes."""
+    buf = io.BytesIO()
+    Image.new("1", (5000, 4000)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_webuiapi_client_unchanged(server):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port)
+    res = api.txt2img(prompt="a lighthouse", seed=7, cfg_scale=5, **SMALL)
+    assert res.image.size == (64, 64) and res.info["seed"] == 7 and res.info["sampler_name"] == "Euler a"
+    assert "Sampler: Euler a" in res.image.text["parameters"]
+    out = api.img2img(images=[res.image], prompt="a lighthouse at night", denoising_strength=0.5, seed=7,
+                      width=64, height=64, steps=2)
+    assert out.image.size == (64, 64) and "Denoising strength: 0.5" in out.image.text["parameters"]
+    assert api.png_info(out.image).info == out.image.text["parameters"]
+    titles = api.util_get_model_names()
+    api.util_set_model(titles[1])  # webuiapi lower-cases the name: the server matches any case
+    assert api.util_get_current_model() == titles[1]
+    api.util_set_model(titles[0])
+
+
+def test_three_concurrent_requests_are_answered_in_order_with_a_lora(server):
+    answers, lock = [], threading.Lock()
+
+    def ask(k):
+        prompt = "<lora:style:0.8> a cat" if k == 1 else "a cat"
+        r = server.post("/sdapi/v1/txt2img", dict(SMALL, prompt=prompt, seed=100 + k))
+        with lock:
+            answers.append((k, r))
+
+    threads = []
+    for k in range(3):
+        t = threading.Thread(target=ask, args=(k,))
+        t.start()
+        threads.append(t)
+        time.sleep(0.5)  # submission order 0, 1, 2
+    for t in threads:
+        t.join(REQUEST_TIMEOUT_S)
+    assert [k for k, _ in answers] == [0, 1, 2]
+    for k, r in answers:
+        assert r.status_code == 200, r.text
+        info = json.loads(r.json()["info"])
+        assert info["seed"] == 100 + k
+        assert ("Lora hashes" in info["infotexts"][0]) == (k == 1)
+
+
+def test_interrupt_ends_the_running_job_at_its_next_step(server):
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("r", server.post("/sdapi/v1/txt2img", dict(SMALL, steps=400))))
+    t.start()
+    deadline = time.monotonic() + REQUEST_TIMEOUT_S
+    while time.monotonic() < deadline:
+        p = server.get("/sdapi/v1/progress").json()
+        if p["state"]["sampling_step"] >= 1:
+            break
+        time.sleep(0.2)
+    assert p["state"]["sampling_steps"] == 400 and p["state"]["job_count"] == 1 and 0 < p["progress"] < 1
+    preview = _image(p["current_image"])  # the latents projected to RGB: one pixel per latent cell
+    assert preview.size[0] == preview.size[1] and preview.size[0] < 64
+    server.post("/sdapi/v1/interrupt")
+    t.join(REQUEST_TIMEOUT_S)
+    info = json.loads(got["r"].json()["info"])
+    assert got["r"].json()["images"] == [] and 1 <= info["interrupted_at_step"] < 400
+    assert server.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0
+
+
+def test_model_switching_keeps_memory_flat(server):
+    def run(name):
+        r = server.post("/sdapi/v1/txt2img", dict(SMALL, override_settings={"sd_model_checkpoint": name}))
+        assert r.status_code == 200, r.text
+        assert f"Model: {name}" in json.loads(r.json()["info"])["infotexts"][0]
+
+    run("tiny-sdxl")
+    run("tiny-sd15")
+    base = server.rss()
+    for _ in range(5):
+        run("tiny-sdxl")
+        run("tiny-sd15")
+    assert server.rss() <= base * 1.10, (base / 2**20, server.rss() / 2**20)
+
+
+def test_lowvram_api_plans_and_models(server):
+    plan = server.get("/lowvram/v1/plan", params={"model": "sdxl", "width": 768, "height": 768, "steps": 20}).json()
+    assert plan["model"] == "sdxl" and plan["workload"]["width"] == 768 and plan["workload"]["steps"] == 20
+    assert "fits" in plan and plan["machine"]["vram_bytes"] > 0
+    rows = server.get("/lowvram/v1/models").json()
+    assert [r["name"] for r in rows] == ["tiny-sd15", "tiny-sdxl"]
+    assert all(r["fits"] and r["seconds_per_image"] > 0 for r in rows)
+    assert rows[0]["architecture"] == "sd15"
+
+
+@pytest.fixture(scope="module")
+def guarded(tree):
+    s = _start(tree, "--model", str(tree / "models" / "diffusers" / "tiny-sd15"), "--api-auth", "ann:secret",
+               "--queue-size", "1", auth=("ann", "secret"))
+    yield s
+    _stop(s)
+
+
+def test_auth_queue_limit_and_event_stream(guarded):
+    for auth in (None, ("ann", "wrong")):
+        r = guarded.get("/sdapi/v1/sd-models", auth=auth)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic") and "detail" in r.json()
+    assert guarded.get("/sdapi/v1/sd-models").json()[0]["model_name"] == "tiny-sd15"
+    long = guarded.post("/lowvram/v1/txt2img", dict(SMALL, steps=400))
+    assert long.status_code == 202, long.text
+    deadline = time.monotonic() + REQUEST_TIMEOUT_S
+    while guarded.get(f"/lowvram/v1/jobs/{long.json()['id']}").json()["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    queued = guarded.post("/lowvram/v1/txt2img", dict(SMALL, seed=9))
+    assert queued.status_code == 202 and queued.json()["queue_position"] == 1
+    full = guarded.post("/sdapi/v1/txt2img", SMALL)
+    assert full.status_code == 503 and "queue is full" in full.json()["detail"]
+    events = []
+    with guarded.get(f"/lowvram/v1/jobs/{queued.json()['id']}/events", stream=True) as stream:
+        guarded.post("/sdapi/v1/interrupt")
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                events.append(line[7:])
+            elif line.startswith("data: ") and events[-1] == "done":
+                final = json.loads(line[6:])
+    assert events[0] == "progress" and events[-1] == "done"
+    assert final["seeds"] == [9] and final["saved_paths"]
+    assert guarded.get(f"/lowvram/v1/jobs/{long.json()['id']}").json()["state"] == "interrupted"
+
+
+def test_bad_serve_flags_exit_2_with_one_sentence(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SRC, HF_HOME=str(tmp_path / "hf"))
+    r = subprocess.run([sys.executable, "-m", "lowvram.cli", "serve", "--api-auth", "nopassword"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "USER:PASS" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_body_cap_refuses_a_large_body_while_it_arrives():
+    """The cap holds for chunked bodies that declare no length (checked on the ASGI middleware itself)."""
+    import asyncio
+
+    from lowvram.server.bodylimit import BodyLimit
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not see a body over the cap")
+
+    chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 2
+    sent = []
+
+    async def receive():
+        return chunks.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(BodyLimit(app, max_bytes=1000)({"type": "http", "headers": []}, receive, send))
+    assert sent[0]["status"] == 413 and b"larger than the server accepts" in sent[1]["body"]

@@ -233,10 +233,21 @@ def _print_plan(p, explain: bool, console: Console | None = None) -> None:
         con.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM",
                   soft_wrap=False)
     if explain and p.rejected:
-        rows = [(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
-                 f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"])) for r in p.rejected if "component" in r]
-        fit_table(con, [("component", "left"), ("placement", "left"), ("precision", "left"), ("cfg", "left"),
-                        ("vae tile", "right"), ("s/image", "right"), ("VRAM", "right")], rows, title="rejected alternatives")
+        # each option once (plan/explain.py deduplicates), with its prediction and why it lost; whole plans
+        # the policy set aside (the lossless or 8-bit alternative) last
+        rows = []
+        for r in p.rejected:
+            step = f"{r['seconds_per_step']:.2f}" if "seconds_per_step" in r else "-"
+            if "component" in r:
+                option = r["option"] + (f", ControlNet {r['controlnet']}" if r.get("controlnet") else "")
+                rows.append((r["component"], option, step, f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]),
+                             format_bytes(r["ram_bytes"]), r["reason"]))
+            else:
+                rows.append(("(whole plan)", r["alternative"], step, f"{r['seconds_per_image']:.2f}",
+                             format_bytes(r["peak_vram_bytes"]), format_bytes(r["peak_ram_bytes"]), r["reason"]))
+        fit_table(con, [("component", "left"), ("option", "left"), ("s/step", "right"), ("s/image", "right"),
+                        ("peak VRAM", "right"), ("RAM", "right"), ("why it lost", "left")], rows,
+                  title="rejected alternatives")
 
 
 @app.command()

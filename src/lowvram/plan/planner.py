@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from ..catalogue import ComponentSpec, ModelSpec
 from ..simulate import SimRequest, simulate_component
 from ..units import format_bytes
-from . import cost
+from . import cost, explain
 from .controlnet import PlannedControlNet, resolve_controlnet
 from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
@@ -39,6 +39,10 @@ class Option:
     overhead_s: float = 0.0  # per call, per-unit streaming overhead
     streamed_bytes: int = 0  # copied host -> device per call, companion included
     companion: ComponentPlan | None = None  # the ControlNet sharing a denoiser's phase
+    place_s: float = 0.0  # this image's share of placing the weights (in seconds_per_image; the rest is calls)
+    # What the disk-backed variant needs to choose its own resident prefix (empty: keep this one's)
+    unit_bytes: tuple[int, ...] = ()
+    weight_budget: int = 0  # VRAM its weights may take (the budget less activations and LoRA factors)
 
 
 def _precisions(policy: str, lossless: str, machine: Machine) -> list[str]:
@@ -98,6 +102,20 @@ def _unit_bytes(facts: ComponentFacts, precision: str, compute: str, file_ratio:
             cost.GGUF_DEQUANT_OVERHEAD.get(precision, cost.GGUF_DEQUANT_OVERHEAD_DEFAULT))
 
 
+def _stored_bytes(facts: ComponentFacts, precision: str, stored: str, unit_bytes: list[int]) -> int:
+    """What the weights take where they are stored: a GGUF type's own bytes (the file's), else the
+    stored dtype's (plan/dtypes.py; 8-bit storage and fp32 widening are made at load time, not stored)."""
+    return sum(unit_bytes) if _is_gguf(precision) else sum(facts.unit_bytes(stored))
+
+
+def _is_gguf(precision: str) -> bool:
+    return precision not in cost.BYTES_PER_WEIGHT
+
+
+def _gguf_note(precision: str, overhead: float) -> str:
+    return f"GGUF {precision} as stored, dequantised per layer (+{overhead:.0%} compute)" if _is_gguf(precision) else ""
+
+
 def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, compute: str = "bf16") -> float:
     """`kind` (transformer / unet / vae / text_encoder) picks a measured efficiency where there is one; a
     GPU computing in fp32 runs at cost.FP32_GPU_RATE of its tensor rate (a CPU's figure is fp32 already)."""
@@ -113,14 +131,74 @@ def _prefix_vram(unit_bytes: list[int], k: int) -> int:
     return sum(unit_bytes[:k]) + (2 * max(rest) if rest else 0)
 
 
+# A smaller resident prefix is chosen only when it makes an image at least this much faster: streaming two
+# tiny units to save a millisecond buys buffers and hooks for less than the cost model can tell apart, and
+# flips the plan between "resident" and "streamed" on noise. (Our choice; the models' accuracy is ~10 %.)
+RESIDENT_PREFERENCE = 0.01
+
+
+@dataclass(frozen=True)
+class Residency:
+    """A resident prefix chosen for one component at one precision, and what it costs."""
+    k: int  # the first k units stay on the GPU, the rest stream through two buffers
+    vram: int
+    streamed: int
+    overhead_s: float  # per call, per streamed unit
+    place_s: float
+    seconds_per_image: float
+
+
+def _residency(unit_bytes: list[int], budget: int, compute_s: float, calls: int, bw: float, extra: int = 0,
+               images_per_load: int = 1, mapped: bool = False, resident_only: bool = False,
+               host: bool = False) -> Residency | None:
+    """The resident prefix that makes an image fastest within `budget`, None if none fits.
+
+    Usually the largest that fits, but not always: weights made resident are copied before the first
+    call, while streamed ones are copied behind compute. From a file mapping (disk speed) a compute-bound
+    component places faster with fewer resident units, and a prefix too large would make a bigger card
+    plan slower. Every prefix is tried (components have at most a few hundred units); it keeps the
+    largest prefix within RESIDENT_PREFERENCE of the fastest. extra: LoRA factors placed with the component.
+    host: a CPU machine (Machine.device "cpu"), whose weights held in RAM are where they compute: no placement."""
+    n, total = len(unit_bytes), sum(unit_bytes)
+    suffix_max = [0] * (n + 1)  # the prefetch buffers must hold the largest unit still streamed
+    for i in range(n - 1, -1, -1):
+        suffix_max[i] = max(unit_bytes[i], suffix_max[i + 1])
+    feasible, resident = [], 0  # (k, resident bytes, vram)
+    for k in range(n + 1):
+        vram = total if k == n else resident + 2 * suffix_max[k]
+        if vram <= budget and (k == n or not resident_only):
+            feasible.append((k, resident, vram))
+        if k < n:
+            resident += unit_bytes[k]
+    if not feasible:
+        return None
+    # From RAM, while copying a resident byte costs no more than page-locking a streamed one (or nothing is
+    # placed: a CPU machine), a larger prefix is never slower (placement and calls both shrink): the largest
+    # wins without pricing the rest.
+    if not mapped and (host or min(cost.PAGEABLE_H2D_BYTES_PER_S, bw) >= cost.PIN_BYTES_PER_S * images_per_load):
+        feasible = feasible[-1:]
+    priced = []
+    for k, resident, vram in feasible:
+        place = _place_seconds(total + extra, total - resident, bw, mapped, images_per_load, host)
+        secs = place + max(calls, 1) * _call_seconds(compute_s, total - resident, bw, cost.PER_UNIT_OVERHEAD_S * (n - k))
+        priced.append((secs, place, k, resident, vram))
+    fastest = min(c[0] for c in priced)
+    # the largest prefix within RESIDENT_PREFERENCE of the fastest (feasible is in increasing k)
+    secs, place, k, resident, vram = next(c for c in reversed(priced) if c[0] <= fastest * (1 + RESIDENT_PREFERENCE))
+    return Residency(k, vram, total - resident, cost.PER_UNIT_OVERHEAD_S * (n - k), place, secs)
+
+
 def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, machine: Machine, budget: int,
                  precisions: list[str], stored: str, per_image_calls: int,
-                 extra_weights: int = 0, file_ratio: float | None = None) -> list[Option]:
+                 extra_weights: int = 0, file_ratio: float | None = None, images_per_load: int = 1,
+                 resident_only: bool = False) -> list[Option]:
     """Resident / streamed options on the device for one component.
 
     act16: the simulated (16-bit) activation peak of one call; stored: the dtype the weights are stored in.
     role_calls: forward calls per step (2 with split CFG); per_image_calls: steps (denoiser) or 1.
     extra_weights: LoRA factors, on the GPU beside the component for its whole phase (not its own weights).
+    images_per_load: images the loaded weights serve (Workload.images_per_load), sharing the pinning.
+    resident_only: whole components only (the VAE: tiling it beats streaming it).
     """
     facts = component_facts(spec)
     out = []
@@ -128,34 +206,33 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, m
         compute = _compute_for(p, machine)
         act = _activations(act16, compute)
         ub, overhead = _unit_bytes(facts, p, compute, file_ratio)
-        fit = _fit_units(ub, budget - act - extra_weights)
-        if fit is None:
-            continue
-        k, vram = fit
-        total = sum(ub)
-        streamed = sum(ub[k:])
         compute_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
-        overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
+        weight_budget = budget - act - extra_weights
+        r = _residency(ub, weight_budget, compute_s, role_calls * per_image_calls, machine.link_bytes_per_s,
+                       extra_weights, images_per_load, resident_only=resident_only, host=machine.device == "cpu")
+        if r is None:
+            continue
+        k, vram, total, streamed, overhead_s = r.k, r.vram, sum(ub), r.streamed, r.overhead_s
         per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)
-        per_image = _image_seconds(compute_s, overhead_s, total + extra_weights, streamed, role_calls * per_image_calls,
-                                   machine.link_bytes_per_s, host=machine.device == "cpu")
+        place, per_image = r.place_s, r.seconds_per_image
         placement = "resident" if k == len(ub) else "streamed"
         plan = ComponentPlan(
-            name=spec.name, role=spec.role, params=facts.params, stored_bytes=sum(facts.unit_bytes(stored)),
+            name=spec.name, role=spec.role, params=facts.params, stored_bytes=_stored_bytes(facts, p, stored, ub),
             placement=placement, precision=p, compute_dtype=compute, vram_bytes=vram, resident_units=k,
             total_units=len(ub), streamed_bytes=streamed, activation_bytes=act, seconds_per_call=per_call,
-            calls_per_image=role_calls * per_image_calls, weight_bytes=total)
+            calls_per_image=role_calls * per_image_calls, notes=_gguf_note(p, overhead), weight_bytes=total)
         # RAM: a pinned host copy of the whole component — what is streamed, and what is reloaded for
         # the next image after the phase evicts it.
         out.append(Option(plan, per_image, vram + extra_weights + act, total, total_bytes=total + extra_weights,
-                          compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed))
+                          compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed, place_s=place,
+                          unit_bytes=tuple(ub), weight_budget=weight_budget))
     return out
 
 
 def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int, flops: int, cn_flops: int, act16: int,
                      cn_act16: int, machine: Machine, budget: int, precisions: list[str], cn_precisions: list[str],
                      stored: str, steps: int, extra_weights: int = 0,
-                     file_ratio: float | None = None) -> list[Option]:
+                     file_ratio: float | None = None, images_per_load: int = 1) -> list[Option]:
     """Options for a denoiser whose ControlNet shares its phase (`act`: the phase's activation peak).
 
     Both run once per denoiser call, so their copies share the link and their compute adds up. For each
@@ -188,20 +265,21 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
                 streamed = sum(ub[k:]) + sum(cub[kc:])
                 # per streamed unit, plus the ControlNet's own forward call each step
                 overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k + len(cub) - kc) + cost.PER_CALL_OVERHEAD_S
-                secs = _image_seconds(compute_s, overhead_s, total + extra_weights, streamed, calls, bw,
-                                      host=machine.device == "cpu")
+                place = _place_seconds(total + extra_weights, streamed, bw, images_per_load=images_per_load,
+                                       host=machine.device == "cpu")
+                secs = place + calls * _call_seconds(compute_s, streamed, bw, overhead_s)
                 if best is None or (secs, vram + cn_vram) < (best[0], best[2] + best[4]):
-                    best = (secs, k, vram, kc, cn_vram, streamed, overhead_s)
+                    best = (secs, k, vram, kc, cn_vram, streamed, overhead_s, place)
             if best is None:
                 continue
-            secs, k, vram, kc, cn_vram, streamed, overhead_s = best
+            secs, k, vram, kc, cn_vram, streamed, overhead_s, place = best
             own_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
             cn_s = compute_s - own_s
             plan = ComponentPlan(
-                name=spec.name, role=spec.role, params=facts.params, stored_bytes=sum(facts.unit_bytes(stored)),
+                name=spec.name, role=spec.role, params=facts.params, stored_bytes=_stored_bytes(facts, p, stored, ub),
                 placement="resident" if k == len(ub) else "streamed", precision=p, compute_dtype=compute,
                 vram_bytes=vram, resident_units=k, total_units=len(ub), streamed_bytes=sum(ub[k:]),
-                activation_bytes=act, calls_per_image=calls, weight_bytes=sum(ub),
+                activation_bytes=act, calls_per_image=calls, notes=_gguf_note(p, overhead), weight_bytes=sum(ub),
                 seconds_per_call=_call_seconds(own_s, sum(ub[k:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)))
             companion = ComponentPlan(
                 name=cn.spec.name, role=cn.spec.role, params=cn.params, stored_bytes=sum(cn_facts.unit_bytes(stored)),
@@ -211,7 +289,8 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
                 seconds_per_call=_call_seconds(cn_s, sum(cub[kc:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(cub) - kc)),
                 notes=f"runs in {spec.name}'s phase; {cn.source}")
             out.append(Option(plan, secs, vram + cn_vram + extra_weights + act, total, total_bytes=total + extra_weights,
-                              compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed, companion=companion))
+                              compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed, companion=companion,
+                              place_s=place))
     return out
 
 
@@ -227,28 +306,29 @@ def _call_seconds(compute_s: float, streamed: int, bw: float, overhead_s: float)
     return max(compute_s, streamed / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
 
 
-def _image_seconds(compute_s: float, overhead_s: float, total: int, streamed: int, calls: int, bw: float,
-                   mapped: bool = False, host: bool = False) -> float:
-    """All calls of one image. From RAM: the component is placed first — its resident part copied from
-    pageable host memory, its streamed part pinned once — then every call streams the streamed part
-    behind its compute. From a file mapping (`mapped`, bw = disk speed): nothing is pinned, and every
-    byte comes at disk speed during the first call, the rest's calls stream only the streamed part."""
+def _place_seconds(total: int, streamed: int, bw: float, mapped: bool = False, images_per_load: int = 1,
+                   host: bool = False) -> float:
+    """One image's share of putting a component in place before its first call.
+
+    The resident part is copied to the GPU before the first call (runtime/streaming.py `apply`, no
+    overlap with compute): from pageable host memory, or at `bw` (disk speed) from a file mapping. The
+    streamed part held in RAM is first page-locked, once per load: the pinned copy replaces the pageable
+    one and outlives evictions, so `images_per_load` images share it. Mapped weights are never pinned;
+    they stream at disk speed in every call instead (the calls' cost, not placement). On a CPU machine
+    (`host`) weights held in RAM are where they compute already: nothing to place, nothing pinned (mapped
+    ones are still read from disk)."""
+    resident = total - streamed
     if mapped:
-        first = max(compute_s, total / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
-        return first + max(calls - 1, 0) * _call_seconds(compute_s, streamed, bw, overhead_s)
-    # on a CPU machine the weights are where they compute already: nothing to place, nothing pinned
-    place = 0.0 if host else (total - streamed) / min(cost.PAGEABLE_H2D_BYTES_PER_S, bw) + streamed / cost.PIN_BYTES_PER_S
-    return place + max(calls, 1) * _call_seconds(compute_s, streamed, bw, overhead_s)
+        return resident / bw
+    if host:
+        return 0.0
+    return resident / min(cost.PAGEABLE_H2D_BYTES_PER_S, bw) + streamed / cost.PIN_BYTES_PER_S / images_per_load
 
 
-def _steady_seconds(o: Option, machine: Machine) -> float:
-    """A denoiser's share of an image without placing it (what every step costs once it is placed): the
-    figure `s/step` reports."""
-    p = o.plan
-    if p.placement == "cpu":
-        return o.seconds_per_image
-    bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s) if p.source == "disk" else machine.link_bytes_per_s
-    return _call_seconds(o.compute_s, o.streamed_bytes, bw, o.overhead_s) * p.calls_per_image
+def _steady_seconds(o: Option) -> float:
+    """A component's share of an image without placing it (what its calls cost once it is placed): for a
+    denoiser, the figure `s/step` reports."""
+    return o.seconds_per_image - o.place_s
 
 
 def _cpu_options(spec: ComponentSpec, flops: int, act16: int, machine: Machine, stored: str) -> list[Option]:
@@ -280,12 +360,12 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
         sim = simulate_component(model, spec, req)
         if cn is None:
             opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions,
-                                stored, steps, lora, file_ratio)
+                                stored, steps, lora, file_ratio, wl.images_per_load)
         else:  # the ControlNet sees the same batch (the pipelines duplicate the control image for CFG)
             cn_sim = simulate_component(model, cn.spec, req)
             opts = _with_controlnet(spec, cn, calls, sim.flops, cn_sim.flops, _step_activation(model, cn, req, sim, cn_sim),
                                     cn_sim.activation_peak_bytes, machine, budget, precisions, list(cn_precisions),
-                                    stored, steps, lora, file_ratio)
+                                    stored, steps, lora, file_ratio, wl.images_per_load)
         out += [replace(o, cfg_mode=mode) for o in opts]
     return out
 
@@ -307,7 +387,7 @@ def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: 
     sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height,
                                                      dtype=_sim_dtype(half_dtype(machine))))
     opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, stored, 1,
-                        lora, file_ratio)
+                        lora, file_ratio, wl.images_per_load)
     return opts + _cpu_options(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
 
 
@@ -329,10 +409,10 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
             enc = simulate_component(model, spec, SimRequest(op="encode", batch=wl.batch, width=wl.width,
                                                              height=wl.height, dtype=dtype, vae_tile=tile))
             act, flops = max(act, enc.activation_peak_bytes), flops + enc.flops
+        # the VAE is small; streaming it is never better than tiling
         for o in _gpu_options(spec, 1, flops * (cost.VAE_TILE_OVERHEAD if tile else 1), act, machine, budget,
-                              [precision], stored, 1, lora):
-            if o.plan.placement != "resident":
-                continue  # the VAE is small; streaming it is never better than tiling
+                              [precision], stored, 1, lora, images_per_load=wl.images_per_load,
+                              resident_only=True):
             note = f"tiled decode, {tile}px tiles" if tile else "full decode"
             out.append(replace(o, vae_tile=tile, plan=replace(o.plan, notes=note)))
         if out:
@@ -359,13 +439,17 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
         lossless = _search(model, wl, machine, "lossless", reserve, file_weights, cn)
         lossy = _search(model, wl, machine, "fast", reserve, file_weights, cn)
         if lossless.fits and (not lossy.fits or lossless.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * lossy.seconds_per_image):
-            return replace(lossless, policy="balanced")
+            return _balanced_keeps_lossless(lossless, lossy)
         if not lossy.fits:
             return replace(lossless, policy="balanced", smallest_fitting=smallest("fast"))
         why = ("lossless does not fit" if not lossless.fits else
                f"{lossless.seconds_per_image / lossy.seconds_per_image:.1f}x faster than lossless")
+        alt = _plan_row("lossless plan", lossless, "does not fit" if not lossless.fits else
+                        f"{lossless.seconds_per_image / lossy.seconds_per_image:.2f}x slower per image; the balanced "
+                        f"policy takes 8-bit weights from {cost.BALANCED_MIN_SPEEDUP}x")
         return replace(lossy, policy="balanced", lossy_reason=f"8-bit weights: {why}",
-                       decisions=lossy.decisions + (f"precision: 8-bit weights because {why}",))
+                       decisions=lossy.decisions + (f"precision: 8-bit weights because {why}",),
+                       rejected=lossy.rejected + (alt,))
     plan = _search(model, wl, machine, policy.quality, reserve, file_weights, cn)
     if plan.fits or policy.quality != "lossless":
         return plan if plan.fits else replace(plan, smallest_fitting=smallest(policy.quality))
@@ -376,11 +460,35 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
         reason += (f"; the best lossy plan ({', '.join(lossy_precisions)} weights, --quality fast) fits at "
                    f"{lossy.seconds_per_step:.2f} s/step, peak {lossy.peak_vram_bytes / 2**30:.1f} GiB VRAM")
     return replace(plan, lossy_reason=reason,
-                   rejected=plan.rejected + ({"alternative": "best lossy plan", "fits": lossy.fits,
-                                              "seconds_per_step": lossy.seconds_per_step,
-                                              "peak_vram_bytes": lossy.peak_vram_bytes,
-                                              "precisions": {c.name: c.precision for c in lossy.components}},),
+                   rejected=plan.rejected + (_plan_row("best lossy plan", lossy, "lossy weights: the lossless policy "
+                                                       "rules them out (--quality balanced or fast allows them)"),),
                    smallest_fitting=smallest("lossless"))
+
+
+def _plan_row(alternative: str, p: Plan, reason: str) -> dict:
+    """A whole plan the policy set aside, as a row of `rejected`."""
+    return {"alternative": alternative, "fits": p.fits, "seconds_per_step": round(p.seconds_per_step, 3),
+            "seconds_per_image": round(p.seconds_per_image, 3), "peak_vram_bytes": p.peak_vram_bytes,
+            "peak_ram_bytes": p.peak_ram_bytes, "precisions": {c.name: c.precision for c in p.components},
+            "reason": reason}
+
+
+def _balanced_keeps_lossless(lossless: Plan, lossy: Plan) -> Plan:
+    """The balanced policy's lossless plan; when 8-bit weights would have been faster (though not by the
+    policy's margin), it says so: a bigger card can then plan slower than a smaller one that needed 8 bits."""
+    plan = replace(lossless, policy="balanced")
+    if not lossy.fits:
+        return plan
+    if not lossy.seconds_per_image < lossless.seconds_per_image * (1 - explain.NAMED_DIFFERENCE):
+        return replace(plan, rejected=plan.rejected + (_plan_row("best 8-bit plan", lossy, "not faster per image"),))
+    ratio = lossless.seconds_per_image / lossy.seconds_per_image
+    line = (f"policy: lossless weights kept: the best 8-bit plan would be {ratio:.2f}x faster per image "
+            f"({lossy.seconds_per_step:.2f} s/step, {lossy.seconds_per_image:.1f} s/image), less than the "
+            f"{cost.BALANCED_MIN_SPEEDUP}x the balanced policy asks before lowering precision")
+    row = _plan_row("best 8-bit plan", lossy, f"only {ratio:.2f}x faster per image; the balanced policy lowers "
+                    f"precision from {cost.BALANCED_MIN_SPEEDUP}x")
+    return replace(plan, decisions=plan.decisions + (line,), rejected=plan.rejected + (row,),
+                   tradeoffs=plan.tradeoffs + (explain.POLICY,))
 
 
 def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
@@ -413,16 +521,24 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
             failed.append(spec.name)
             continue
         per_component.append(opts + [_disk_backed(o, machine) for o in opts])
-    chosen = _select(per_component, machine.ram_bytes - cost.BASELINE_RAM_BYTES) if not failed else []
+    ram_budget = machine.ram_bytes - cost.BASELINE_RAM_BYTES
+    chosen = _select(per_component, ram_budget) if not failed else []
+    steps = max(wl.steps, 1)
+    tradeoffs: list[str] = []
     for best, opts in zip(chosen, per_component):
         others = [o for o in opts if o is not best]
-        decisions.append(_why(best, others))
-        rejected += [{"component": o.plan.name, "placement": o.plan.placement, "precision": o.plan.precision,
-                      "source": o.plan.source, "cfg_mode": o.cfg_mode, "vae_tile": o.vae_tile,
-                      "seconds_per_image": round(o.seconds_per_image, 3), "vram_bytes": o.vram_peak + reserve,
-                      "ram_bytes": o.ram_bytes,
-                      **({"controlnet": f"{o.companion.placement} {o.companion.resident_units}/{o.companion.total_units} "
-                                        f"{o.companion.precision}"} if o.companion else {})} for o in others]
+        left = ram_budget - sum(o.ram_bytes for o in chosen if o is not best)  # RAM the other choices leave
+        line, lost_on_ram = explain.why_chosen(best, others, left, ram_budget)
+        decisions.append(line)
+        if lost_on_ram:
+            tradeoffs.append(explain.RAM)
+        trade = explain.placement_trade(best, opts, steps, wl.images_per_load) if best.plan.role == "denoiser" else ""
+        if trade:
+            decisions.append(trade)
+            tradeoffs.append(explain.PLACEMENT)
+        rejected += explain.rejected_rows(best, others, reserve, steps, left, ram_budget, wl.images_per_load)
+    if chosen:
+        decisions.append(explain.load_assumption(wl.images_per_load, host=machine.device == "cpu"))
     if chosen and widened:
         decisions += [f"precision: {w}" for w in widened if machine.device != "cpu"]
         if machine.device == "cpu":
@@ -434,8 +550,7 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
         decisions.append(f"LoRA: {wl.loras} file{'s' if wl.loras > 1 else ''}, {format_bytes(lora)} of low-rank factors "
                          f"on the GPU through every phase ({where})")
     den = [o for o in chosen if o.plan.role == "denoiser"]
-    steps = max(wl.steps, 1)
-    sps = sum(_steady_seconds(o, machine) for o in den) / steps if den else 0.0
+    sps = sum(_steady_seconds(o) for o in den) / steps if den else 0.0
     per_image = sum(o.seconds_per_image for o in chosen)
     peak_vram = max((o.vram_peak for o in chosen), default=0) + reserve
     peak_ram = _ram(chosen)
@@ -451,7 +566,7 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
     return Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine, components=components, attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
                 vae_tile=vae_tile, peak_vram_bytes=peak_vram, peak_ram_bytes=peak_ram, seconds_per_step=sps,
                 seconds_per_image=per_image, reserve_bytes=reserve, decisions=tuple(decisions),
-                rejected=tuple(rejected), lossy_reason=reason)
+                rejected=tuple(rejected), lossy_reason=reason, tradeoffs=tuple(dict.fromkeys(tradeoffs)))
 
 
 def _lora_bytes(wl: Workload) -> int:
@@ -463,9 +578,6 @@ def _ram(chosen: list[Option]) -> int:
     return cost.BASELINE_RAM_BYTES + sum(o.ram_bytes for o in chosen)
 
 
-RAM_BUCKET = 256 * 2**20  # granularity of the RAM knapsack; each option's RAM is rounded up to it
-
-
 def _disk_backed(o: Option, machine: Machine) -> Option:
     """The same option with weights memory-mapped from disk instead of held in RAM: no host copy,
     but every byte that moves (streamed per call, loaded per image) comes at disk speed."""
@@ -474,82 +586,52 @@ def _disk_backed(o: Option, machine: Machine) -> Option:
     if p.placement == "cpu":
         per_call = p.seconds_per_call + p.stored_bytes / machine.disk_bytes_per_s
         secs, ram = per_call, p.activation_bytes
+        place = 0.0
+    elif o.unit_bytes:  # its own resident prefix: from disk, fewer resident units may place faster
+        extra = o.total_bytes - o.ram_bytes  # LoRA factors
+        r = _residency(list(o.unit_bytes), o.weight_budget, o.compute_s, p.calls_per_image, bw, extra, mapped=True,
+                       resident_only=p.placement == "resident" and p.role == "vae")
+        per_call = _call_seconds(o.compute_s, r.streamed, bw, r.overhead_s)
+        note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
+        return replace(o, ram_bytes=0, seconds_per_image=r.seconds_per_image, place_s=r.place_s,
+                       vram_peak=o.vram_peak - p.vram_bytes + r.vram, streamed_bytes=r.streamed, overhead_s=r.overhead_s,
+                       plan=replace(p, source="disk", seconds_per_call=per_call, notes=note, vram_bytes=r.vram,
+                                    resident_units=r.k, streamed_bytes=r.streamed,
+                                    placement="resident" if r.k == p.total_units else "streamed"))
     else:
         per_call = _call_seconds(o.compute_s, o.streamed_bytes, bw, o.overhead_s)
-        secs = _image_seconds(o.compute_s, o.overhead_s, o.total_bytes, o.streamed_bytes, p.calls_per_image, bw,
-                              mapped=True)
+        place = _place_seconds(o.total_bytes, o.streamed_bytes, bw, mapped=True)
+        secs = place + max(p.calls_per_image, 1) * per_call
         ram = 0
     note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
     companion = replace(o.companion, source="disk") if o.companion else None
-    return replace(o, ram_bytes=ram, seconds_per_image=secs, companion=companion,
+    return replace(o, ram_bytes=ram, seconds_per_image=secs, companion=companion, place_s=place,
                    plan=replace(p, source="disk", seconds_per_call=per_call, notes=note))
 
 
 def _select(per_component: list[list[Option]], ram_budget: int) -> list[Option]:
     """One option per component: the fastest combination whose host copies fit in RAM.
 
-    Usually the fastest option of each fits and we are done; otherwise a knapsack over RAM buckets
-    (components are few, options a few dozen) finds the fastest combination that fits.
+    Usually the fastest option of each fits and we are done; otherwise an exact knapsack over RAM: the
+    combinations that are fastest for the RAM they take (a Pareto front, in bytes — rounding RAM to
+    buckets lost combinations that fit, so a bigger card could plan slower), extended one component at
+    a time (components are few, options a few dozen).
     """
     # ties (a VAE whose load hides behind its compute) go to weights held in RAM, not memory-mapped
     fastest = [min(opts, key=lambda o: (o.seconds_per_image, o.vram_peak, o.plan.source == "disk")) for opts in per_component]
     if sum(o.ram_bytes for o in fastest) <= ram_budget:
         return fastest
-    cap = max(0, ram_budget // RAM_BUCKET)
-    # best[r] = (time, choices) using r buckets at most
-    best: dict[int, tuple[float, tuple[Option, ...]]] = {0: (0.0, ())}
+    front: list[tuple[int, float, tuple[Option, ...]]] = [(0, 0.0, ())]  # (RAM, time, picks): RAM up, time down
     for opts in per_component:
-        nxt: dict[int, tuple[float, tuple[Option, ...]]] = {}
-        for used, (t, picks) in best.items():
-            for o in opts:
-                r = used + -(-o.ram_bytes // RAM_BUCKET)
-                if r > cap:
-                    continue
-                cand = (t + o.seconds_per_image, picks + (o,))
-                if r not in nxt or cand[0] < nxt[r][0]:
-                    nxt[r] = cand
-        # drop dominated states: more RAM and not faster
-        best, fastest_so_far = {}, float("inf")
-        for r in sorted(nxt):
-            if nxt[r][0] < fastest_so_far:
-                best[r] = nxt[r]
-                fastest_so_far = nxt[r][0]
-        if not best:
-            break
-    if not best:  # nothing fits RAM: take the least-RAM combination (the plan reports it does not fit)
-        return [min(opts, key=lambda o: (o.ram_bytes, o.seconds_per_image)) for opts in per_component]
-    return list(min(best.values(), key=lambda v: v[0])[1])
-
-
-def _why(best: Option, others: list[Option]) -> str:
-    p = best.plan
-    if p.placement == "resident":
-        what = f"resident in {p.precision}"
-    elif p.placement == "streamed":
-        what = (f"streamed in {p.precision}, first {p.resident_units}/{p.total_units} units resident, "
-                f"{p.streamed_bytes / 2**30:.1f} GiB copied per call")
-    else:
-        what = "on the CPU"
-    faster = [o for o in others if o.seconds_per_image < best.seconds_per_image]
-    if p.placement == "cpu":
-        why = "no GPU option fits" if not [o for o in others if o.plan.placement != "cpu"] else "faster than loading it"
-    elif faster:
-        why = "the faster options need more RAM than the other components leave"
-    elif p.placement == "streamed":
-        why = "the whole component does not fit next to its activations; partial residency fills the budget"
-    else:
-        why = "fits with its activations"
-    extra = ""
-    if best.cfg_mode != "none":
-        extra = f"; CFG as {'one batch of 2' if best.cfg_mode == 'batch' else 'two batches of 1'}"
-    if p.notes:
-        extra += f"; {p.notes}"
-    c = best.companion
-    if c is not None:
-        extra += (f"; ControlNet beside it, {c.placement}" + (f" {c.resident_units}/{c.total_units} units" if c.placement ==
-                  "streamed" else "") + f" in {c.precision} ({format_bytes(c.vram_bytes)} weights, its call "
-                  f"{format_bytes(c.activation_bytes)} activations)")
-    return f"{p.name}: {what} ({why}){extra}"
+        grown = sorted(((ram + o.ram_bytes, t + o.seconds_per_image, picks + (o,)) for ram, t, picks in front
+                        for o in opts if ram + o.ram_bytes <= ram_budget), key=lambda c: (c[0], c[1]))
+        front = []
+        for c in grown:
+            if not front or c[1] < front[-1][1]:  # drop combinations that take more RAM and are not faster
+                front.append(c)
+        if not front:  # nothing fits RAM: take the least-RAM combination (the plan reports it does not fit)
+            return [min(opts, key=lambda o: (o.ram_bytes, o.seconds_per_image)) for opts in per_component]
+    return list(front[-1][2])
 
 
 VRAM_TIERS_GIB = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 80, 96, 141)

@@ -28,6 +28,10 @@ class Workload:
     # A diffusers ControlNet folder the plan sizes from its own config.json and weights; "" with
     # controlnet=True: the catalogue's published ControlNet for the model (catalogue/controlnet.py).
     controlnet_path: str = ""
+    # How many images the loaded weights serve before they are unloaded: 1 for a one-shot `generate`; a
+    # long-lived Session or server passes a large number (e.g. 100). Pinning the host copy of streamed
+    # weights happens once per load, so the planner charges each image 1/images_per_load of it.
+    images_per_load: int = 1
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__ (a JSON round trip gives a list, not a tuple)
@@ -38,6 +42,9 @@ class Workload:
         object.__setattr__(self, "loras", len(sizes) or self.loras)
         if self.controlnet_path:
             object.__setattr__(self, "controlnet", True)
+        if int(self.images_per_load) < 1:
+            raise ValueError(f"images_per_load={self.images_per_load}: the loaded weights serve at least one image")
+        object.__setattr__(self, "images_per_load", int(self.images_per_load))
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,11 @@ class Plan:
     rejected: tuple[dict, ...] = ()  # alternatives considered, with their predicted time and memory
     lossy_reason: str = ""  # why the plan lowers precision (or why lossless could not fit)
     smallest_fitting: dict = field(default_factory=dict)  # when fits is False: the smallest machine that fits
+    # Why this plan may look slower than a neighbour (another VRAM tier, a model with the same denoiser),
+    # each named by a decision line: "placement" (a component whose steps are slower but whose placement
+    # per image is cheaper was chosen), "ram" (a faster option needs more RAM than is left), "policy" (the
+    # balanced policy kept lossless weights although 8-bit ones are faster). See plan/explain.py.
+    tradeoffs: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         d = asdict(self)

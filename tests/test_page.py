@@ -18,7 +18,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 UI_TIMEOUT_MS = 60_000  # one step of the tiny pipeline on a loaded 2-core machine, with margin
 RUN_TIMEOUT_MS = 180_000  # a first run loads the model
-SCREENSHOTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "screenshots")
+# The screenshots land in the test's temporary folder; with LOWVRAM_SCREENSHOTS=docs/screenshots they are
+# copied there too (how the README's were made), so an ordinary run leaves the checkout untouched.
+SCREENSHOTS_ENV = "LOWVRAM_SCREENSHOTS"
 VIEWPORT = {"width": 1280, "height": 860}
 
 
@@ -101,9 +103,12 @@ def test_page_in_a_browser_plans_generates_shows_the_gallery_and_stops(tree, tmp
                 browser.close()
     finally:
         _stop(server)
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    for f in ("page-plan.png", "page-running.png", "page-gallery.png"):
-        shutil.copy(shots / f, os.path.join(SCREENSHOTS, f))
+    names = ("page-plan.png", "page-running.png", "page-gallery.png")
+    assert all((shots / f).stat().st_size > 0 for f in names)
+    if os.environ.get(SCREENSHOTS_ENV):
+        os.makedirs(os.environ[SCREENSHOTS_ENV], exist_ok=True)
+        for f in names:
+            shutil.copy(shots / f, os.path.join(os.environ[SCREENSHOTS_ENV], f))
 
 
 def _drive(page, server, shots):

@@ -171,6 +171,13 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
         _print_json(p.to_json())
         return
     _print_plan(p, explain)
+    from .plan.alternatives import alternatives
+    from .plan.types import POLICIES
+
+    others = [make_plan(spec, wl, machine, Policy(q, p.reserve_bytes), file_weights=file_weights)
+              for q in POLICIES if q != quality]
+    for alt in alternatives(p, others):
+        out.print(f"  alternative {alt.line()} (--quality {alt.policy})", markup=False, highlight=False)
 
 
 def _working(what: str):

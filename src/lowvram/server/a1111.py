@@ -47,6 +47,7 @@ class Txt2ImgBody(BaseModel):
     height: int | None = Field(None, ge=8, le=MAX_SIDE_PIXELS)
     override_settings: dict = Field(default_factory=dict)
     send_images: bool = True
+    quality: str | None = None  # lowvram's: lossless / balanced / fast for this request (None: the server's)
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -80,6 +81,10 @@ def make_job(st, body: Txt2ImgBody, kind: str) -> Job:
     from ..generate import inputs
     from .images import decode_image
 
+    from ..plan.types import POLICIES
+
+    if body.quality is not None and body.quality not in POLICIES:
+        raise UserError(f"Unknown quality {body.quality!r}: choose lossless, balanced or fast.")
     reg = st.registry
     wanted = body.override_settings.get("sd_model_checkpoint") if isinstance(body.override_settings, dict) else None
     served = reg.get(wanted)
@@ -110,7 +115,7 @@ def make_job(st, body: Txt2ImgBody, kind: str) -> Job:
     req = GenerateRequest(prompt=prompt, model=served.path, negative=body.negative_prompt, width=width, height=height,
                           steps=steps, guidance=body.cfg_scale, seed=body.seed, batch=batch, output=None, quiet=True,
                           init_image=init, strength=strength, mask=mask, config=reg.config_for(served), loras=loras,
-                          models_dir=served.models_dir, quality=st.config.quality, resize_mode=resize,
+                          models_dir=served.models_dir, quality=body.quality or st.config.quality, resize_mode=resize,
                           model_label=served.name)
     _set_sampler(req, body.sampler_name or body.sampler_index, body.scheduler, spec.family)
     total = max(1, min(steps, int(steps * strength))) if init is not None else steps

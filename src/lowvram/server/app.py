@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from fastapi import FastAPI
 
@@ -12,16 +13,17 @@ from .config import ServerConfig, ServerState
 def create_app(config: ServerConfig) -> FastAPI:
     """The app for one GPU: its Session and worker start with the app and stop (model unloaded) with it."""
     from ..generate.session import Session, planner_for
-    from . import a1111, errors, lowvram_api
+    from . import a1111, errors, lowvram_api, page_api
     from .auth import BasicAuth
     from .bodylimit import BodyLimit
     from .jobs import JobQueue
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        session = Session(planner_for(config.machine, config.quality), console=None)
+        lock = threading.Lock()
+        session = Session(_serialised(planner_for(config.machine, config.quality), lock), console=None)
         queue = JobQueue(session, config.queue_size, on_done=_saver(config))
-        app.state.lowvram = ServerState(config, queue)
+        app.state.lowvram = ServerState(config, queue, plan_lock=lock)
         try:
             yield
         finally:
@@ -32,6 +34,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     errors.install(app)
     app.include_router(a1111.router)
     app.include_router(lowvram_api.router)
+    app.include_router(page_api.router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.credentials:
         app.add_middleware(BasicAuth, credentials=config.credentials)  # added last: runs first
@@ -49,3 +52,13 @@ def _saver(config: ServerConfig):
         job.paths = save_images(config.outputs, job.kind, res.images, res.seeds, res.infotexts)
 
     return save
+
+
+def _serialised(planner, lock):
+    """The Session's planner under the server's plan lock (ServerState.plan_lock says why)."""
+
+    def plan(*args, **kwargs):
+        with lock:
+            return planner(*args, **kwargs)
+
+    return plan

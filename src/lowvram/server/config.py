@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 # Request bodies larger than this are refused (413) before they are read whole: an init image and a
@@ -28,6 +29,10 @@ class ServerConfig:
 class ServerState:
     config: ServerConfig
     queue: object  # server.jobs.JobQueue
+    # Held by whatever plans (the worker's Session and the plan routes): a plan that misses the simulation
+    # cache builds modules through diffusers' and transformers' lazy modules, whose concurrent first use
+    # from two threads fails ("module 'diffusers' has no attribute ...", the race of cpython#114763's kind).
+    plan_lock: object = field(default_factory=threading.Lock)
 
     @property
     def registry(self):

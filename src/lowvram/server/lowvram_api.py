@@ -36,7 +36,8 @@ def _spec_for(st, model: str):
     return st.registry.architecture(served), st.registry.file_weights(served)
 
 
-def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, quality=None):
+def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, quality=None, lora_bytes=(),
+          guidance=True, img2img=False):
     from ..plan import Policy, Workload, make_plan
     from ..plan.types import POLICIES
     from ..units import check_count, check_resolution
@@ -49,7 +50,9 @@ def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, 
     n = spec.steps if steps is None else steps
     check_count(n, 1, 1000, "steps", "steps")
     check_count(batch, 1, 64, "batch", "images")
-    return make_plan(spec, Workload(w, h, batch, n), st.config.machine, Policy(quality), file_weights=file_weights)
+    wl = Workload(w, h, batch, n, guidance=guidance, img2img=img2img, lora_bytes=tuple(lora_bytes))
+    with st.plan_lock:
+        return make_plan(spec, wl, st.config.machine, Policy(quality), file_weights=file_weights)
 
 
 @router.get("/plan")
@@ -115,6 +118,13 @@ def _status(st, job, preview: bool = False) -> dict:
     if job.state == "done" and job.result is not None:
         out.update(seeds=list(job.result.seeds), infotexts=list(job.result.infotexts), saved_paths=list(job.paths),
                    seconds=round(job.result.seconds, 3), reused=job.result.reused)
+    if job.result is not None:  # measured beside predicted, for the page (done or interrupted)
+        res, p = job.result, job.result.plan
+        out.update(run_seconds=round(res.run_seconds, 3), load_seconds=round(res.load_seconds, 3),
+                   peak_vram_bytes=res.peak_vram_bytes, peak_ram_bytes=res.peak_ram_bytes, device=res.device,
+                   predicted_seconds=round(p.seconds_per_image, 3) if p is not None else None,
+                   predicted_peak_vram_bytes=getattr(p, "peak_vram_bytes", None),
+                   predicted_peak_ram_bytes=getattr(p, "peak_ram_bytes", None))
     if preview:
         from ..generate.output import encode_png
         from .images import encode_b64

@@ -171,6 +171,23 @@ def _bare_controlnet(argv: list[str]) -> list[str]:
     return out
 
 
+# `--ray` with no address after it (batch, serve): a local Ray cluster. typer options cannot take an
+# optional value either, so main() gives a bare `--ray` this value before parsing.
+RAY_LOCAL = "local"
+
+
+def _bare_ray(argv: list[str]) -> list[str]:
+    """`lowvram batch JOBS --ray` (last, or followed by another option) -> `--ray local`."""
+    if argv[:1] not in (["batch"], ["serve"]):
+        return argv
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(RAY_LOCAL)
+    return out
+
+
 def _print_plan(p, explain: bool) -> None:
     m = p.machine
     out.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
@@ -481,6 +498,54 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
+@app.command()
+def batch(jobs: str = typer.Argument(..., help="A .jsonl file: one A1111 txt2img request (JSON object) per line."),
+          out_dir: str = typer.Option(..., "--out", help="Folder for the images (NNNNN-SEED.png, NNNNN = line number); "
+                                      "a rerun skips the lines already there."),
+          model: Optional[str] = typer.Option(None, "--model", help="The model to run: a path, or a catalogue name you pulled."),
+          models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: lines "
+                                                   "pick a model by name (override_settings.sd_model_checkpoint)."),
+          ray: Optional[str] = typer.Option(None, "--ray", help="Run on a Ray cluster, one worker per GPU: its address "
+                                            "(ray://HOST:10001 or HOST:6379), or none for a local one."),
+          gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060" (default: each worker probes its own).'),
+          vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
+          ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
+          quality: str = typer.Option("lossless", help="lossless | balanced | fast"),
+          quiet: bool = typer.Option(False, "--quiet", help="No progress display.")) -> None:
+    """Make the images of a JSONL file of A1111 txt2img requests, resumably, here or on a Ray cluster."""
+    from .batch.jobs import read_jobs
+    from .batch.outputs import prepare_dir
+    from .batch.run import local_results, run_batch
+    from .server.models import discover
+
+    _check_quality(quality)
+    registry = discover(model, models_dir)
+    if not registry.models:
+        raise UserError("lowvram batch has no model to run: give --model or --models-dir.")
+    lines = read_jobs(jobs, registry, quality)
+    prepare_dir(out_dir)
+    err = Console(stderr=True, soft_wrap=True)
+    console = None if quiet else err
+    if ray is None:
+        from .generate.session import Session, planner_for
+        from .plan.machine import resolve_machine
+
+        session = Session(planner_for(resolve_machine(gpu, vram, ram, cpu_fallback=True), quality), console=None)
+        try:
+            summary = run_batch(lines, out_dir, lambda pending: local_results(session, pending), console)
+        finally:
+            session.unload()
+    else:
+        from .batch.ray_data import ray_results
+        from .cluster.connect import connect
+
+        with connect(None if ray == RAY_LOCAL else ray, console) as cluster:
+            summary = run_batch(lines, out_dir, lambda pending: ray_results(cluster, pending, (gpu, vram, ram), quality),
+                                console)
+    out.print(f"{summary.images} images written to {out_dir} ({summary.made} lines made, {summary.skipped} already there)",
+              markup=False, highlight=False)
+
+
 @app.command(name="list")
 def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     """Catalogue models installed in the Hugging Face cache, and where: full weights or GGUF quants."""
@@ -520,7 +585,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
-        app(args=_bare_controlnet(sys.argv[1:]))
+        app(args=_bare_ray(_bare_controlnet(sys.argv[1:])))
     except UserError as e:
         sys.stderr.write(f"lowvram: {e}\n")
         sys.exit(e.exit_code)

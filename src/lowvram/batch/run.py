@@ -32,12 +32,37 @@ class BatchSummary:
     failed: list[tuple[int, str]] = field(default_factory=list)
 
 
-def run_line(session, line: BatchLine) -> LineResult:
-    """One line on a Session; a UserError (a plan that does not fit, an unreadable file) is its result."""
+class StepCounter:
+    """The Session's step observer where no signal handler can be installed (a Ray worker's thread) and
+    no per-step bar is wanted: it only counts."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.interrupt = False
+
+    def __enter__(self) -> "StepCounter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def label(self, text: str) -> None:
+        return None
+
+    def advance(self, latents=None) -> bool:
+        self.step += 1
+        return self.interrupt
+
+
+def run_line(session, line: BatchLine, observer=None) -> LineResult:
+    """One line on a Session; a UserError (a plan that does not fit, an unreadable file) is its result.
+    Ctrl-C (the Session's default observer stops between steps) stops the whole batch: KeyboardInterrupt."""
     try:
-        res = session.run(line.request)
+        res = session.run(line.request, observer=observer)
     except UserError as e:
         return LineResult(line.number, error=str(e))
+    if res.interrupted_at is not None:
+        raise KeyboardInterrupt
     return LineResult(line.number, image_names(line.number, res.seeds), list(res.images), list(res.infotexts))
 
 

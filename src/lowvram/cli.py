@@ -464,7 +464,9 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
           gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
           vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
           ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
-          quality: str = typer.Option("lossless", help="lossless | balanced | fast (a request's default).")) -> None:
+          quality: str = typer.Option("lossless", help="lossless | balanced | fast (a request's default)."),
+          ray: Optional[str] = typer.Option(None, "--ray", help="Serve on a Ray cluster, one replica per GPU, each "
+                                            "under its own plan: its address, or none for a local one.")) -> None:
     """Serve A1111's HTTP API (and lowvram's) on a model kept loaded between requests."""
     import uvicorn
 
@@ -494,6 +496,13 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
     if bind == LISTEN_HOST:
         err.print(f"note: listening on all interfaces ({bind}:{port}): other machines on the network can use this server"
                   + ("" if credentials else "; consider --api-auth USER:PASS") + ".", markup=False, highlight=False)
+    if ray is not None:
+        from .cluster import app as cluster_app
+        from .cluster.connect import connect
+
+        with connect(None if ray == RAY_LOCAL else ray, err) as cluster:
+            cluster_app.run(config, cluster, (gpu, vram, ram), bind, port)
+        return
     uvicorn.run(create_app(config), host=bind, port=port, log_level="warning",
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 

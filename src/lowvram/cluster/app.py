@@ -8,6 +8,8 @@ queue (cluster/queue.py) routes each job to a replica by the plans.
 
 from __future__ import annotations
 
+from fastapi import Request  # at module level: FastAPI resolves the routes' string annotations here
+
 INGRESS = "lowvram-ingress"
 APP_NAME = "lowvram"
 # How long a replica may take to answer Serve's health check while it loads a model: loading runs in
@@ -21,7 +23,7 @@ def replica_name(k: int) -> str:
 
 def build_app(config, cluster, machine_flags: tuple):
     """The Serve application for `cluster` (connect.Cluster): replicas and ingress, bound, not yet run."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from ray import serve
 
     from ..server import a1111, errors, lowvram_api
@@ -45,7 +47,6 @@ def build_app(config, cluster, machine_flags: tuple):
     errors.install(app)
     app.include_router(a1111.router)
     app.include_router(lowvram_api.router)
-    holder: dict = {}  # the ingress replica's state, set in its constructor, read by its middleware
 
     @app.get("/lowvram/v1/cluster")
     async def cluster_view(request: Request):
@@ -53,14 +54,10 @@ def build_app(config, cluster, machine_flags: tuple):
         return {"replicas": await request.app.state.lowvram.queue.cluster()}
 
     @app.middleware("http")
-    async def started(request: Request, call_next):
-        """The queue needs every replica's first report; requests wait for it once."""
-        import asyncio
-
-        if "ready" not in holder:
-            holder["ready"] = asyncio.ensure_future(holder["state"].queue.start())
-        await holder["ready"]
-        request.app.state.lowvram = holder["state"]
+    async def ingress_state(request: Request, call_next):
+        """The routers read `app.state.lowvram`; here it lives on the ingress instance (Serve rebuilds the
+        app in the replica from a pickle, so the constructor cannot reach that app object)."""
+        request.app.state.lowvram = serve.get_replica_context().servable_object.state
         return await call_next(request)
 
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
@@ -70,10 +67,12 @@ def build_app(config, cluster, machine_flags: tuple):
     @serve.deployment(name=INGRESS, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
     @serve.ingress(app)
     class Ingress:
-        def __init__(self, names: list, handles: list) -> None:
+        async def __init__(self, names: list, handles: list) -> None:
+            """Ready once every replica has reported its card, RAM and plans (routing needs them)."""
             queue = ClusterQueue(dict(zip(names, handles)), reg, config.quality, config.queue_size,
                                  on_done=_saver(config))
-            holder["state"] = ServerState(config, queue)
+            await queue.start()
+            self.state = ServerState(config, queue)
 
     return Ingress.bind([replica_name(k) for k in range(n)], replicas)
 

@@ -68,7 +68,7 @@ class ClusterQueue:
         await asyncio.gather(*(self._refresh(n) for n, r in self.replicas.items() if r.up and not r.busy))
         return [{"replica": r.name, "card": r.card, "vram_bytes": r.vram_bytes, "ram_bytes": r.ram_bytes,
                  "state": ("running" if r.busy else "idle") if r.up else "restarting", "loaded_model": r.loaded,
-                 "queue_length": int(r.busy), "plans": r.plans} for r in self.replicas.values()]
+                 "queue_length": int(r.busy), "served": r.served, "plans": r.plans} for r in self.replicas.values()]
 
     # -- the JobQueue interface the server's routers use ----------------------------------------------
     def submit(self, job):
@@ -162,6 +162,7 @@ class ClusterQueue:
             self._replica_died(job, r)
         else:
             r.loaded = job.model if job.state == "done" else r.loaded
+            r.served += job.state == "done"
             job._finish()
         self._pump()
 

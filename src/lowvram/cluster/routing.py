@@ -23,6 +23,7 @@ class ReplicaState:
     loaded: str | None = None
     busy: bool = False
     up: bool = False  # answered its last info(); False while Ray Serve restarts it
+    served: int = 0  # requests it answered with images
 
     def fits(self, model: str) -> bool:
         return bool(self.plans.get(model, {}).get("fits"))

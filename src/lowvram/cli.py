@@ -206,6 +206,23 @@ def _bare_controlnet(argv: list[str]) -> list[str]:
     return out
 
 
+# `--ray` with no address after it (batch, serve): a local Ray cluster. typer options cannot take an
+# optional value either, so main() gives a bare `--ray` this value before parsing.
+RAY_LOCAL = "local"
+
+
+def _bare_ray(argv: list[str]) -> list[str]:
+    """`lowvram batch JOBS --ray` (last, or followed by another option) -> `--ray local`."""
+    if argv[:1] not in (["batch"], ["serve"]):
+        return argv
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(RAY_LOCAL)
+    return out
+
+
 def _print_plan(p, explain: bool, console: Console | None = None) -> None:
     """The plan for people: a header line, a table per component (a list below ~100 columns), the verdict."""
     from .display import fit_table
@@ -476,7 +493,9 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
           gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
           vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
           ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
-          quality: str = typer.Option("lossless", help="lossless | balanced | fast (a request's default).")) -> None:
+          quality: str = typer.Option("lossless", help="lossless | balanced | fast (a request's default)."),
+          ray: Optional[str] = typer.Option(None, "--ray", help="Serve on a Ray cluster, one replica per GPU, each "
+                                            "under its own plan: its address, or none for a local one.")) -> None:
     """Serve A1111's HTTP API (and lowvram's) on a model kept loaded between requests."""
     import uvicorn
 
@@ -507,8 +526,63 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
     if bind == LISTEN_HOST:
         err.print(f"note: listening on all interfaces ({bind}:{port}): other machines on the network can use this server"
                   + ("" if credentials else "; consider --api-auth USER:PASS") + ".", markup=False, highlight=False)
+    if ray is not None:
+        from .cluster import app as cluster_app
+        from .cluster.connect import connect
+
+        with connect(None if ray == RAY_LOCAL else ray, err) as cluster:
+            cluster_app.run(config, cluster, (gpu, vram, ram), bind, port)
+        return
     uvicorn.run(create_app(config), host=bind, port=port, log_level="warning",
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+
+
+@app.command()
+def batch(jobs: str = typer.Argument(..., help="A .jsonl file: one A1111 txt2img request (JSON object) per line."),
+          out_dir: str = typer.Option(..., "--out", help="Folder for the images (NNNNN-SEED.png, NNNNN = line number); "
+                                      "a rerun skips the lines already there."),
+          model: Optional[str] = typer.Option(None, "--model", help="The model to run: a path, or a catalogue name you pulled."),
+          models_dir: Optional[str] = typer.Option(None, "--models-dir", help="A ComfyUI or A1111 models/ folder: lines "
+                                                   "pick a model by name (override_settings.sd_model_checkpoint)."),
+          ray: Optional[str] = typer.Option(None, "--ray", help="Run on a Ray cluster, one worker per GPU: its address "
+                                            "(ray://HOST:10001 or HOST:6379), or none for a local one."),
+          gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060" (default: each worker probes its own).'),
+          vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
+          ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
+          quality: str = typer.Option("lossless", help="lossless | balanced | fast"),
+          quiet: bool = typer.Option(False, "--quiet", help="No progress display.")) -> None:
+    """Make the images of a JSONL file of A1111 txt2img requests, resumably, here or on a Ray cluster."""
+    from .batch.jobs import read_jobs
+    from .batch.outputs import prepare_dir
+    from .batch.run import local_results, run_batch
+    from .server.models import discover
+
+    _check_quality(quality)
+    registry = discover(model, models_dir)
+    if not registry.models:
+        raise UserError("lowvram batch has no model to run: give --model or --models-dir.")
+    lines = read_jobs(jobs, registry, quality)
+    prepare_dir(out_dir)
+    err = Console(stderr=True, soft_wrap=True)
+    console = None if quiet else err
+    if ray is None:
+        from .generate.session import Session, planner_for
+        from .plan.machine import resolve_machine
+
+        session = Session(planner_for(resolve_machine(gpu, vram, ram, cpu_fallback=True), quality), console=None)
+        try:
+            summary = run_batch(lines, out_dir, lambda pending: local_results(session, pending), console)
+        finally:
+            session.unload()
+    else:
+        from .batch.ray_data import ray_results
+        from .cluster.connect import connect
+
+        with connect(None if ray == RAY_LOCAL else ray, console) as cluster:
+            summary = run_batch(lines, out_dir, lambda pending: ray_results(cluster, pending, (gpu, vram, ram), quality),
+                                console)
+    out.print(f"{summary.images} images written to {out_dir} ({summary.made} lines made, {summary.skipped} already there)",
+              markup=False, highlight=False)
 
 
 @app.command(name="list")
@@ -566,7 +640,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
-        app(args=_bare_controlnet(sys.argv[1:]))
+        app(args=_bare_ray(_bare_controlnet(sys.argv[1:])))
     except UserError as e:
         sys.stderr.write(f"lowvram: {printable(str(e))}\n")
         sys.exit(e.exit_code)

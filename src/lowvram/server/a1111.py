@@ -78,6 +78,14 @@ def state(request: Request):
 def make_job(st, body: Txt2ImgBody, kind: str) -> Job:
     """Check a body and turn it into a queued-to-be Job: the model by a listed name only, LoRAs by
     listed names, images decoded under the pixel cap."""
+    req, spec = body_request(st.registry, body, kind, st.config.quality)
+    total = max(1, min(req.steps, int(req.steps * req.strength))) if req.init_image is not None else req.steps
+    return Job(req, kind, req.model_label, total, spec.family)
+
+
+def body_request(reg, body: Txt2ImgBody, kind: str, quality: str | None) -> tuple[GenerateRequest, object]:
+    """An A1111 body as the Session's request (and the model's catalogue spec), with the server's names
+    resolved by `reg`: shared by the server's queue, `lowvram batch` and the Ray replicas."""
     from ..generate import inputs
     from .images import decode_image
 
@@ -85,7 +93,6 @@ def make_job(st, body: Txt2ImgBody, kind: str) -> Job:
 
     if body.quality is not None and body.quality not in POLICIES:
         raise UserError(f"Unknown quality {body.quality!r}: choose lossless, balanced or fast.")
-    reg = st.registry
     wanted = body.override_settings.get("sd_model_checkpoint") if isinstance(body.override_settings, dict) else None
     served = reg.get(wanted)
     spec = reg.architecture(served)
@@ -115,11 +122,10 @@ def make_job(st, body: Txt2ImgBody, kind: str) -> Job:
     req = GenerateRequest(prompt=prompt, model=served.path, negative=body.negative_prompt, width=width, height=height,
                           steps=steps, guidance=body.cfg_scale, seed=body.seed, batch=batch, output=None, quiet=True,
                           init_image=init, strength=strength, mask=mask, config=reg.config_for(served), loras=loras,
-                          models_dir=served.models_dir, quality=body.quality or st.config.quality, resize_mode=resize,
+                          models_dir=served.models_dir, quality=body.quality or quality, resize_mode=resize,
                           model_label=served.name)
     _set_sampler(req, body.sampler_name or body.sampler_index, body.scheduler, spec.family)
-    total = max(1, min(steps, int(steps * strength))) if init is not None else steps
-    return Job(req, kind, served.name, total, spec.family)
+    return req, spec
 
 
 def _loras(prompt: str, reg) -> tuple[str, list]:

@@ -30,7 +30,7 @@ MID_FLUX = dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_at
 
 def overhead(repeats: int) -> dict:
     from lowvram.catalogue import MODELS, build_component
-    from lowvram.plan.types import ComponentPlan, Machine, Plan, Workload
+    from lowvram.contract import ComponentPlan, Machine, Plan, Workload
     from lowvram.runtime.executor import PlanExecutor
     from lowvram.simulate import SimRequest
     from lowvram.simulate.run import build_inputs

@@ -7,7 +7,7 @@ from lowvram.catalogue import get_model
 from lowvram.plan import Policy, Workload, make_plan
 from lowvram.plan.alternatives import alternatives
 from lowvram.plan.machine import resolve_machine
-from lowvram.plan.types import ComponentPlan, Machine, Plan
+from lowvram.contract import ComponentPlan, Machine, Plan
 
 GiB = 2**30
 MACHINE = Machine("toy", 8 * GiB, 16 * GiB, 12e9, 30.0)

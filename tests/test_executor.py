@@ -6,7 +6,7 @@ import torch
 from tiny import TINY
 
 from lowvram.catalogue import MODELS, build_component
-from lowvram.plan.types import ComponentPlan, Machine, Plan, Workload
+from lowvram.contract import ComponentPlan, Machine, Plan, Workload
 from lowvram.runtime.executor import PlanExecutor
 from lowvram.simulate import SimRequest
 from lowvram.simulate.run import build_inputs

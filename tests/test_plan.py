@@ -11,7 +11,7 @@ from lowvram.catalogue import MODELS
 from lowvram.plan import Machine, Policy, Workload, make_plan
 from lowvram.plan.cost import BALANCED_MIN_SPEEDUP
 from lowvram.plan.planner import RESIDENT_PREFERENCE
-from lowvram.plan.types import ComponentPlan
+from lowvram.contract import ComponentPlan
 
 GiB = 2**30
 VRAMS = (2, 4, 6, 8, 12, 16, 24, 48)

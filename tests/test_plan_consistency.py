@@ -20,7 +20,7 @@ from lowvram.plan.explain import PLACEMENT, POLICY, RAM
 from lowvram.plan.facts import component_facts
 from lowvram.plan.machine import tier_machines
 from lowvram.plan.planner import RESIDENT_PREFERENCE
-from lowvram.plan.types import POLICIES
+from lowvram.contract import POLICIES
 
 GiB = 2**30
 RAMS_GIB = (8, 16, 32, 64)

@@ -16,7 +16,7 @@ from lowvram.checkpoints.lora_size import lora_file_bytes
 from lowvram.errors import UserError
 from lowvram.plan import Machine, Policy, Workload, make_plan
 from lowvram.plan.facts import component_facts
-from lowvram.plan.types import ComponentPlan, Plan
+from lowvram.contract import ComponentPlan, Plan
 from lowvram.runtime.executor import PlanExecutor
 from lowvram.simulate import SimRequest, run_tracked, simulate_component
 from lowvram.simulate.run import build_inputs

@@ -36,12 +36,17 @@ def _digest(key: Any) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def library_versions() -> tuple[str, ...]:
+    """Versions of the libraries whose code the counts and simulations come from (no import needed)."""
+    from importlib.metadata import version
+
+    return (version("torch"), version("diffusers"), version("transformers"))
+
+
 def _user_key(key: Any) -> Any:
     """The user cache also keys on the versions of the libraries whose code computed the answer
     (a shipped answer does not: it was computed with the versions shipped.json names)."""
-    from .catalogue.build import _versions
-
-    return {"key": key, "versions": list(_versions())}
+    return {"key": key, "versions": list(library_versions())}
 
 
 def shipped_key(key: Any) -> str:

@@ -172,7 +172,7 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
         return
     _print_plan(p, explain)
     from .plan.alternatives import alternatives
-    from .plan.types import POLICIES
+    from .contract import POLICIES
 
     others = [make_plan(spec, wl, machine, Policy(q, p.reserve_bytes), file_weights=file_weights)
               for q in POLICIES if q != quality]
@@ -302,7 +302,7 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
 
 
 def _check_quality(quality: str) -> None:
-    from .plan.types import POLICIES
+    from .contract import POLICIES
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")

@@ -21,10 +21,8 @@ from .catalogue import ModelSpec, get_model
 from .catalogue.quants import Quant
 from .errors import UserError
 from .hub_http import configure_hub
-from .regular_file import open_regular
+from .checkpoints.hf_cache import cached_snapshot  # noqa: F401  (pull/list read the cache through it)
 
-# A ref file holds one commit hash (40 hex digits); anything longer is not a ref.
-MAX_REF_BYTES = 256
 
 # What a diffusers-layout repo needs for lowvram to load it.
 ALLOW = ["model_index.json", "*/config.json", "*/*_config.json", "*/tokenizer*", "*/vocab*", "*/merges.txt",
@@ -142,25 +140,6 @@ def download(spec: ModelSpec, todo: list[Fetch]) -> Pulled:
         pulled = Pulled(folders[0])
         _touch(_denoiser_weights(spec, folders[0]))
     return pulled
-
-
-def cached_snapshot(hub_dir: str, repo: str) -> str | None:
-    """The snapshot folder of `repo` in the HF hub cache at `hub_dir`: its `main` revision, else the newest."""
-    base = os.path.join(hub_dir, "models--" + repo.replace("/", "--"))
-    snapshots = os.path.join(base, "snapshots")
-    try:
-        with open_regular(os.path.join(base, "refs", "main"), "hub cache ref") as f:
-            main = os.path.join(snapshots, f.read(MAX_REF_BYTES).decode("utf-8", "replace").strip())
-        if os.path.isdir(main):
-            return main
-    except (OSError, UserError):  # no ref, or a damaged one: fall back to the newest snapshot
-        pass
-    try:
-        revs = [os.path.join(snapshots, r) for r in os.listdir(snapshots)]
-    except OSError:
-        return None
-    revs = [r for r in revs if os.path.isdir(r)]
-    return max(revs, key=os.path.getmtime) if revs else None
 
 
 def _touch(paths: list[str]) -> None:

@@ -34,7 +34,7 @@ def main() -> None:
     from .plan import Policy, Workload, make_plan
     from .machines.cards import CARDS, find_card
     from .plan.machine import TIER_CARD, machine_from_card, tier_machines
-    from .plan.types import POLICIES
+    from .contract import POLICIES
 
     cache.RECORD = {}
     t0 = time.perf_counter()

@@ -107,10 +107,9 @@ def spec_params(spec: ComponentSpec) -> int:
 
 @lru_cache(maxsize=None)
 def _versions() -> tuple[str, ...]:
-    """Versions of the libraries whose code the counts and simulations come from (no import needed)."""
-    from importlib.metadata import version
+    from ..cache import library_versions
 
-    return (version("torch"), version("diffusers"), version("transformers"))
+    return library_versions()
 
 
 def _deep_update(dst: dict, src: dict) -> None:

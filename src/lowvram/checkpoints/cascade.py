@@ -60,7 +60,7 @@ def find_cascade(path: str) -> CascadeFolders | None:
         hub_dir = _hub_dir(path)
         if hub_dir is None:
             return CascadeFolders(root, _stages_in(root, keep={own.name: path}))
-        from ..hub import cached_snapshot
+        from .hf_cache import cached_snapshot
 
         folders = {s.name: path if s is own else cached_snapshot(hub_dir, s.repo) for s in STAGES}
         return CascadeFolders(root, {k: v for k, v in folders.items() if v}, hf_cache=True)

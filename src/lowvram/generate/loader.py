@@ -14,7 +14,7 @@ import torch
 from ..checkpoints.diffusers_index import read_index
 from ..errors import UserError
 from ..jsonfile import read_json
-from ..plan.types import ComponentPlan, Plan
+from ..contract import ComponentPlan, Plan
 from ..runtime.loading import iter_safetensors, load_into
 from ..runtime.precision import COMPUTE_DTYPES, PrecisionConfig
 

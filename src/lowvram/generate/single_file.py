@@ -20,7 +20,7 @@ import torch
 from ..catalogue import ModelSpec, build_component
 from ..checkpoints.inspect import Inspection, load_pickle_state_dict, read_tensors, safetensors_files
 from ..errors import UserError
-from ..plan.types import Plan
+from ..contract import Plan
 from ..runtime.loading import TORCH_DTYPES, LazyTensor, load_into
 from ..runtime.precision import COMPUTE_DTYPES, PrecisionConfig
 from .loader import _key_map, assemble_pipeline, build_module, finish_module, load_module

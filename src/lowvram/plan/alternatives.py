@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .types import POLICIES, Plan
+from ..contract import POLICIES, Plan
 
 # An alternative must be at least this much faster to be worth naming: the planner's time model is a
 # prediction, and a 2 % gain is inside its error (docs/benchmarks.md compares predicted and measured).

@@ -14,7 +14,7 @@ from ..catalogue import ComponentSpec, ModelSpec
 from ..catalogue.controlnet import default_controlnet, encodes_control_image, folder_controlnet, pairs_with
 from ..errors import UserError
 from .facts import component_facts
-from .types import Workload
+from ..contract import Workload
 
 # A folder whose weights hold more or fewer parameters than its config.json describes is two models
 # mixed up; 1 % leaves room for extra stored buffers some exporters add.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..catalogue import ComponentSpec, ModelSpec, load_config
 from . import cost
-from .types import Machine
+from ..contract import Machine
 
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")  # plan names of the dtypes weights can be stored and computed in
 SAFETENSORS_DTYPES = {"F32": "fp32", "BF16": "bf16", "F16": "fp16"}  # header names -> plan names

@@ -8,7 +8,7 @@ from ..errors import UserError
 from ..machines.cards import Card, find_card, pcie_bandwidth_bytes_per_s, unknown_card_message
 from ..units import parse_size
 from . import cost
-from .types import Machine
+from ..contract import Machine
 
 DEFAULT_RAM = 16 * 2**30  # what to assume for a named card when --ram is not given: a common desktop
 

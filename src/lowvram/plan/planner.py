@@ -23,7 +23,7 @@ from . import cost, explain
 from .controlnet import PlannedControlNet, resolve_controlnet
 from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
-from .types import ComponentPlan, Machine, Plan, Policy, Workload
+from ..contract import ComponentPlan, Machine, Plan, Policy, Workload
 
 
 @dataclass(frozen=True)

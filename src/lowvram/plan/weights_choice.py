@@ -20,7 +20,7 @@ from ..catalogue import ModelSpec
 from ..catalogue.quants import QUANTS, Quant
 from ..errors import UserError
 from .planner import make_plan
-from .types import Machine, Plan, Policy, Workload
+from ..contract import Machine, Plan, Policy, Workload
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import InternalError
-from ..plan.types import ComponentPlan, Plan
+from ..contract import ComponentPlan, Plan
 from .accountant import BudgetAccountant
 from .precision import COMPUTE_DTYPES, STORAGE_DTYPES, PrecisionConfig, apply_weight_precision
 from .streaming import StreamingEngine

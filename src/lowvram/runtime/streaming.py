@@ -318,6 +318,6 @@ def _set(m: torch.nn.Module, kind: str, name: str, t: torch.Tensor) -> None:
 def _default_pinned_cap() -> int:
     import psutil
 
-    from ..plan.cost import PINNED_RAM_FRACTION
+    from ..contract import PINNED_RAM_FRACTION
 
     return int(psutil.virtual_memory().total * PINNED_RAM_FRACTION)

@@ -89,7 +89,7 @@ def body_request(reg, body: Txt2ImgBody, kind: str, quality: str | None) -> tupl
     from ..generate import inputs
     from .images import decode_image
 
-    from ..plan.types import POLICIES
+    from ..contract import POLICIES
 
     if body.quality is not None and body.quality not in POLICIES:
         raise UserError(f"Unknown quality {body.quality!r}: choose lossless, balanced or fast.")

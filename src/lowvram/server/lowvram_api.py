@@ -39,7 +39,7 @@ def _spec_for(st, model: str):
 def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, quality=None, lora_bytes=(),
           guidance=True, img2img=False):
     from ..plan import Policy, Workload, make_plan
-    from ..plan.types import POLICIES
+    from ..contract import POLICIES
     from ..units import check_count, check_resolution
 
     quality = quality or st.config.quality

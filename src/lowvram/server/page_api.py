@@ -61,7 +61,7 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     2.4x faster, lossy")."""
     from ..checkpoints.lora_size import lora_file_bytes
     from ..plan.alternatives import alternatives
-    from ..plan.types import POLICIES
+    from ..contract import POLICIES
     from .lowvram_api import _plan, _spec_for
 
     st = state(request)

@@ -1,7 +1,7 @@
 """The contract between planner and runtime: plain immutable data that serialises to JSON.
 
-The runtime carries a Plan out and never re-decides it; the CLI, tests, benchmarks and (later) the
-HTTP API all read the same object.
+A bottom layer: the planner writes a Plan, the runtime carries it out and never re-decides it, and the
+CLI, the server, tests and benchmarks read the same object — none of them imports the other for it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 POLICIES = ("lossless", "balanced", "fast")
+# Fraction of RAM the runtime lets pinned (page-locked) memory take — the rest stays pageable for the OS;
+# the planner's placement costs assume the same split.
+PINNED_RAM_FRACTION = 0.8
 
 
 @dataclass(frozen=True)

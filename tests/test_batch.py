@@ -13,7 +13,7 @@ from lowvram import cli
 from lowvram.batch.jobs import read_jobs
 from lowvram.batch.run import local_results, run_batch
 from lowvram.generate.session import Session, planner_for
-from lowvram.plan.machine import resolve_machine
+from lowvram.plan.machine import resolve_run_machine
 from lowvram.server.models import discover
 
 GPU = "RTX 2060"  # Turing: fp16 compute, which the CPU runs in fp32 (see test_server.py)
@@ -77,7 +77,7 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
     assert code == 0, err
 
     lines = read_jobs(jobs, discover(model, None), "lossless")
-    session = Session(planner_for(resolve_machine(GPU, cpu_fallback=True)))
+    session = Session(planner_for(resolve_run_machine(GPU)[0]))
 
     def stopped_after_two(pending):
         for k, result in enumerate(local_results(session, pending)):
@@ -105,7 +105,7 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
     ("[1, 2]", "is a JSON list, not an object"),
     ('{"prompt": "x", "steps": "many"}', "Line 2 of"),
     ('{"prompt": "x", "width": 100, "height": 64}', "multiple of 8"),
-    ('{"prompt": "x", "sampler_name": "Heun++ 9000"}', "Unknown --sampler"),
+    ('{"prompt": "x", "sampler_name": "Heun++ 9000"}', "Unknown sampler"),
     ('{"prompt": "x", "override_settings": {"sd_model_checkpoint": "nope"}}', "does not offer (models: tiny-sd15"),
 ])
 def test_a_bad_line_is_named_in_one_sentence_before_anything_runs(model, tmp_path, monkeypatch, capsys, line, words):

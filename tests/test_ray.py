@@ -115,7 +115,7 @@ def served(cluster, tmp_path_factory):
 
     from lowvram.cluster.app import APP_NAME, build_app
     from lowvram.cluster.connect import Cluster
-    from lowvram.plan.machine import resolve_machine
+    from lowvram.plan.machine import resolve_run_machine
     from lowvram.server.config import ServerConfig
     from lowvram.server.models import discover
 
@@ -123,7 +123,7 @@ def served(cluster, tmp_path_factory):
     for name in ("tiny-a", "tiny-b"):
         build_pipeline("sd15", str(root / "models" / "diffusers" / name))
     registry = discover(None, str(root / "models"))
-    config = ServerConfig(registry, resolve_machine(GPU, cpu_fallback=True), outputs=str(root / "outputs"))
+    config = ServerConfig(registry, resolve_run_machine(GPU)[0], outputs=str(root / "outputs"))
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:

@@ -567,9 +567,9 @@ def batch(jobs: str = typer.Argument(..., help="A .jsonl file: one A1111 txt2img
     console = None if quiet else err
     if ray is None:
         from .generate.session import Session, planner_for
-        from .plan.machine import resolve_machine
+        from .plan.machine import resolve_run_machine
 
-        session = Session(planner_for(resolve_machine(gpu, vram, ram, cpu_fallback=True), quality), console=None)
+        session = Session(planner_for(resolve_run_machine(gpu, vram, ram)[0], quality), console=None)
         try:
             summary = run_batch(lines, out_dir, lambda pending: local_results(session, pending), console)
         finally:

@@ -42,7 +42,7 @@ def batch_rates(model: str, lines: int, tmp: str) -> dict:
     from lowvram.batch.run import local_results, run_batch
     from lowvram.cluster.connect import connect
     from lowvram.generate.session import Session, planner_for
-    from lowvram.plan.machine import resolve_machine
+    from lowvram.plan.machine import resolve_run_machine
     from lowvram.server.models import discover
 
     jobs = os.path.join(tmp, "jobs.jsonl")
@@ -51,7 +51,7 @@ def batch_rates(model: str, lines: int, tmp: str) -> dict:
             f.write(json.dumps(dict(BODY, prompt=f"a cat {k}", seed=k)) + "\n")
     parsed = read_jobs(jobs, discover(model, None), "lossless")
     out = {}
-    session = Session(planner_for(resolve_machine(GPU, cpu_fallback=True)))
+    session = Session(planner_for(resolve_run_machine(GPU)[0]))
     t = time.perf_counter()
     os.makedirs(os.path.join(tmp, "local"))
     run_batch(parsed, os.path.join(tmp, "local"), lambda p: local_results(session, p))
@@ -92,12 +92,12 @@ def request_overhead(models_dir: str, n: int, tmp: str) -> dict:
 
     from lowvram.cluster.app import APP_NAME, build_app
     from lowvram.cluster.connect import Cluster
-    from lowvram.plan.machine import resolve_machine
+    from lowvram.plan.machine import resolve_run_machine
     from lowvram.server.app import create_app
     from lowvram.server.config import ServerConfig
     from lowvram.server.models import discover
 
-    config = ServerConfig(discover(None, models_dir), resolve_machine(GPU, cpu_fallback=True), outputs=None)
+    config = ServerConfig(discover(None, models_dir), resolve_run_machine(GPU)[0], outputs=None)
     port = _port()
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=server.run, daemon=True)

@@ -13,7 +13,7 @@ from lowvram import cli
 from lowvram.batch.jobs import read_jobs
 from lowvram.batch.run import local_results, run_batch
 from lowvram.generate.session import Session, planner_for
-from lowvram.plan.machine import resolve_machine
+from lowvram.plan.machine import resolve_run_machine
 from lowvram.server.models import discover
 
 GPU = "RTX 2060"  # Turing: fp16 compute, which the CPU runs in fp32 (see test_server.py)
@@ -77,7 +77,7 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
     assert code == 0, err
 
     lines = read_jobs(jobs, discover(model, None), "lossless")
-    session = Session(planner_for(resolve_machine(GPU, cpu_fallback=True)))
+    session = Session(planner_for(resolve_run_machine(GPU)[0]))
 
     def stopped_after_two(pending):
         for k, result in enumerate(local_results(session, pending)):

@@ -32,7 +32,7 @@ def folders(tmp_path_factory):
 
 
 def _plan_fn(vram_gb=48, ram_gb=64):
-    machine = Machine("test", vram_gb * GiB, ram_gb * GiB, 12.5e9, 40.0)
+    machine = Machine("test", vram_gb * GiB, ram_gb * GiB, 12.5e9, 40.0, device="cpu")  # the CPU runs it
     return lambda spec, wl, file_weights=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=file_weights)
 
 

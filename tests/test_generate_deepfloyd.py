@@ -30,7 +30,7 @@ def cascade(tmp_path_factory):
 
 
 def _run(folder, tmp_path, name="out.png", vram_gb=48, **kw):
-    machine = Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0)
+    machine = Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0, device="cpu")  # the CPU runs it
     req = GenerateRequest(prompt=kw.pop("prompt", "a red cat"), model=folder, width=kw.pop("width", SIZE),
                           height=kw.pop("height", SIZE), steps=kw.pop("steps", 4), output=str(tmp_path / name), quiet=True, **kw)
     return generate(req, lambda spec, wl, fw=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=fw))

@@ -23,7 +23,7 @@ def folders(tmp_path_factory):
 
 
 def _run(folder, tmp_path, name, vram_gb=48, **kw):
-    machine = Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0)
+    machine = Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0, device="cpu")  # the CPU runs it
     req = GenerateRequest(prompt="a red cat", model=folder, width=64, height=64, steps=kw.pop("steps", 3),
                           output=str(tmp_path / name), quiet=True, **kw)
     res = generate(req, lambda spec, wl, fw=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=fw))

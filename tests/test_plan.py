@@ -55,7 +55,7 @@ def test_grid_invariants(model, res):
                     if p.smallest_fitting:
                         assert p.smallest_fitting["vram_bytes"] > m.vram_bytes or p.smallest_fitting["ram_bytes"] > m.ram_bytes
                 if quality == "lossless":
-                    assert all(c.precision in ("bf16", "fp16") for c in p.components)
+                    assert all(c.precision in ("fp32", "bf16", "fp16") for c in p.components)
                 prev = p
 
 
@@ -91,7 +91,7 @@ def test_lossless_that_cannot_fit_says_so_and_offers_lossy():
 def test_balanced_takes_fp8_only_when_it_pays():
     big = replace(BASE, vram_bytes=48 * GiB, ram_bytes=64 * GiB)
     p = make_plan(MODELS["sdxl"], Workload(1024, 1024, 1, 30), big, Policy("balanced"))
-    assert all(c.precision == "bf16" for c in p.components)  # fits resident: nothing to gain
+    assert all(c.precision in ("fp16", "fp32") for c in p.components)  # fits resident: nothing to gain
     small = replace(BASE, vram_bytes=8 * GiB, ram_bytes=16 * GiB, link_bytes_per_s=6e9)
     p2 = make_plan(MODELS["flux-dev"], Workload(1024, 1024, 1, 28), small, Policy("balanced"))
     den = next(c for c in p2.components if c.role == "denoiser")

@@ -24,9 +24,7 @@ from tiny_pipelines import build_pipeline
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 START_TIMEOUT_S = 240  # importing torch + diffusers on a loaded 2-core machine
 REQUEST_TIMEOUT_S = 240
-# Turing has no bf16: the plan computes in fp16, which runs in fp32 on the CPU (bf16 convolutions are
-# slow on CPUs without bf16 units).
-GPU = "RTX 2060"
+GPU = "RTX 2060"  # on a machine without CUDA, only lends its VRAM as the CPU run's weight budget
 SMALL = {"width": 64, "height": 64, "steps": 1}
 
 
@@ -264,7 +262,7 @@ def test_model_switching_keeps_memory_flat(server):
 def test_lowvram_api_plans_and_models(server):
     plan = server.get("/lowvram/v1/plan", params={"model": "sdxl", "width": 768, "height": 768, "steps": 20}).json()
     assert plan["model"] == "sdxl" and plan["workload"]["width"] == 768 and plan["workload"]["steps"] == 20
-    assert "fits" in plan and plan["machine"]["name"] == GPU
+    assert "fits" in plan and plan["machine"]["vram_bytes"] > 0
     rows = server.get("/lowvram/v1/models").json()
     assert [r["name"] for r in rows] == ["tiny-sd15", "tiny-sdxl"]
     assert all(r["fits"] and r["seconds_per_image"] > 0 for r in rows)

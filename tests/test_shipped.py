@@ -18,7 +18,7 @@ from lowvram.simulate.api import _key_fields
 COLD_RUN = """
 import sys
 from lowvram.cli import app
-for args in (["gpus"], ["gpus", "--tiers"], ["plan", "flux-dev", "--gpu", "RTX 4060"],
+for args in (["models"], ["gpus"], ["gpus", "--tiers"], ["plan", "flux-dev", "--gpu", "RTX 4060"],
              ["plan", "sdxl", "--gpu", "RTX 2060", "--quality", "fast", "--img2img"],
              ["plan", "sd15", "--gpu", "RTX 3060", "--controlnet", "default"],
              ["plan", "qwen-image", "--gpu", "RTX 4060", "--no-guidance"]):  # --gpu: probing this machine needs torch

@@ -75,11 +75,14 @@ def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
 
 
 def _cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+    from .errors import UserError
+    from .jsonfile import read_json
+
     path = cache_path(kind, _digest(_user_key(key)) + ".json")
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        if os.path.exists(path):
+            return read_json(path, "a lowvram cache entry", object)
+    except UserError:  # damaged: recomputed below and overwritten
         pass
     if os.environ.get("LOWVRAM_NO_SHIPPED") != "1":  # tests of the simulator itself switch it off
         found = shipped(kind, key)

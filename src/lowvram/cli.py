@@ -9,14 +9,29 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import UserError
+from .errors import InternalError, UserError
 from .units import format_bytes, format_count
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Plan and run heavy open image models on the GPU you already own.")
 out = Console(soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"lowvram {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print lowvram's version and exit.")) -> None:
+    """Plan and run heavy open image models on the GPU you already own."""
 
 
 def _print_json(obj) -> None:
@@ -47,13 +62,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
     if as_json:
         _print_json(rows)
         return
-    t = Table(title="lowvram catalogue")
-    for col in ("name", "family", "components", "parameters", "bf16 size"):
-        t.add_column(col, justify="right" if col in ("parameters", "bf16 size") else "left")
+    from .display import fit_table
+
+    table = []
     for r in rows:
-        comps = ", ".join(f"{c['name']} ({format_count(c['params'])})" for c in r["components"])
-        t.add_row(r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"]))
-    out.print(t)
+        comps = ", ".join(f"{c['name']} {format_count(c['params'])}" for c in r["components"])
+        table.append((r["name"], r["family"], comps, format_count(r["params"]), format_bytes(r["bytes_bf16"])))
+    fit_table(out, [("name", "left"), ("family", "left"), ("components", "left"), ("params", "right"), ("bf16", "right")],
+              table, title="lowvram catalogue")
 
 
 @app.command()
@@ -67,20 +83,21 @@ def inspect(path: str = typer.Argument(..., help="A checkpoint file, a diffusers
         _print_json(rep.to_json())
         return
     arch = rep.architecture or "component file"
-    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout")
-    t = Table()
-    for col in ("component", "role", "kind", "layout", "parameters", "size", "stored as"):
-        t.add_column(col)
+    from .display import fit_table
+
+    out.print(f"[bold]{path}[/bold]: {arch} ({rep.variant}), {rep.format} layout", soft_wrap=False)
+    rows = []
     for c in rep.components:
         dts = ", ".join(f"{k}×{v}" for k, v in sorted(c.dtypes.items(), key=lambda kv: -kv[1]))
-        t.add_row(c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts)
-    out.print(t)
+        rows.append((c.name, c.role, c.kind, c.layout, format_count(c.params), format_bytes(c.bytes), dts))
+    fit_table(out, [("component", "left"), ("role", "left"), ("kind", "left"), ("layout", "left"), ("params", "right"),
+                    ("size", "right"), ("stored as", "left")], rows)
     if rep.missing:
-        out.print(f"missing: {', '.join(rep.missing)}")
+        out.print(f"missing: {', '.join(rep.missing)}", soft_wrap=False)
     if rep.used_by:
-        out.print(f"used by: {', '.join(rep.used_by)}")
+        out.print(f"used by: {', '.join(rep.used_by)}", soft_wrap=False)
     for n in rep.notes:
-        out.print(f"note: {n}")
+        out.print(f"note: {n}", soft_wrap=False)
 
 
 def _model_spec(model: str):
@@ -146,12 +163,23 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     machine = resolve_machine(gpu, vram, ram, link_gbps, tflops)
     wl = Workload(w, h, batch, n_steps, not no_guidance, loras, controlnet is not None, img2img, lora_bytes,
                   "" if controlnet in (None, CONTROLNET_DEFAULT) else controlnet)
-    p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
-                  file_weights=file_weights)
+    with _working(f"planning {spec.name} at {w}x{h} (a workload planned for the first time is simulated on fake "
+                  "tensors: ~10 s)"):
+        p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
+                      file_weights=file_weights)
     if as_json:
         _print_json(p.to_json())
         return
     _print_plan(p, explain)
+
+
+def _working(what: str):
+    """A spinner on stderr saying what runs, for work that can take seconds (a first simulation); nothing
+    when stderr is not a terminal (a log should not fill with spinner frames)."""
+    from contextlib import nullcontext
+
+    err = Console(stderr=True)
+    return err.status(what) if err.is_terminal else nullcontext()
 
 
 # `plan --controlnet` with no folder after it: typer options cannot take an optional value, so main()
@@ -188,39 +216,44 @@ def _bare_ray(argv: list[str]) -> list[str]:
     return out
 
 
-def _print_plan(p, explain: bool) -> None:
+def _print_plan(p, explain: bool, console: Console | None = None) -> None:
+    """The plan for people: a header line, a table per component (a list below ~100 columns), the verdict."""
+    from .display import fit_table
+
+    con = console or out
     m = p.machine
-    out.print(f"[bold]{p.model}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
-              f"{p.workload.steps} steps on {m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
-              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s) — policy {p.policy}")
-    t = Table()
-    for col in ("component", "parameters", "stored", "placement", "precision", "VRAM", "notes"):
-        t.add_column(col)
+    where = (f"the CPU (no CUDA GPU here: {format_bytes(m.vram_bytes)} of {format_bytes(m.ram_bytes)} RAM for weights and "
+             f"activations, {m.tflops:.2f} fp32 TFLOP/s)" if m.device == "cpu" else
+             f"{m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
+             f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s)")
+    con.print(f"[bold]{escape(p.model)}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
+              f"{p.workload.steps} steps on {escape(where)} — policy {p.policy}", soft_wrap=False)
+    rows = []
     for c in p.components:
-        place = c.placement if c.placement != "streamed" else f"streamed ({c.resident_units}/{c.total_units} resident)"
-        t.add_row(c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
-                  format_bytes(c.vram_bytes + c.activation_bytes), c.notes)
-    out.print(t)
+        place = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
+        rows.append((c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
+                     format_bytes(c.vram_bytes + c.activation_bytes), c.notes))
+    fit_table(con, [("component", "left"), ("params", "right"), ("stored", "right"), ("placement", "left"),
+                    ("precision", "left"), ("VRAM", "right"), ("notes", "left")], rows,
+              caption="streamed K/N: K of N blocks resident, the rest streamed")
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
-    out.print(f"{verdict}: peak VRAM {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
-              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image")
+    mem = "peak memory" if m.device == "cpu" else "peak VRAM"
+    con.print(f"{verdict}: {mem} {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+              f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image",
+              soft_wrap=False)
     for d in p.decisions:
-        out.print(f"  - {d}")
+        con.print(f"  - {d}", soft_wrap=False)
     if p.lossy_reason:
-        out.print(f"  ! {p.lossy_reason}")
+        con.print(f"  ! {p.lossy_reason}", soft_wrap=False)
     if p.smallest_fitting:
         sf = p.smallest_fitting
-        out.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM")
+        con.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM",
+                  soft_wrap=False)
     if explain and p.rejected:
-        t = Table(title="rejected alternatives")
-        for col in ("component", "placement", "precision", "cfg", "vae tile", "s/image", "VRAM"):
-            t.add_column(col)
-        for r in p.rejected:
-            if "component" not in r:
-                continue
-            t.add_row(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
-                      f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"]))
-        out.print(t)
+        rows = [(r["component"], r["placement"], r["precision"], r["cfg_mode"], str(r["vae_tile"] or "-"),
+                 f"{r['seconds_per_image']:.2f}", format_bytes(r["vram_bytes"])) for r in p.rejected if "component" in r]
+        fit_table(con, [("component", "left"), ("placement", "left"), ("precision", "left"), ("cfg", "left"),
+                        ("vae tile", "right"), ("s/image", "right"), ("VRAM", "right")], rows, title="rejected alternatives")
 
 
 @app.command()
@@ -232,38 +265,22 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
     """GPU selection guide: for each card (or VRAM tier) and model, the best plan's class and s/step."""
     _check_quality(quality)
     from .catalogue import MODELS, get_model
-    from .machines.cards import CARDS
-    from .plan import Policy, Workload, make_plan
-    from .plan.machine import machine_from_card, tier_machines
+    from .guide import card_rows, guide_grid, markdown_table, tier_rows
     from .units import parse_size
 
     ram_bytes = parse_size(ram, "RAM size")
     names = [get_model(n).name for n in models_.split(",")] if models_ else list(MODELS)
-    if tiers:
-        rows = [(m.name, m) for m in tier_machines(ram_bytes)]
-    else:
-        rows = [(c.name, machine_from_card(c, ram_bytes)) for c in CARDS]
-    table = []
-    for label, m in rows:
-        cells = []
-        for n in names:
-            spec = MODELS[n]
-            p = make_plan(spec, Workload(spec.width, spec.height, 1, spec.steps), m, Policy(quality), find_smallest=False)
-            cells.append(_cell(p))
-        table.append((label, cells))
+    rows = tier_rows(ram_bytes) if tiers else card_rows(ram_bytes)
+    table = guide_grid(rows, names, quality)
     header = ["GPU"] + names
     if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for label, cells in table:
-            print("| " + " | ".join([label] + cells) + " |")
+        sys.stdout.write(markdown_table(header, table))
         return
-    t = Table(title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step")
-    for col in header:
-        t.add_column(col)
-    for label, cells in table:
-        t.add_row(label, *cells)
-    out.print(t)
+    from .display import split_table
+
+    split_table(out, [(col, "left") for col in header], [[label] + cells for label, cells in table],
+                title=f"best plan per card at default resolution ({quality}, {ram} RAM): class, s/step",
+                caption="resident: all on the GPU; streamed: blocks streamed; fp8/int8: 8-bit weights")
 
 
 def _check_quality(quality: str) -> None:
@@ -271,15 +288,6 @@ def _check_quality(quality: str) -> None:
 
     if quality not in POLICIES:
         raise UserError(f"Unknown --quality {quality!r}: choose lossless, balanced or fast.")
-
-
-def _cell(p) -> str:
-    if not p.fits:
-        return "does not fit"
-    den = [c for c in p.components if c.role == "denoiser"]
-    lossy = sorted({c.precision for c in den} - {"bf16", "fp16"})
-    cls = lossy[0] if lossy else "streamed" if any(c.placement == "streamed" for c in den) else "resident"
-    return f"{cls} {p.seconds_per_step:.2f}"
 
 
 @app.command()
@@ -294,7 +302,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              guidance: Optional[float] = typer.Option(None, help="Guidance scale (default: the model's)."),
              seed: int = typer.Option(0, help="Random seed: the same seed gives the same image."),
              batch: int = typer.Option(1, help="Images to make."),
-             sampler: Optional[str] = typer.Option(None, help="euler, euler_a, dpm++_2m, ddim, unipc, flow_euler."),
+             sampler: Optional[str] = typer.Option(None, help='A1111 sampler name ("Euler a", "DPM++ 2M"...) or euler, euler_a, dpm++_2m, ddim, unipc, flow_euler.'),
+             schedule: Optional[str] = typer.Option(None, help='A1111 schedule type: Automatic, Karras, Exponential, "SGM Uniform"...'),
              gpu: Optional[str] = typer.Option(None, help='Plan as for this card, e.g. "RTX 4060".'),
              vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
              ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
@@ -310,7 +319,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     """Make an image: inspect, plan, load under the plan, denoise, write a PNG with A1111 parameters."""
     from .generate.run import GenerateRequest
     from .generate.session import Session, planner_for
-    from .plan.machine import resolve_machine
+    from .plan.machine import resolve_run_machine
 
     _check_quality(quality)
     from .hub import installed_model
@@ -320,11 +329,15 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         model, config = pulled.path, config or pulled.config
     if not os.path.exists(model) and not models_dir:
         raise UserError(f"{model} does not exist: give a diffusers folder, a checkpoint file or a folder of component files.")
-    machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
-    req = GenerateRequest(prompt, model, negative, width, height, steps, guidance, seed, batch, sampler, output, quiet,
-                          init_image, strength, mask, config, [_lora_arg(x) for x in lora], controlnet, control_image,
+    machine, where = resolve_run_machine(gpu, vram, ram)
+    req = GenerateRequest(prompt=prompt, model=model, negative=negative, width=width, height=height, steps=steps,
+                          guidance=guidance, seed=seed, batch=batch, sampler=sampler, schedule=schedule, output=output,
+                          quiet=quiet, init_image=init_image, strength=strength, mask=mask, config=config,
+                          loras=[_lora_arg(x) for x in lora], controlnet=controlnet, control_image=control_image,
                           models_dir=models_dir)
     err = Console(stderr=True, soft_wrap=True)
+    if not quiet:
+        err.print(where, markup=False, highlight=False)
     session = Session(planner_for(machine, quality), console=None if quiet else err)
     try:
         res = session.run(req)
@@ -470,7 +483,7 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
     """Serve A1111's HTTP API (and lowvram's) on a model kept loaded between requests."""
     import uvicorn
 
-    from .plan.machine import resolve_machine
+    from .plan.machine import resolve_run_machine
     from .server.app import create_app
     from .server.auth import parse_credentials
     from .server.config import DEFAULT_HOST, LISTEN_HOST, ServerConfig
@@ -485,7 +498,7 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
     if outputs and not os.path.isdir(os.path.dirname(os.path.abspath(outputs)) or "."):
         raise UserError(f"The folder holding --outputs {outputs} does not exist: create it or choose another.")
     registry = discover(model, models_dir)
-    machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
+    machine, where = resolve_run_machine(gpu, vram, ram)
     bind = host or (LISTEN_HOST if listen else DEFAULT_HOST)
     config = ServerConfig(registry, machine, quality, queue_size, credentials, outputs)
     err = Console(stderr=True, soft_wrap=True)
@@ -493,6 +506,7 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="A model to 
     shown = "127.0.0.1" if bind == LISTEN_HOST else bind
     out.print(f"lowvram serving on http://{shown}:{port} (A1111 API at /sdapi/v1, docs at /docs); models: {names}",
               markup=False, highlight=False)
+    err.print(where, markup=False, highlight=False)
     if bind == LISTEN_HOST:
         err.print(f"note: listening on all interfaces ({bind}:{port}): other machines on the network can use this server"
                   + ("" if credentials else "; consider --api-auth USER:PASS") + ".", markup=False, highlight=False)
@@ -537,9 +551,9 @@ def batch(jobs: str = typer.Argument(..., help="A .jsonl file: one A1111 txt2img
     console = None if quiet else err
     if ray is None:
         from .generate.session import Session, planner_for
-        from .plan.machine import resolve_machine
+        from .plan.machine import resolve_run_machine
 
-        session = Session(planner_for(resolve_machine(gpu, vram, ram, cpu_fallback=True), quality), console=None)
+        session = Session(planner_for(resolve_run_machine(gpu, vram, ram)[0], quality), console=None)
         try:
             summary = run_batch(lines, out_dir, lambda pending: local_results(session, pending), console)
         finally:
@@ -575,15 +589,31 @@ def list_installed(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
+LORA_WEIGHT_LIMIT = 100.0  # |weight| beyond this is a typo, not a LoRA strength (A1111's UI slider spans -2..2)
+
+
 def _lora_arg(text: str) -> tuple[str, float]:
-    """FILE or FILE:WEIGHT (the weight defaults to 1)."""
+    """FILE or FILE:WEIGHT (the weight defaults to 1). A file whose name holds a colon is taken whole when it
+    exists; otherwise what follows the last colon must be a number."""
+    import math
+
     path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
+    if not sep or os.path.exists(text) or not path:
+        return text, 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        raise UserError(f"--lora {text}: {tail!r} is not a weight; give FILE or FILE:WEIGHT with a number, "
+                        "e.g. style.safetensors:0.8.") from None
+    if not math.isfinite(weight) or abs(weight) > LORA_WEIGHT_LIMIT:
+        raise UserError(f"--lora {text}: the weight {tail} is out of range; give a number such as 0.8 (1 = full strength).")
+    return path, weight
+
+
+def printable(text: str) -> str:
+    """User strings (file names, prompts) with terminal control characters shown escaped, never sent to the
+    terminal: a file name can carry escape sequences that rewrite the screen."""
+    return "".join(ch if ch.isprintable() or ch in "\t" else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def main() -> None:
@@ -596,8 +626,20 @@ def main() -> None:
     try:
         app(args=_bare_ray(_bare_controlnet(sys.argv[1:])))
     except UserError as e:
-        sys.stderr.write(f"lowvram: {e}\n")
+        sys.stderr.write(f"lowvram: {printable(str(e))}\n")
         sys.exit(e.exit_code)
+    except InternalError as e:
+        sys.stderr.write(f"lowvram: internal error, please report it with the command you ran: {e}.\n")
+        sys.exit(e.exit_code)
+    except MemoryError:
+        sys.stderr.write("lowvram: out of host memory: close other programs, or give a smaller --vram / --ram.\n")
+        sys.exit(1)
+    except RuntimeError as e:  # torch.OutOfMemoryError after every re-plan (imported only if torch is)
+        if "out of memory" not in str(e).lower():
+            raise
+        sys.stderr.write("lowvram: out of GPU memory even after re-planning with fewer resident blocks: another "
+                         "program holds VRAM; close it, or give a smaller --vram.\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("lowvram: interrupted.\n")
         sys.exit(130)

@@ -14,3 +14,11 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A checkpoint file or folder that cannot be read or understood."""
+
+
+class InternalError(RuntimeError):
+    """The runtime found that what it does disagrees with the plan (a placement past the plan's budget,
+    weights loaded in another dtype than planned): a bug in lowvram, not bad input. Tests catch these; the
+    CLI turns one into a sentence asking for a report (exit status 1), never a traceback."""
+
+    exit_code = 1

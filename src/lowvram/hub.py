@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 from .catalogue import ModelSpec, get_model
 from .catalogue.quants import Quant
 from .errors import UserError
+from .hub_http import configure_hub
+from .regular_file import open_regular
+
+# A ref file holds one commit hash (40 hex digits); anything longer is not a ref.
+MAX_REF_BYTES = 256
 
 # What a diffusers-layout repo needs for lowvram to load it.
 ALLOW = ["model_index.json", "*/config.json", "*/*_config.json", "*/tokenizer*", "*/vocab*", "*/merges.txt",
@@ -92,6 +97,7 @@ def _hub_errors(repo: str):
 
 def preview(fetch: Fetch) -> list[FileInfo]:
     """The files `download(fetch)` would fetch, with sizes and whether they are cached — no download."""
+    configure_hub()
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -122,6 +128,7 @@ class Pulled:
 
 def download(spec: ModelSpec, todo: list[Fetch]) -> Pulled:
     """Run the fetches (resumable; huggingface_hub's progress bars) and mark the result as pulled last."""
+    configure_hub()
     from huggingface_hub import snapshot_download
 
     folders = []
@@ -142,11 +149,11 @@ def cached_snapshot(hub_dir: str, repo: str) -> str | None:
     base = os.path.join(hub_dir, "models--" + repo.replace("/", "--"))
     snapshots = os.path.join(base, "snapshots")
     try:
-        with open(os.path.join(base, "refs", "main")) as f:
-            main = os.path.join(snapshots, f.read().strip())
+        with open_regular(os.path.join(base, "refs", "main"), "hub cache ref") as f:
+            main = os.path.join(snapshots, f.read(MAX_REF_BYTES).decode("utf-8", "replace").strip())
         if os.path.isdir(main):
             return main
-    except OSError:
+    except (OSError, UserError):  # no ref, or a damaged one: fall back to the newest snapshot
         pass
     try:
         revs = [os.path.join(snapshots, r) for r in os.listdir(snapshots)]

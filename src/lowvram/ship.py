@@ -20,16 +20,19 @@ import time
 from dataclasses import replace
 
 
+SMALLEST_TIER_BYTES = 4 * 2**30  # plan.machine.VRAM_TIERS_GB[0]
+FP16_CARD = "GTX 1060 6GB"  # the fp16-only card whose questions ship (any fp16 card asks the same ones)
+
+
 def main() -> None:
     os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-ship-")
     os.environ["LOWVRAM_NO_SHIPPED"] = "1"  # compute everything afresh
     from . import cache
     from .catalogue import MODELS
-    from .catalogue.build import _versions
+    from .catalogue.build import _versions, spec_params
     from .catalogue.controlnet import DEFAULTS
-    from .machines.cards import CARDS
     from .plan import Policy, Workload, make_plan
-    from .machines.cards import find_card
+    from .machines.cards import CARDS, find_card
     from .plan.machine import TIER_CARD, machine_from_card, tier_machines
     from .plan.types import POLICIES
 
@@ -37,8 +40,10 @@ def main() -> None:
     t0 = time.perf_counter()
     gib = 2**30
     tiers = tier_machines(32 * gib)
-    fp16 = machine_from_card(next(c for c in CARDS if not c.bf16), 32 * gib)
+    fp16 = machine_from_card(find_card(FP16_CARD), 32 * gib)
     machines = [replace(tiers[-1], name=TIER_CARD, vram_bytes=find_card(TIER_CARD).vram_bytes), fp16] + tiers
+    # cards below the smallest tier plan their VAE decode in smaller tiles: those simulations ship too
+    machines += [machine_from_card(c, 32 * gib) for c in CARDS if c.vram_bytes < SMALLEST_TIER_BYTES]
     for model in MODELS.values():
         sizes = [(model.width, model.height)] + ([(512, 512), (2048, 2048)] if model.name in ("sdxl", "flux-dev") else [])
         for w, h in sizes:
@@ -52,6 +57,9 @@ def main() -> None:
                         make_plan(model, wl, m, Policy(q))
         print(f"{model.name}: {sum(len(v) for v in cache.RECORD.values())} answers, {time.perf_counter() - t0:.0f} s",
               flush=True)
+    for model in MODELS.values():  # `lowvram models` lists every component's parameter count
+        for comp in model.components:
+            spec_params(comp)
     doc = {"about": "answers planning the catalogue needs; written by `python -m lowvram.ship`",
            "versions": dict(zip(("torch", "diffusers", "transformers"), _versions())),
            "answers": {k: dict(sorted(v.items())) for k, v in sorted(cache.RECORD.items())}}

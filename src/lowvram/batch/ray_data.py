@@ -22,10 +22,10 @@ class LineWorker:
 
     def __init__(self, machine_flags: tuple, quality: str) -> None:
         from ..generate.session import Session, planner_for
-        from ..plan.machine import resolve_machine
+        from ..plan.machine import resolve_run_machine
 
         gpu, vram, ram = machine_flags  # all None: this worker probes its own card and RAM
-        self.session = Session(planner_for(resolve_machine(gpu, vram, ram, cpu_fallback=True), quality))
+        self.session = Session(planner_for(resolve_run_machine(gpu, vram, ram)[0], quality))
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np

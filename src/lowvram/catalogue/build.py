@@ -30,8 +30,9 @@ def load_config(name: str) -> dict[str, Any]:
     """The shipped config (a fresh copy, so callers may scale it down for tests), or the config.json at
     an absolute path (a user's ControlNet folder), read afresh each time: the user may edit it."""
     if os.path.isabs(name):
-        with open(name) as f:
-            return json.load(f)
+        from ..jsonfile import read_json
+
+        return read_json(name, "a diffusers config.json", fix="point at a diffusers model folder")
     return json.loads(_read_config(name))  # parsed afresh: a new object every call
 
 
@@ -39,8 +40,11 @@ def config_identity(name: str) -> str:
     """What in-process memos key a config by: a shipped config's name (it never changes), or the text
     of a config.json at a path (the user may edit it between two plans)."""
     if os.path.isabs(name):
-        with open(name) as f:
-            return f.read()
+        from ..jsonfile import MAX_JSON_BYTES
+        from ..regular_file import open_regular
+
+        with open_regular(name, "config.json") as f:
+            return f.read(MAX_JSON_BYTES + 1).decode("utf-8", "replace")
     return name
 
 

@@ -7,10 +7,10 @@ The shipped configs are the published config.json files (sources in docs/catalog
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import UserError
+from ..jsonfile import read_json
 from .build import load_config
 from .spec import ComponentSpec, ModelSpec
 
@@ -50,11 +50,7 @@ def folder_controlnet(model: ModelSpec, folder: str) -> ComponentSpec:
     """The spec of a diffusers ControlNet folder: its own config.json, checked against the model."""
     _check_family(model)
     path = os.path.abspath(os.path.join(folder, "config.json"))
-    try:
-        with open(path) as f:
-            class_name = json.load(f)["_class_name"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{folder} is not a diffusers ControlNet folder: its config.json cannot be read ({e}).") from None
+    class_name = read_json(path, "a diffusers ControlNet config", fix="point at a diffusers ControlNet folder").get("_class_name")
     denoiser = model.by_role("denoiser")[0].class_name
     if "ControlNet" not in str(class_name):
         raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")

@@ -61,7 +61,7 @@ MODELS = (
         # resnet up-blocks cannot restore odd sizes), so a side must be a multiple of 16 x 8 = 128.
         width=1024, height=1024, steps=STAGES[0].steps, guidance=STAGES[0].guidance, uses_cfg=True, latent_factor=128,
         scheduler="DDPMScheduler", pipeline="IFPipeline",
-        hf_repo=STAGES[0].repo,
+        hf_repo=STAGES[0].repo, dtype="fp16",
         signature="diffusers UNet with 'encoder_hid_proj' (T5 4096 -> cross dim) and 3 (stage I) or 6 (stage II) input channels",
         notes="steps: 100 for stage I, 50 for stage II, 75 for stage III in the reference pipelines; --steps sets "
               "stage I's and the other two follow in that ratio.",

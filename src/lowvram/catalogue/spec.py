@@ -77,6 +77,10 @@ class ModelSpec:
     notes: str = ""
     gguf: GgufRepo | None = None  # published GGUF quants of the denoiser, where they exist
     call: PipelineCall = PipelineCall()  # the family's pipeline keyword arguments
+    # The dtype its weights are published in for inference, planned when no file is given (a file's own
+    # dtypes win): bf16 for the recent models; fp16 where the repo's inference weights are the fp16
+    # variant (SD1.x/2.x/SDXL `variant="fp16"`, DeepFloyd IF `fp16`).
+    dtype: str = "bf16"
 
     def component(self, name: str) -> ComponentSpec:
         for c in self.components:

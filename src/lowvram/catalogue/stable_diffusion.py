@@ -11,6 +11,7 @@ MODELS = (
         width=512, height=512, steps=25, guidance=7.0, uses_cfg=True, latent_factor=8,
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionPipeline",
         hf_repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        dtype="fp16",
         signature="UNet 'input_blocks.0.0.weight' [320,4|9,3,3], context dim 768, CLIP-L at 'cond_stage_model.transformer.'",
     ),
     ModelSpec(
@@ -20,6 +21,7 @@ MODELS = (
         width=768, height=768, steps=25, guidance=7.0, uses_cfg=True, latent_factor=8,
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionPipeline",
         hf_repo="stabilityai/stable-diffusion-2-1",
+        dtype="fp16",
         signature="UNet context dim 1024 with linear attention projections, OpenCLIP-H at 'cond_stage_model.model.'",
         notes="v-prediction at 768 px; the 512 px 'base' variant has the same weights layout.",
     ),
@@ -30,6 +32,7 @@ MODELS = (
         width=1024, height=1024, steps=30, guidance=6.0, uses_cfg=True, latent_factor=8,
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionXLPipeline",
         hf_repo="stabilityai/stable-diffusion-xl-base-1.0",
+        dtype="fp16",
         signature="UNet 'label_emb.0.0.weight' [1280,2816], CLIP-L at 'conditioner.embedders.0.transformer.', bigG at 'conditioner.embedders.1.model.'",
     ),
     ModelSpec(
@@ -39,6 +42,7 @@ MODELS = (
         width=1024, height=1024, steps=30, guidance=5.0, uses_cfg=True, latent_factor=8,
         scheduler="EulerDiscreteScheduler", pipeline="StableDiffusionXLImg2ImgPipeline",
         hf_repo="stabilityai/stable-diffusion-xl-refiner-1.0",
+        dtype="fp16",
         signature="UNet 'label_emb.0.0.weight' [1536,2560] (context dim 1280), only bigG at 'conditioner.embedders.0.model.'",
     ),
 )

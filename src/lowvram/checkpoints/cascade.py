@@ -11,7 +11,6 @@ Each stage is recognised by its model_index.json `_class_name`, never by its fol
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -46,11 +45,9 @@ class CascadeFolders:
 
 def pipeline_class(folder: str) -> str | None:
     """The `_class_name` of a diffusers folder's model_index.json; None if it has none (or it is unreadable)."""
-    try:
-        with open(os.path.join(folder, "model_index.json")) as f:
-            return json.load(f).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None
+    from .diffusers_index import class_name
+
+    return class_name(folder)
 
 
 def find_cascade(path: str) -> CascadeFolders | None:

@@ -7,14 +7,15 @@ Supported: diffusers folders (model_index.json), single-file checkpoints in orig
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from ..errors import CheckpointError, UserError
+from ..regular_file import open_regular, regular_file_size
 from .detect import KIND_TITLES, assign_components, identify_denoiser, models_using
+from .diffusers_index import read_index
 from .gguf_header import read_gguf_header
 from .parts import DENOISER_KINDS, Part, classify, split_parts
 from .safetensors_header import read_safetensors_header
@@ -88,22 +89,55 @@ def read_tensors(path: str) -> tuple[list[TensorInfo], dict]:
         return read_safetensors_header(path)
     if low.endswith((".ckpt", ".pt", ".pth", ".bin")):
         return _read_pickle_meta(path), {}
-    # Unknown extension: sniff the first bytes.
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"GGUF":
+    # Unknown extension: sniff the first bytes. A safetensors file starts with its header's length
+    # (8 bytes, little-endian, within the file) and then the header's opening brace.
+    with open_regular(path, "checkpoint file") as f:
+        head = f.read(9)
+    if head[:4] == b"GGUF":
         return read_gguf_header(path)
-    return read_safetensors_header(path)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= os.path.getsize(path) - 8:
+        return read_safetensors_header(path)
+    raise CheckpointError(f"{os.path.basename(path)} is not a model file lowvram reads: give a .safetensors, .gguf or "
+                          ".ckpt/.pt checkpoint, or a diffusers folder.")
+
+
+# torch.save writes every zip member uncompressed (ZIP_STORED), so no member of a real checkpoint
+# declares more bytes than the archive holds; a larger declared size is a compressed (zip-bomb) member.
+MAX_ZIP_EXPANSION = 1
+
+
+def _check_zip_members(path: str, size: int) -> None:
+    """Refuse a zip checkpoint whose members declare more bytes than the file could store, before torch
+    inflates any of them into memory."""
+    import zipfile
+
+    name = os.path.basename(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{name} is a damaged PyTorch zip checkpoint ({str(e)[:80]}); download it again.") from None
+    declared = sum(i.file_size for i in infos)
+    if declared > size * MAX_ZIP_EXPANSION:
+        raise CheckpointError(f"{name} declares {declared} bytes of content in a {size}-byte file (compressed members, "
+                              "which torch.save never writes): it is damaged or crafted; convert the original to .safetensors.")
 
 
 def load_pickle_state_dict(path: str, map_location: str) -> dict:
     """A legacy .ckpt/.pt state dict through torch's weights-only unpickler: a file that needs to run
     code to load (anything but tensors and plain containers) is refused. `map_location="meta"` reads
-    no tensor data (inspection); "cpu" maps it (loading)."""
+    no tensor data (inspection); "cpu" maps it (loading). Memory-mapping applies only to the zip format
+    (torch >= 1.6); the older non-zip pickle format is read through the same weights-only unpickler."""
+    import zipfile
+
+    size = regular_file_size(path, "PyTorch checkpoint")
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip:
+        _check_zip_members(path, size)
     import torch
 
     try:
-        sd = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        sd = torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
     except Exception as e:  # UnpicklingError and friends: the file wants more than tensors
         raise CheckpointError(f"{os.path.basename(path)} cannot be read as a safe PyTorch checkpoint ({type(e).__name__}); "
                               "convert it to .safetensors or use a trusted source.") from None
@@ -111,7 +145,7 @@ def load_pickle_state_dict(path: str, map_location: str) -> dict:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise CheckpointError(f"{os.path.basename(path)} holds no state dict of tensors.")
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    return {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def _read_pickle_meta(path: str) -> list[TensorInfo]:
@@ -261,15 +295,11 @@ def _inspect_component_folder(path: str, pipeline_hint: str | None = None) -> In
 
 
 def _inspect_diffusers(path: str) -> Inspection:
-    try:
-        with open(os.path.join(path, "model_index.json")) as f:
-            index = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}/model_index.json cannot be read ({e}); the folder is incomplete or corrupt.") from None
+    index = read_index(path)
     parts_by_name: dict[str, Part] = {}
     unknown = 0
     for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list) or value[0] is None:
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
             continue
         sub = os.path.join(path, name)
         if not os.path.isdir(sub):

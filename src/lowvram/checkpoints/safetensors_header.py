@@ -14,6 +14,8 @@ import os
 import struct
 
 from ..errors import CheckpointError
+from ..jsonfile import parse_json
+from ..regular_file import open_regular
 from .tensors import TensorInfo
 
 # Bytes per element for each safetensors dtype string.
@@ -30,9 +32,9 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[list[TensorInfo], 
     """Tensors and `__metadata__` of a safetensors file; CheckpointError names any corruption."""
     path = os.fspath(path)
     name = os.path.basename(path)
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+    with open_regular(path, "safetensors checkpoint") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise CheckpointError(f"{name} is too short to be a safetensors file ({size} bytes): the download is incomplete; fetch it again.")
@@ -42,44 +44,67 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[list[TensorInfo], 
                     f"{name} is not a valid safetensors file: its header claims {hlen} bytes but the file has {size}; it is truncated or corrupt."
                 )
             raw = f.read(hlen)
-    except OSError as e:
-        raise CheckpointError(f"Cannot read {path}: {e.strerror or e}.") from None
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{name} is not a valid safetensors file: its header is not valid JSON; the file is corrupt.") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{name} is not a valid safetensors file: its header is not a JSON object.")
+        except OSError as e:
+            raise CheckpointError(f"Cannot read {path}: {e.strerror or e}.") from None
+    header = parse_json(raw, f"The header of {name}", "a safetensors header", dict, fix="the file is corrupt; download it again",
+                        unique_keys=True)
     data_size = size - 8 - hlen
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict):
         meta = {}
-    tensors = []
-    for key, entry in header.items():
-        tensors.append(_tensor(name, key, entry, data_size, 8 + hlen))
+    tensors = [_tensor(name, key, entry, data_size, 8 + hlen) for key, entry in header.items()]
+    _check_layout(name, tensors, data_size, 8 + hlen)
     return tensors, {str(k): str(v) for k, v in meta.items()}
 
 
+def _check_layout(fname: str, tensors: list[TensorInfo], data_size: int, base: int) -> None:
+    """The format's own rule (safetensors' `validate`): the tensors tile the data region exactly — no
+    overlap, no duplicate range, no hole, nothing after the last one. Refusing the rest also refuses
+    polyglot files and headers whose entries alias one another's bytes."""
+    end = 0
+    for t in sorted(tensors, key=lambda t: (t.offset, t.offset + t.nbytes)):
+        start = t.offset - base
+        if start != end:
+            what = "overlaps the tensor before it" if start < end else f"leaves a gap of {start - end} bytes before it"
+            raise CheckpointError(f"{fname} is corrupt: tensor {t.name!r} (data bytes {start}-{start + t.nbytes}) {what}; download it again.")
+        end = start + t.nbytes
+    if end != data_size:
+        raise CheckpointError(f"{fname} is corrupt: its tensors cover {end} of the {data_size} data bytes after the header; "
+                              "download it again.")
+
+
+# numpy's limit on dimensions (NPY_MAXDIMS, 64 since numpy 2); no real tensor comes close.
+MAX_DIMS = 64
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr() cut to `limit` characters: a crafted header can hold a name or shape of megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _tensor(fname: str, key: str, entry: object, data_size: int, base: int) -> TensorInfo:
-    bad = f"{fname} is corrupt: the header entry for tensor {key!r}"
+    bad = f"{fname} is corrupt: the header entry for tensor {_short(key)}"
     if not isinstance(entry, dict):
         raise CheckpointError(f"{bad} is not an object.")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
-        raise CheckpointError(f"{bad} has unknown dtype {dtype!r}.")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise CheckpointError(f"{bad} has an invalid shape {shape!r}.")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
-        raise CheckpointError(f"{bad} has invalid data offsets {offsets!r}.")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise CheckpointError(f"{bad} has unknown dtype {_short(dtype)}.")
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise CheckpointError(f"{bad} has an invalid shape {_short(shape)}.")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{bad} has invalid data offsets {_short(offsets)}.")
     if offsets[1] > data_size:
         raise CheckpointError(
-            f"{fname} is truncated: tensor {key!r} ends at byte {offsets[1]} of the data but the file holds {data_size}; download it again."
+            f"{fname} is truncated: tensor {_short(key)} ends at byte {offsets[1]} of the data but the file holds {data_size}; download it again."
         )
     nbytes = offsets[1] - offsets[0]
-    expected = math.ceil(math.prod(shape) * DTYPE_BYTES[dtype])
+    bits = round(DTYPE_BYTES[dtype] * 8)  # in integers: a huge shape must not overflow a float
+    expected = (math.prod(shape) * bits + 7) // 8
     if nbytes != expected:
-        raise CheckpointError(f"{bad} spans {nbytes} bytes but a {dtype} tensor of shape {shape} needs {expected}.")
+        raise CheckpointError(f"{bad} spans {nbytes} bytes but a {dtype} tensor of shape {_short(shape)} needs {_short(expected)}.")
     return TensorInfo(key, tuple(shape), dtype, nbytes, base + offsets[0])
 
 

@@ -24,11 +24,11 @@ class Replica:
         """`models`: [(name, path, config, models_dir)] the ingress lists; `machine_flags`: (gpu, vram, ram),
         all None to probe this replica's own card and RAM."""
         from ..generate.session import Session, planner_for
-        from ..plan.machine import resolve_machine
+        from ..plan.machine import resolve_run_machine
 
         gpu, vram, ram = machine_flags
         self.name = name
-        self.machine = resolve_machine(gpu, vram, ram, cpu_fallback=True)
+        self.machine = resolve_run_machine(gpu, vram, ram)[0]
         self.quality = quality
         self.session = Session(planner_for(self.machine, quality))
         self.models = models

@@ -7,15 +7,16 @@ extractors load with their own `from_pretrained` from the local sub-folder — n
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
+from ..checkpoints.diffusers_index import read_index
 from ..errors import UserError
+from ..jsonfile import read_json
 from ..plan.types import ComponentPlan, Plan
 from ..runtime.loading import iter_safetensors, load_into
-from ..runtime.precision import PrecisionConfig
+from ..runtime.precision import COMPUTE_DTYPES, PrecisionConfig
 
 NON_MODULE_KINDS = ("Tokenizer", "Scheduler", "FeatureExtractor", "ImageProcessor", "Processor")
 TOKENIZER_FILES = {"CLIPTokenizer": ("vocab.json", "merges.txt"), "T5TokenizerFast": ("tokenizer.json or spiece.model",),
@@ -36,6 +37,8 @@ def build_module(sub: str, library: str, class_name: str) -> torch.nn.Module:
     loader), buffers and other tensors computed in __init__ (rotary tables...) real, on the CPU."""
     from accelerate import init_empty_weights
 
+    # checked here so a damaged config is one sentence, not a traceback from inside from_pretrained
+    read_json(os.path.join(sub, "config.json"), f"a {class_name} config.json", fix="download the component again")
     with init_empty_weights(include_buffers=False):
         if library == "transformers":
             import transformers
@@ -94,6 +97,8 @@ def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dt
     """A component folder's weights straight into the precision and source (RAM or a read-only file
     mapping) its plan names; without a plan, in the compute dtype from RAM."""
     module = build_module(sub, library, class_name)
+    if cp is not None:  # each component in the dtype its plan computes it in (an fp16-overflowing VAE: fp32)
+        compute_dtype = COMPUTE_DTYPES[cp.compute_dtype]
     precision = cp.precision if cp is not None else None
     pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
     expected = set(module.state_dict().keys())
@@ -113,12 +118,14 @@ def finish_module(module: torch.nn.Module, source: str) -> torch.nn.Module:
     return module.requires_grad_(False)
 
 
-def read_index(folder: str) -> dict:
-    try:
-        with open(os.path.join(folder, "model_index.json")) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{folder}/model_index.json cannot be read ({e}): point at a diffusers folder.") from None
+def _library_class(library: str, class_name: str):
+    """The class `class_name` of diffusers or transformers (as model_index.json names them), else None."""
+    import diffusers
+    import transformers
+
+    lib = transformers if library == "transformers" else diffusers
+    cls = getattr(lib, class_name, None) if class_name.isidentifier() else None
+    return cls if isinstance(cls, type) else None
 
 
 def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = ()):
@@ -138,6 +145,10 @@ def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = ()):
         if library is None or class_name is None or name in omit:
             parts[name] = None
             continue
+        if not (isinstance(library, str) and isinstance(class_name, str)
+                and _library_class(library, class_name) is not None):
+            raise UserError(f"{folder}/model_index.json names {name} as {str(value)[:80]}, which is not a class of "
+                            "diffusers or transformers: point at a diffusers folder, or download it again.")
         sub = os.path.join(folder, name)
         if any(k in class_name for k in NON_MODULE_KINDS):
             if not os.path.isdir(sub):
@@ -152,7 +163,10 @@ def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = ()):
                                 "put the missing files there, or run `lowvram pull` for this model.") from None
             continue
         modules[name] = parts[name] = load_model(name, sub, library, class_name)
-    cls = getattr(diffusers, index["_class_name"])
+    cls = _library_class("diffusers", index.get("_class_name") or "")
+    if cls is None:
+        raise UserError(f"{folder}/model_index.json names pipeline {str(index.get('_class_name'))[:80]!r}, which diffusers "
+                        "does not have: point at a diffusers folder, or update diffusers.")
     if "requires_safety_checker" in cls.__init__.__code__.co_varnames:
         parts.setdefault("requires_safety_checker", False)
     return cls(**parts), modules
@@ -180,12 +194,9 @@ def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype, names: di
 def load_controlnet(folder: str, compute_dtype: torch.dtype, plan: Plan | None = None) -> torch.nn.Module:
     """A diffusers ControlNet folder (ControlNetModel, FluxControlNetModel), stored in the precision and
     from the source (RAM or a disk mapping) the plan's "controlnet" component names."""
-    try:
-        with open(os.path.join(folder, "config.json")) as f:
-            class_name = json.load(f)["_class_name"]
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{folder}/config.json cannot be read as a ControlNet config ({e}).") from None
-    if "ControlNet" not in class_name:
+    class_name = read_json(os.path.join(folder, "config.json"), "a diffusers ControlNet config",
+                           fix="point at a diffusers ControlNet folder").get("_class_name")
+    if not isinstance(class_name, str) or "ControlNet" not in class_name:
         raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
     cp = next((c for c in plan.components if c.name == "controlnet"), None) if plan is not None else None
     return load_module(folder, "diffusers", class_name, compute_dtype, cp)

@@ -20,6 +20,7 @@ class GenerateRequest:
     seed: int = 0  # -1: random
     batch: int = 1
     sampler: str | None = None  # A1111 name ("Euler a") or the CLI's short name ("euler_a")
+    schedule: str | None = None  # A1111 schedule type ("Karras"); None: the sampler's default
     output: str | None = "lowvram.png"  # None: keep the images in memory only (the server encodes them)
     quiet: bool = False
     init_image: object = None  # img2img: a path or a PIL image (with `strength`), or inpaint with `mask`

@@ -73,6 +73,7 @@ class Loaded:
     companions: dict = field(default_factory=dict)
     loras: tuple = ()
     lora_hooks: list = field(default_factory=list)
+    scheduler: object = None  # the pipeline's own scheduler, restored before each request (--sampler swaps it)
 
 
 def _weights_signature(plan) -> tuple:
@@ -135,10 +136,10 @@ class Session:
         if not 0.0 < req.strength <= 1.0 or not math.isfinite(req.strength):
             raise UserError(f"--strength {req.strength} is out of range: give a number above 0 and at most 1.")
         seeds = _seeds(req.seed, req.batch, notes)
-        if req.sampler:
+        if req.sampler or req.schedule:
             from .samplers import resolve_sampler
 
-            resolve_sampler(req.sampler, spec)  # UserError for an unknown name, before loading
+            resolve_sampler(req.sampler, req.schedule, spec.family)  # UserError for an unknown name, before loading
         lora_bytes = tuple(lora_file_bytes(path) for path, _ in req.loras)  # headers only; UserError if missing
 
         init = mask = control = None
@@ -211,11 +212,12 @@ class Session:
         return self.loaded, False
 
     def _load(self, r: Resolved, plan) -> Loaded:
-        from ..runtime.device import cap_cuda_memory, compute_dtype_for, run_device
+        from ..runtime.device import cap_cuda_memory
         from ..runtime.executor import PlanExecutor
+        from ..runtime.precision import compute_dtype, run_device
 
-        device = run_device()
-        compute = compute_dtype_for(plan, device)
+        device = run_device(plan)  # the device the plan was made for: its bytes and dtypes are counted for it
+        compute = compute_dtype(plan)
         lift = cap_cuda_memory(device, plan.machine.vram_bytes)  # loading must fit too
         try:
             companions = {}
@@ -241,7 +243,8 @@ class Session:
         except BaseException:
             lift()
             raise
-        return Loaded(r.model_key, plan, pipe, modules, executor, device, compute, lift, companions)
+        scheduler = None if r.cascade is not None else pipe.scheduler
+        return Loaded(r.model_key, plan, pipe, modules, executor, device, compute, lift, companions, scheduler=scheduler)
 
     @staticmethod
     def _attach_controlnet(r: Resolved, pipe, modules, compute, plan):
@@ -346,12 +349,13 @@ class Session:
                               infotexts=infotexts, seeds=r.seeds, reused=reused, device=loaded.device.type, notes=r.notes)
 
     def _say_where(self, r: Resolved, plan) -> None:
-        """One line before loading: the device that will compute and the plan it runs."""
+        """Before loading: the plan this run follows, and what the session decided for the request."""
         if self.console is None or r.req.quiet:
             return
-        from ..runtime.device import describe_run
+        from .output import plan_summary
 
-        self.console.print(describe_run(plan), markup=False, highlight=False)
+        self.console.print(f"plan: {plan_summary(plan)}; predicted {plan.seconds_per_image:.1f} s/image",
+                           markup=False, highlight=False)
         for n in r.notes:
             self.console.print(f"note: {n}", markup=False, highlight=False)
 
@@ -369,23 +373,18 @@ class Session:
         """One pipeline call for the batch; (images, infotext fields) or (None, None) when stopped."""
         req, spec = r.req, r.spec
         pipe = loaded.pipe
+        pipe.scheduler = loaded.scheduler  # a previous request's --sampler does not carry over
         if r.init is not None:
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
             auto = AutoPipelineForInpainting if r.mask is not None else AutoPipelineForImage2Image
             pipe = auto.from_pipe(pipe)  # shares the loaded components
             pipe.set_progress_bar_config(disable=True)
-        sampler_names = None
-        if req.sampler:
-            from .samplers import make_scheduler, resolve_sampler
+        from .samplers import a1111_names, make_scheduler, resolve_sampler
 
-            choice = resolve_sampler(req.sampler, spec)
-            pipe.scheduler = make_scheduler(choice, pipe.scheduler)
-            sampler_names = choice.a1111
-        else:
-            from .samplers import a1111_names
-
-            sampler_names = a1111_names(pipe.scheduler)
+        if req.sampler or req.schedule:
+            pipe.scheduler = make_scheduler(resolve_sampler(req.sampler, req.schedule, spec.family), pipe.scheduler)
+        sampler_names = a1111_names(pipe.scheduler)
 
         def on_step_end(p, i, t, kwargs):
             if observer.advance(kwargs.get("latents")):
@@ -422,19 +421,27 @@ class Session:
         return images, params
 
     def _infotexts(self, r: Resolved, plan, params: dict, images) -> list[str]:
-        from .infotext import GenerationRecord, a1111_infotext
+        """A1111's `parameters` text per image: its seed, size and batch position, the LoRAs as
+        `<lora:name:weight>` with their hashes, the model's short hash, and lowvram's plan."""
+        from .hashes import lora_hash, model_hash
+        from .infotext import GenerationRecord, LoraUse, infotext
         from .output import plan_summary
 
         req = r.req
+        loras = tuple(LoraUse(os.path.splitext(os.path.basename(p))[0], w, lora_hash(p)) for p, w in req.loras)
+        mhash = model_hash(req.model) if os.path.isfile(req.model) else None
+        extra = {k: v for k, v in params.items() if k.startswith("Stage ")}
         out = []
         for k, arr in enumerate(images):
+            batch = {"Batch size": len(images), "Batch pos": k} if len(images) > 1 else {}
             rec = GenerationRecord(
-                prompt=req.prompt, negative=req.negative, seed=r.seeds[k] if k < len(r.seeds) else r.seeds[0],
-                width=int(arr.shape[1]), height=int(arr.shape[0]), model=req.model_label or r.spec.name,
-                model_path=r.req.model, loras=[(p, w) for p, w in req.loras], fields=dict(params),
-                batch_pos=k if len(images) > 1 else None, batch_size=len(images),
-                extra={"lowvram plan": plan_summary(plan)})
-            out.append(a1111_infotext(rec))
+                prompt=req.prompt, steps=params["Steps"], sampler=params["Sampler"], cfg_scale=params["CFG scale"],
+                seed=r.seeds[k] if k < len(r.seeds) else r.seeds[0], width=int(arr.shape[1]), height=int(arr.shape[0]),
+                negative=req.negative, schedule=params.get("Schedule type", "Automatic"),
+                model_name=req.model_label or r.spec.name, model_hash=mhash, loras=loras,
+                denoising_strength=params.get("Denoising strength"),
+                extra=tuple({**batch, **extra, "lowvram plan": plan_summary(plan)}.items()))
+            out.append(infotext(rec))
         return out
 
 

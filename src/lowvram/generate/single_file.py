@@ -22,7 +22,7 @@ from ..checkpoints.inspect import Inspection, load_pickle_state_dict, read_tenso
 from ..errors import UserError
 from ..plan.types import Plan
 from ..runtime.loading import TORCH_DTYPES, LazyTensor, load_into
-from ..runtime.precision import PrecisionConfig
+from ..runtime.precision import COMPUTE_DTYPES, PrecisionConfig
 from .loader import _key_map, assemble_pipeline, build_module, finish_module, load_module
 
 
@@ -110,6 +110,8 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         if name in from_config:
             return load_module(sub, library, class_name, compute_dtype, planned.get(name))
         rc = sources[name]
+        # each component in the dtype its plan computes it in (an fp16-overflowing VAE: fp32)
+        dtype = COMPUTE_DTYPES[planned[name].compute_dtype] if name in planned else compute_dtype
         file_name, _, prefix = rc.source.partition(":")
         prefix = prefix.rstrip("*")
         path = rep.files[file_name]
@@ -120,10 +122,10 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         converted = _convert(rc.kind, rc.layout, sd, prefix, module, name)
         del sd
         if q_out:
-            _place_gguf(module, converted, q_out, compute_dtype)
-        pc = PrecisionConfig(precisions[name], compute_dtype) if precisions.get(name) in ("fp8", "int8") and not q_out else None
+            _place_gguf(module, converted, q_out, dtype)
+        pc = PrecisionConfig(precisions[name], dtype) if precisions.get(name) in ("fp8", "int8") and not q_out else None
         expected = set(module.state_dict().keys())
-        load_into(module, converted.items(), compute_dtype, pc, key_map=_key_map(expected))
+        load_into(module, converted.items(), dtype, pc, key_map=_key_map(expected))
         del converted
         return finish_module(module, f"{path} ({name})")
 

@@ -19,7 +19,27 @@ MEASURED_EFFICIENCY = {"Hopper": {"transformer": 0.33, "unet": 0.12, "vae": 0.11
 
 def compute_efficiency(arch: str, kind: str) -> float:
     """The efficiency to plan with for a component kind (transformer / unet / vae / text_encoder)."""
+    if arch == CPU_ARCH:  # the CPU's figure is already what a diffusion forward sustains (measured)
+        return 1.0
     return MEASURED_EFFICIENCY.get(arch, {}).get(kind, COMPUTE_EFFICIENCY)
+
+
+# --- the CPU as the machine (no usable GPU) ---
+CPU_ARCH = "cpu"
+# The dtype a CPU computes in: fp32. Measured on this project's 2-core AMD EPYC (AVX2, no AVX-512 BF16 /
+# AMX; docs/benchmarks.md): a 1024² matmul sustains 0.124 TFLOP/s in fp32 and 0.0008 in bf16 — without
+# native bf16 instructions every bf16 product is converted to fp32 and back in scalar code, ~150x slower.
+# fp32 is also a bit-exact widening of fp16/bf16 files. CPUs with AMX (Sapphire Rapids and later) would
+# invert this; plans for them want a measurement of their own (bench/cpu_real_sd15.py).
+CPU_COMPUTE_DTYPE = "fp32"
+# Sustained fp32 TFLOP/s of a CPU on a real-size diffusion forward: real-size SD1.5 at 128² with CFG,
+# 0.0903 TFLOP per step (simulated), ran 40.4 s/step = 0.0022 TFLOP/s (bench/cpu_real_sd15.py,
+# docs/benchmarks.md) on the shared 2-core VM this project is built on (load average ~7: each process
+# gets about a quarter of a core). A free desktop CPU sustains 10-100x more: give it with --tflops.
+CPU_FP32_TFLOPS = 0.0022
+# "Streaming" on a CPU copies a unit from its host tensor into a reusable buffer: a single-threaded
+# memcpy on a desktop or server core moves ~10 GB/s (STREAM copy figures for one core).
+CPU_COPY_BYTES_PER_S = 10e9
 # CUDA context, cuBLAS/cuDNN workspaces and allocator fragmentation, outside what the simulator counts.
 # The CUDA context alone is 300-500 MB on recent drivers; InvokeAI reserves 3 GB of "working memory".
 DEFAULT_RESERVE_BYTES = int(0.9 * GiB)
@@ -37,8 +57,18 @@ PER_UNIT_OVERHEAD_S = 0.0004
 PER_CALL_OVERHEAD_S = 0.005
 # Extra compute time of weights stored in 8 bits and dequantised per layer before the matmul
 # (HF "Exploring Quantization Backends": fp8 layerwise casting 13 s vs bf16 12 s; int8 15 s).
-DEQUANT_OVERHEAD = {"bf16": 0.0, "fp16": 0.0, "fp8": 0.08, "int8": 0.25}
-BYTES_PER_WEIGHT = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+DEQUANT_OVERHEAD = {"fp32": 0.0, "bf16": 0.0, "fp16": 0.0, "fp8": 0.08, "int8": 0.25}
+BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+# Simulations run in 16 bits (fp16 and bf16 share one, simulate/api.py); a component computing in fp32
+# runs the same graph with every floating tensor twice the size, so its activations are the 16-bit
+# figure times this. Scaling instead of simulating again keeps planning a CPU machine (all fp32) within
+# the shipped answers: under a second instead of minutes of fake-tensor runs.
+FP32_ACTIVATION_SCALE = 2
+# A GPU computing in fp32 (a bf16 checkpoint on a card without bf16, an fp16-overflowing VAE) runs off
+# the tensor cores: the plain fp32 rate is 1/2 (Ada, RTX 4090: 82.6 vs 165 TFLOP/s) to 1/16 (A100: 19.5
+# vs 312) of the dense fp16 tensor rate on NVIDIA's datasheets; cuDNN's convolutions use TF32 (1/2).
+# Plan with 1/4.
+FP32_GPU_RATE = 0.25
 # GGUF weights already in a file are dequantised per layer on the GPU: Q8_0 Flux 15 s vs bf16 12 s,
 # Q4_1 23 s (HF "Exploring Quantization Backends", H100) -> +25 % for Q8_0, +90 % for the 4/5/6-bit types.
 GGUF_DEQUANT_OVERHEAD = {"Q8_0": 0.25}

@@ -24,12 +24,14 @@ class ComponentFacts:
     def params(self) -> int:
         return sum(u.quantizable + u.other for u in self.units)
 
-    def unit_bytes(self, precision: str) -> list[int]:
-        """Bytes of each unit with Linear weights at `precision` (+ a 2-byte scale per output channel
-        for 8-bit storage); biases, norms, embeddings and convs stay 2-byte."""
+    def unit_bytes(self, precision: str, compute: str = "bf16") -> list[int]:
+        """Bytes of each unit with Linear weights at `precision`. Stored in fp32/bf16/fp16, the whole unit
+        is in that dtype; stored in 8 bits, biases, norms, embeddings, convs and the per-output-channel
+        scales are in the `compute` dtype (runtime/precision.py)."""
         b = BYTES_PER_WEIGHT[precision]
-        scale = 2 if b == 1 else 0
-        return [u.quantizable * b + u.out_channels * scale + u.other * 2 for u in self.units]
+        rest = b if b >= 2 else BYTES_PER_WEIGHT[compute]
+        scale = rest if b == 1 else 0
+        return [u.quantizable * b + u.out_channels * scale + u.other * rest for u in self.units]
 
 
 def component_facts(spec: ComponentSpec) -> ComponentFacts:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import UserError
-from ..machines.cards import Card, find_card, pcie_bandwidth_bytes_per_s
+from ..machines.cards import Card, find_card, pcie_bandwidth_bytes_per_s, unknown_card_message
 from ..units import parse_size
+from . import cost
 from .types import Machine
 
 DEFAULT_RAM = 16 * 2**30  # what to assume for a named card when --ram is not given: a common desktop
@@ -18,17 +19,23 @@ def machine_from_card(card: Card, ram_bytes: int = DEFAULT_RAM) -> Machine:
                    bf16=card.bf16, fp8=card.fp8, arch=card.arch)
 
 
+def cpu_machine(ram_total: int, ram_bytes: int | None = None, vram: str | None = None) -> Machine:
+    """This machine's CPU as the machine a plan is for: RAM is the budget. Weights and activations get
+    the RAM the Python process leaves (cost.BASELINE_RAM_BYTES), or `--vram` when given (a weight budget
+    the accountant then holds the CPU run to, streaming what does not fit)."""
+    ram = ram_bytes or ram_total
+    budget = parse_size(vram, "VRAM size") if vram else max(0, ram - cost.BASELINE_RAM_BYTES)
+    return Machine("CPU", budget, ram, cost.CPU_COPY_BYTES_PER_S, cost.CPU_FP32_TFLOPS, bf16=False, fp8=False,
+                   cpu_tflops=cost.CPU_FP32_TFLOPS, arch=cost.CPU_ARCH, device="cpu")
+
+
 def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | None = None,
-                    link_gbps: float | None = None, tflops: float | None = None, cpu_fallback: bool = False) -> Machine:
-    """--gpu names a table card; otherwise the local GPU is probed; --vram/--ram/--link-gbps/--tflops override.
-    `cpu_fallback` (generate): with no GPU and no --vram, plan as for a card with half this machine's
-    available RAM, and run on the CPU."""
+                    link_gbps: float | None = None, tflops: float | None = None) -> Machine:
+    """The machine a plan is for: --gpu names a table card; otherwise the local GPU is probed, and a
+    machine without one is planned as its CPU (`cpu_machine`); --vram/--ram/--link-gbps/--tflops override."""
     ram_bytes = parse_size(ram, "RAM size") if ram else None
     if gpu:
-        card = find_card(gpu)
-        if card is None:
-            raise UserError(f"Unknown GPU {gpu!r}: use a name from `lowvram gpus` (e.g. \"RTX 4060\"), or give --vram and --tflops.")
-        m = machine_from_card(card, ram_bytes or DEFAULT_RAM)
+        m = _card_machine(gpu, ram_bytes)
     else:
         from ..machines.probe import probe
 
@@ -38,12 +45,45 @@ def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | 
             m = replace(machine_from_card(card, ram_bytes or p.ram_total), vram_bytes=p.vram_total or card.vram_bytes)
         elif p.gpu_name:
             m = Machine(p.gpu_name, p.vram_total, ram_bytes or p.ram_total, 25e9, 50.0)
-        elif vram:
-            m = Machine("custom", 0, ram_bytes or p.ram_total, 25e9, 50.0)
-        elif cpu_fallback:
-            m = Machine("custom", max(1, p.ram_available // 2**30 // 2) * 2**30, ram_bytes or p.ram_total, 25e9, 50.0)
         else:
-            raise UserError("No CUDA GPU found on this machine: name the card to plan for with --gpu \"RTX 4060\" or give --vram 8GB.")
+            return _overrides(cpu_machine(p.ram_total, ram_bytes, vram), None, None, link_gbps, tflops)
+    return _overrides(m, vram, gpu, link_gbps, tflops, ram_bytes)
+
+
+def resolve_run_machine(gpu: str | None = None, vram: str | None = None, ram: str | None = None) -> tuple[Machine, str]:
+    """The machine `generate` plans for — the one that will run — and a line saying what runs where.
+
+    With a usable CUDA GPU: as `resolve_machine`. Without one, the run is on the CPU and so is its plan:
+    a card named with --gpu is not what runs, so it only lends its VRAM as the CPU run's weight budget
+    (like --vram), and the line says so; a prediction for that card would describe another machine."""
+    import torch  # what runs is what torch can use: nvidia-smi may see a card a CPU-only torch cannot
+
+    from ..machines.probe import probe
+
+    p = probe()
+    if p.gpu_name and torch.cuda.is_available():
+        m = resolve_machine(gpu, vram, ram)
+        return m, f"running on {m.name} (CUDA) under its plan"
+    ram_bytes = parse_size(ram, "RAM size") if ram else None
+    if gpu and not vram:
+        card = _card_machine(gpu, ram_bytes)
+        m = replace(cpu_machine(p.ram_total, ram_bytes), vram_bytes=card.vram_bytes)
+        return m, (f"no CUDA GPU here: running on the CPU under a CPU plan ({cost.CPU_COMPUTE_DTYPE}), "
+                   f"weights held to {card.name}'s {card.vram_bytes / 2**30:.0f} GiB")
+    m = cpu_machine(p.ram_total, ram_bytes, vram)
+    held = f"weights held to {vram}" if vram else f"{m.vram_bytes / 2**30:.1f} GiB of RAM for weights and activations"
+    return m, f"no CUDA GPU here: running on the CPU under a CPU plan ({cost.CPU_COMPUTE_DTYPE}), {held}"
+
+
+def _card_machine(gpu: str, ram_bytes: int | None) -> Machine:
+    card = find_card(gpu)
+    if card is None:
+        raise UserError(unknown_card_message(gpu))
+    return machine_from_card(card, ram_bytes or DEFAULT_RAM)
+
+
+def _overrides(m: Machine, vram: str | None, gpu: str | None, link_gbps: float | None, tflops: float | None,
+               ram_bytes: int | None = None) -> Machine:
     if vram:
         m = replace(m, vram_bytes=parse_size(vram, "VRAM size"), name=m.name if gpu else "custom")
     if ram_bytes:
@@ -55,7 +95,7 @@ def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | 
     if tflops is not None:
         if not 0 < tflops < 100_000:
             raise UserError(f"--tflops {tflops} is out of range: give the card's dense fp16 TFLOP/s, e.g. 165.")
-        m = replace(m, tflops=tflops)
+        m = replace(m, tflops=tflops, cpu_tflops=tflops if m.device == "cpu" else m.cpu_tflops)
     return m
 
 

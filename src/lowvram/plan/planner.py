@@ -21,6 +21,7 @@ from ..simulate import SimRequest, simulate_component
 from ..units import format_bytes
 from . import cost
 from .controlnet import PlannedControlNet, resolve_controlnet
+from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
 from .types import ComponentPlan, Machine, Plan, Policy, Workload
 
@@ -40,8 +41,28 @@ class Option:
     companion: ComponentPlan | None = None  # the ControlNet sharing a denoiser's phase
 
 
-def _precisions(policy: str, stored: str) -> list[str]:
-    return [stored] if policy == "lossless" else [stored, "fp8", "int8"]
+def _precisions(policy: str, lossless: str, machine: Machine) -> list[str]:
+    """Lossless: the bit-exact dtype only. Otherwise also 8-bit weights, and the machine's 16-bit type
+    where the bit-exact one is fp32."""
+    if policy == "lossless":
+        return [lossless]
+    half = half_dtype(machine)
+    return [lossless] + ([half] if half != lossless else []) + ["fp8", "int8"]
+
+
+def _compute_for(precision: str, machine: Machine) -> str:
+    """Weights held in a float dtype compute in it; 8-bit and GGUF weights in the machine's 16-bit type."""
+    return precision if precision in FLOAT_DTYPES else half_dtype(machine)
+
+
+def _activations(act16: int, compute: str) -> int:
+    """Simulated (16-bit) activations at `compute`: fp32 doubles every floating tensor."""
+    return act16 * cost.FP32_ACTIVATION_SCALE if compute == "fp32" else act16
+
+
+def _sim_dtype(compute: str) -> str:
+    """The dtype simulations run in: 16 bits always (fp32 is scaled from them, cost.FP32_ACTIVATION_SCALE)."""
+    return "bf16" if compute == "fp32" else compute
 
 
 def _fit_units(unit_bytes: list[int], budget: int) -> tuple[int, int] | None:
@@ -67,18 +88,23 @@ def _fit_units(unit_bytes: list[int], budget: int) -> tuple[int, int] | None:
     return best
 
 
-def _unit_bytes(facts: ComponentFacts, precision: str, stored: str, file_ratio: float | None) -> tuple[list[int], float]:
-    """Each unit's bytes at `precision`, and the compute overhead of dequantising it per layer."""
+def _unit_bytes(facts: ComponentFacts, precision: str, compute: str, file_ratio: float | None) -> tuple[list[int], float]:
+    """Each unit's bytes at `precision` (8-bit: the rest in `compute`), and the compute overhead of
+    dequantising it per layer."""
     if precision in cost.BYTES_PER_WEIGHT:
-        return facts.unit_bytes(precision), cost.DEQUANT_OVERHEAD[precision]
-    # a GGUF type already in the file: its bytes, dequantised per layer
-    return ([int(b * (file_ratio or 1.0)) for b in facts.unit_bytes(stored)],
+        return facts.unit_bytes(precision, compute), cost.DEQUANT_OVERHEAD[precision]
+    # a GGUF type already in the file: its bytes (the ratio is per bf16 byte), dequantised per layer
+    return ([int(b * (file_ratio or 1.0)) for b in facts.unit_bytes("bf16")],
             cost.GGUF_DEQUANT_OVERHEAD.get(precision, cost.GGUF_DEQUANT_OVERHEAD_DEFAULT))
 
 
-def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str) -> float:
-    """`kind` (transformer / unet / vae / text_encoder) picks a measured efficiency where there is one."""
-    return flops / (machine.tflops * 1e12 * cost.compute_efficiency(machine.arch, kind)) * (1 + overhead)
+def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, compute: str = "bf16") -> float:
+    """`kind` (transformer / unet / vae / text_encoder) picks a measured efficiency where there is one; a
+    GPU computing in fp32 runs at cost.FP32_GPU_RATE of its tensor rate (a CPU's figure is fp32 already)."""
+    rate = machine.tflops * 1e12 * cost.compute_efficiency(machine.arch, kind)
+    if compute == "fp32" and machine.device != "cpu":
+        rate *= cost.FP32_GPU_RATE
+    return flops / rate * (1 + overhead)
 
 
 def _prefix_vram(unit_bytes: list[int], k: int) -> int:
@@ -87,35 +113,38 @@ def _prefix_vram(unit_bytes: list[int], k: int) -> int:
     return sum(unit_bytes[:k]) + (2 * max(rest) if rest else 0)
 
 
-def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, machine: Machine, budget: int,
-                 precisions: list[str], compute: str, stored: str, per_image_calls: int,
+def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, machine: Machine, budget: int,
+                 precisions: list[str], stored: str, per_image_calls: int,
                  extra_weights: int = 0, file_ratio: float | None = None) -> list[Option]:
-    """Resident / streamed options on the GPU for one component.
+    """Resident / streamed options on the device for one component.
 
+    act16: the simulated (16-bit) activation peak of one call; stored: the dtype the weights are stored in.
     role_calls: forward calls per step (2 with split CFG); per_image_calls: steps (denoiser) or 1.
     extra_weights: LoRA factors, on the GPU beside the component for its whole phase (not its own weights).
     """
     facts = component_facts(spec)
     out = []
     for p in precisions:
-        ub, overhead = _unit_bytes(facts, p, stored, file_ratio)
+        compute = _compute_for(p, machine)
+        act = _activations(act16, compute)
+        ub, overhead = _unit_bytes(facts, p, compute, file_ratio)
         fit = _fit_units(ub, budget - act - extra_weights)
         if fit is None:
             continue
         k, vram = fit
         total = sum(ub)
         streamed = sum(ub[k:])
-        compute_s = _compute_seconds(flops, machine, overhead, _kind(spec))
+        compute_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
         overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)
         per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)
         per_image = _image_seconds(compute_s, overhead_s, total + extra_weights, streamed, role_calls * per_image_calls,
-                                   machine.link_bytes_per_s)
+                                   machine.link_bytes_per_s, host=machine.device == "cpu")
         placement = "resident" if k == len(ub) else "streamed"
         plan = ComponentPlan(
             name=spec.name, role=spec.role, params=facts.params, stored_bytes=sum(facts.unit_bytes(stored)),
             placement=placement, precision=p, compute_dtype=compute, vram_bytes=vram, resident_units=k,
             total_units=len(ub), streamed_bytes=streamed, activation_bytes=act, seconds_per_call=per_call,
-            calls_per_image=role_calls * per_image_calls)
+            calls_per_image=role_calls * per_image_calls, weight_bytes=total)
         # RAM: a pinned host copy of the whole component — what is streamed, and what is reloaded for
         # the next image after the phase evicts it.
         out.append(Option(plan, per_image, vram + extra_weights + act, total, total_bytes=total + extra_weights,
@@ -123,9 +152,9 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act: int, mac
     return out
 
 
-def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int, flops: int, cn_flops: int, act: int,
-                     cn_act: int, machine: Machine, budget: int, precisions: list[str], cn_precisions: list[str],
-                     compute: str, stored: str, steps: int, extra_weights: int = 0,
+def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int, flops: int, cn_flops: int, act16: int,
+                     cn_act16: int, machine: Machine, budget: int, precisions: list[str], cn_precisions: list[str],
+                     stored: str, steps: int, extra_weights: int = 0,
                      file_ratio: float | None = None) -> list[Option]:
     """Options for a denoiser whose ControlNet shares its phase (`act`: the phase's activation peak).
 
@@ -138,11 +167,16 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
     calls = role_calls * steps
     out = []
     for p in precisions:
-        ub, overhead = _unit_bytes(facts, p, stored, file_ratio)
+        compute = _compute_for(p, machine)
+        ub, overhead = _unit_bytes(facts, p, compute, file_ratio)
         for q in cn_precisions:
-            cub, cn_overhead = _unit_bytes(cn_facts, q, stored, None)
-            compute_s = (_compute_seconds(flops, machine, overhead, _kind(spec))
-                         + _compute_seconds(cn_flops, machine, cn_overhead, _kind(cn.spec)))
+            cn_compute = _compute_for(q, machine)
+            # the phase's peak is in the wider of the two dtypes
+            act = _activations(act16, "fp32" if "fp32" in (compute, cn_compute) else compute)
+            cn_act = _activations(cn_act16, cn_compute)
+            cub, cn_overhead = _unit_bytes(cn_facts, q, cn_compute, None)
+            compute_s = (_compute_seconds(flops, machine, overhead, _kind(spec), compute)
+                         + _compute_seconds(cn_flops, machine, cn_overhead, _kind(cn.spec), cn_compute))
             total = sum(ub) + sum(cub)
             best = None
             for kc in range(len(cub), -1, -1):
@@ -154,25 +188,26 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
                 streamed = sum(ub[k:]) + sum(cub[kc:])
                 # per streamed unit, plus the ControlNet's own forward call each step
                 overhead_s = cost.PER_UNIT_OVERHEAD_S * (len(ub) - k + len(cub) - kc) + cost.PER_CALL_OVERHEAD_S
-                secs = _image_seconds(compute_s, overhead_s, total + extra_weights, streamed, calls, bw)
+                secs = _image_seconds(compute_s, overhead_s, total + extra_weights, streamed, calls, bw,
+                                      host=machine.device == "cpu")
                 if best is None or (secs, vram + cn_vram) < (best[0], best[2] + best[4]):
                     best = (secs, k, vram, kc, cn_vram, streamed, overhead_s)
             if best is None:
                 continue
             secs, k, vram, kc, cn_vram, streamed, overhead_s = best
-            own_s = _compute_seconds(flops, machine, overhead, _kind(spec))
+            own_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
             cn_s = compute_s - own_s
             plan = ComponentPlan(
                 name=spec.name, role=spec.role, params=facts.params, stored_bytes=sum(facts.unit_bytes(stored)),
                 placement="resident" if k == len(ub) else "streamed", precision=p, compute_dtype=compute,
                 vram_bytes=vram, resident_units=k, total_units=len(ub), streamed_bytes=sum(ub[k:]),
-                activation_bytes=act, calls_per_image=calls,
+                activation_bytes=act, calls_per_image=calls, weight_bytes=sum(ub),
                 seconds_per_call=_call_seconds(own_s, sum(ub[k:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)))
             companion = ComponentPlan(
                 name=cn.spec.name, role=cn.spec.role, params=cn.params, stored_bytes=sum(cn_facts.unit_bytes(stored)),
-                placement="resident" if kc == len(cub) else "streamed", precision=q, compute_dtype=compute,
+                placement="resident" if kc == len(cub) else "streamed", precision=q, compute_dtype=cn_compute,
                 vram_bytes=cn_vram, resident_units=kc, total_units=len(cub), streamed_bytes=sum(cub[kc:]),
-                activation_bytes=cn_act, calls_per_image=calls,
+                activation_bytes=cn_act, calls_per_image=calls, weight_bytes=sum(cub),
                 seconds_per_call=_call_seconds(cn_s, sum(cub[kc:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(cub) - kc)),
                 notes=f"runs in {spec.name}'s phase; {cn.source}")
             out.append(Option(plan, secs, vram + cn_vram + extra_weights + act, total, total_bytes=total + extra_weights,
@@ -193,7 +228,7 @@ def _call_seconds(compute_s: float, streamed: int, bw: float, overhead_s: float)
 
 
 def _image_seconds(compute_s: float, overhead_s: float, total: int, streamed: int, calls: int, bw: float,
-                   mapped: bool = False) -> float:
+                   mapped: bool = False, host: bool = False) -> float:
     """All calls of one image. From RAM: the component is placed first — its resident part copied from
     pageable host memory, its streamed part pinned once — then every call streams the streamed part
     behind its compute. From a file mapping (`mapped`, bw = disk speed): nothing is pinned, and every
@@ -201,7 +236,8 @@ def _image_seconds(compute_s: float, overhead_s: float, total: int, streamed: in
     if mapped:
         first = max(compute_s, total / bw) + overhead_s + cost.PER_CALL_OVERHEAD_S
         return first + max(calls - 1, 0) * _call_seconds(compute_s, streamed, bw, overhead_s)
-    place = (total - streamed) / min(cost.PAGEABLE_H2D_BYTES_PER_S, bw) + streamed / cost.PIN_BYTES_PER_S
+    # on a CPU machine the weights are where they compute already: nothing to place, nothing pinned
+    place = 0.0 if host else (total - streamed) / min(cost.PAGEABLE_H2D_BYTES_PER_S, bw) + streamed / cost.PIN_BYTES_PER_S
     return place + max(calls, 1) * _call_seconds(compute_s, streamed, bw, overhead_s)
 
 
@@ -215,17 +251,23 @@ def _steady_seconds(o: Option, machine: Machine) -> float:
     return _call_seconds(o.compute_s, o.streamed_bytes, bw, o.overhead_s) * p.calls_per_image
 
 
-def _cpu_option(spec: ComponentSpec, flops: int, act: int, machine: Machine, stored: str) -> Option:
+def _cpu_options(spec: ComponentSpec, flops: int, act16: int, machine: Machine, stored: str) -> list[Option]:
+    """A GPU machine's component kept in host memory, computing on the CPU in its compute dtype (fp32:
+    a widening of any 16-bit file). None on a CPU machine: there every option already runs there."""
+    if machine.device == "cpu":
+        return []
     facts = component_facts(spec)
-    total = sum(facts.unit_bytes(stored))
+    compute = cost.CPU_COMPUTE_DTYPE
+    total = sum(facts.unit_bytes(compute))
+    act = _activations(act16, compute)
     secs = flops / (machine.cpu_tflops * 1e12)
-    plan = ComponentPlan(spec.name, spec.role, facts.params, total, "cpu", stored, "fp32" if stored == "fp16" else stored,
-                         0, 0, len(facts.units), 0, act, "ram", secs, 1, "runs on the CPU")
-    return Option(plan, secs, 0, total + act)
+    plan = ComponentPlan(spec.name, spec.role, facts.params, sum(facts.unit_bytes(stored)), "cpu", compute, compute,
+                         0, 0, len(facts.units), 0, act, "ram", secs, 1, "runs on the CPU", weight_bytes=total)
+    return [Option(plan, secs, 0, total + act)]
 
 
 def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                      precisions: list[str], compute: str, stored: str, file_ratio: float | None = None,
+                      precisions: list[str], stored: str, file_ratio: float | None = None,
                       cn: PlannedControlNet | None = None, cn_precisions: list[str] = (), lora: int = 0) -> list[Option]:
     cfg = model.uses_cfg and wl.guidance
     modes = ("batch", "split") if cfg else ("none",)
@@ -234,16 +276,16 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
     for mode in modes:
         batch = wl.batch * (2 if mode == "batch" else 1)
         calls = 2 if mode == "split" else 1
-        req = SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=compute)
+        req = SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=_sim_dtype(half_dtype(machine)))
         sim = simulate_component(model, spec, req)
         if cn is None:
-            opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute,
+            opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions,
                                 stored, steps, lora, file_ratio)
         else:  # the ControlNet sees the same batch (the pipelines duplicate the control image for CFG)
             cn_sim = simulate_component(model, cn.spec, req)
             opts = _with_controlnet(spec, cn, calls, sim.flops, cn_sim.flops, _step_activation(model, cn, req, sim, cn_sim),
                                     cn_sim.activation_peak_bytes, machine, budget, precisions, list(cn_precisions),
-                                    compute, stored, steps, lora, file_ratio)
+                                    stored, steps, lora, file_ratio)
         out += [replace(o, cfg_mode=mode) for o in opts]
     return out
 
@@ -258,19 +300,19 @@ def _step_activation(model: ModelSpec, cn: PlannedControlNet, req: SimRequest, s
 
 
 def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                  precisions: list[str], compute: str, stored: str, file_ratio: float | None = None,
+                  precisions: list[str], stored: str, file_ratio: float | None = None,
                   lora: int = 0) -> list[Option]:
     # Prompt and negative prompt are encoded as two batch-1 calls; count both.
     calls = 2 if (model.uses_cfg and wl.guidance) else 1
-    sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height, dtype=compute))
-    opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, compute, stored, 1,
+    sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height,
+                                                     dtype=_sim_dtype(half_dtype(machine))))
+    opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, stored, 1,
                         lora, file_ratio)
-    cpu = _cpu_option(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
-    return opts + [cpu]
+    return opts + _cpu_options(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
 
 
 def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                 compute: str, stored: str, encode: bool = False, lora: int = 0) -> list[Option]:
+                 precision: str, stored: str, encode: bool = False, lora: int = 0) -> list[Option]:
     """encode: the pipeline also VAE-encodes an image (img2img, or an InstantX Flux ControlNet's control image)."""
     out = []
     # diffusers' AutoencoderKL tiles cheaply to simulate; the Qwen-Image (3-D causal) VAE's tiled decode
@@ -279,23 +321,23 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
     for tile in (0,) + tiles:
         if tile and tile >= max(wl.width, wl.height):
             continue
+        dtype = _sim_dtype(half_dtype(machine))
         sim = simulate_component(model, spec, SimRequest(op="decode", batch=wl.batch, width=wl.width, height=wl.height,
-                                                         dtype=compute, vae_tile=tile))
+                                                         dtype=dtype, vae_tile=tile))
         act, flops = sim.activation_peak_bytes, sim.flops
         if encode:
             enc = simulate_component(model, spec, SimRequest(op="encode", batch=wl.batch, width=wl.width,
-                                                             height=wl.height, dtype=compute, vae_tile=tile))
+                                                             height=wl.height, dtype=dtype, vae_tile=tile))
             act, flops = max(act, enc.activation_peak_bytes), flops + enc.flops
         for o in _gpu_options(spec, 1, flops * (cost.VAE_TILE_OVERHEAD if tile else 1), act, machine, budget,
-                              [stored], compute, stored, 1, lora):
+                              [precision], stored, 1, lora):
             if o.plan.placement != "resident":
                 continue  # the VAE is small; streaming it is never better than tiling
             note = f"tiled decode, {tile}px tiles" if tile else "full decode"
             out.append(replace(o, vae_tile=tile, plan=replace(o.plan, notes=note)))
         if out:
             break  # the largest tile that fits is the fastest
-    out.append(_cpu_option(spec, flops, act, machine, stored))
-    return out
+    return out + _cpu_options(spec, flops, act, machine, stored)
 
 
 def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy(),
@@ -305,7 +347,8 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
     find_smallest: when nothing fits, also search the smallest machine that would (a dozen more searches).
     file_weights: {component: (GGUF type, bytes per bf16 byte)} for components a file stores quantised.
     """
-    reserve = policy.reserve_bytes or cost.DEFAULT_RESERVE_BYTES
+    # a CPU machine's budget is what the process leaves of RAM already (plan/machine.py cpu_machine)
+    reserve = policy.reserve_bytes or (0 if machine.device == "cpu" else cost.DEFAULT_RESERVE_BYTES)
     cn = resolve_controlnet(model, wl)  # read once: every search below sizes the same ControlNet
 
     def smallest(quality: str) -> dict:
@@ -329,7 +372,7 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
     lossy = _search(model, wl, machine, "fast", reserve, file_weights, cn)
     reason = ("no lossless plan fits: " + plan.lossy_reason) if plan.lossy_reason else "no lossless plan fits"
     if lossy.fits:
-        lossy_precisions = sorted({c.precision for c in lossy.components} - {"bf16", "fp16"})
+        lossy_precisions = sorted({c.precision for c in lossy.components} - set(FLOAT_DTYPES))
         reason += (f"; the best lossy plan ({', '.join(lossy_precisions)} weights, --quality fast) fits at "
                    f"{lossy.seconds_per_step:.2f} s/step, peak {lossy.peak_vram_bytes / 2**30:.1f} GiB VRAM")
     return replace(plan, lossy_reason=reason,
@@ -342,25 +385,29 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
 
 def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
             file_weights: dict | None = None, cn: PlannedControlNet | None = None) -> Plan:
-    compute = "bf16" if machine.bf16 else "fp16"
-    stored = compute  # checkpoints are published in bf16/fp16; computing in the card's half type is lossless
     budget = machine.vram_bytes - reserve
-    precisions = _precisions(quality, stored)
     per_component: list[list[Option]] = []
     rejected: list[dict] = []
     decisions: list[str] = []
+    widened: list[str] = []
     failed: list[str] = []
     lora = _lora_bytes(wl)
     for spec in model.components:
+        # weights kept bit-exact: the stored dtype, widened where the machine cannot compute in it
+        stored = stored_dtype(model, spec, file_weights)
+        lossless, why = lossless_dtype(spec, stored, machine)
+        if why:
+            widened.append(f"{spec.name}: {why}")
+        precisions = _precisions(quality, lossless, machine)
         # weights a file already holds in a GGUF type are used as they are, under every policy
-        qtype, ratio = (file_weights or {}).get(spec.name, (None, None))
+        qtype, ratio = file_quant(spec, file_weights)
         mine = [qtype] if qtype else precisions
         if spec.role == "denoiser":
-            opts = _denoiser_options(model, spec, wl, machine, budget, mine, compute, stored, ratio, cn, precisions, lora)
+            opts = _denoiser_options(model, spec, wl, machine, budget, mine, stored, ratio, cn, precisions, lora)
         elif spec.role == "text_encoder":
-            opts = _text_options(model, spec, wl, machine, budget, mine, compute, stored, ratio, lora)
+            opts = _text_options(model, spec, wl, machine, budget, mine, stored, ratio, lora)
         else:
-            opts = _vae_options(model, spec, wl, machine, budget, compute, stored,
+            opts = _vae_options(model, spec, wl, machine, budget, lossless, stored,
                                 wl.img2img or (cn is not None and cn.vae_encode), lora)
         if not opts:
             failed.append(spec.name)
@@ -376,6 +423,12 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
                       "ram_bytes": o.ram_bytes,
                       **({"controlnet": f"{o.companion.placement} {o.companion.resident_units}/{o.companion.total_units} "
                                         f"{o.companion.precision}"} if o.companion else {})} for o in others]
+    if chosen and widened:
+        decisions += [f"precision: {w}" for w in widened if machine.device != "cpu"]
+        if machine.device == "cpu":
+            decisions.append(f"precision: runs on the CPU in {cost.CPU_COMPUTE_DTYPE} (bit-exact widening of the "
+                             f"stored weights; bf16 on this kind of CPU is slower, plan/cost.py), weights counted at "
+                             f"{cost.BYTES_PER_WEIGHT[cost.CPU_COMPUTE_DTYPE]} bytes")
     if lora and chosen:
         where = "read from the files" if wl.lora_bytes else f"{format_bytes(cost.LORA_BYTES)} each assumed: no files given"
         decisions.append(f"LoRA: {wl.loras} file{'s' if wl.loras > 1 else ''}, {format_bytes(lora)} of low-rank factors "

@@ -52,6 +52,9 @@ class Machine:
     cpu_tflops: float = 0.3  # what a desktop CPU sustains on a transformer forward (bf16/fp32 GEMM)
     disk_bytes_per_s: float = 2.0e9  # NVMe sequential read, for disk-backed weights
     arch: str = ""  # GPU architecture ("Ada", "Hopper"...): selects measured compute efficiencies
+    # Where the plan runs: "cuda", or "cpu" — then vram_bytes is the RAM left to weights and activations,
+    # `tflops` the CPU's sustained fp32 TFLOP/s on a diffusion forward, and the link is memory bandwidth.
+    device: str = "cuda"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class ComponentPlan:
     seconds_per_call: float = 0.0
     calls_per_image: int = 1  # denoiser: steps (x2 with split CFG); others: 1
     notes: str = ""
+    weight_bytes: int = 0  # all its weights at `precision`: what the executor checks the loaded module against
 
 
 @dataclass(frozen=True)

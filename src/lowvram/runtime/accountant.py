@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InternalError
 
-class BudgetExceeded(RuntimeError):
+
+class BudgetExceeded(InternalError):
     """A placement would take the device's weights past the plan's budget."""
 
 

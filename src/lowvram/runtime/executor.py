@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import torch
 
+from ..errors import InternalError
 from ..plan.types import ComponentPlan, Plan
 from .accountant import BudgetAccountant
-from .precision import COMPUTE_DTYPES, PrecisionConfig, apply_weight_precision
+from .precision import COMPUTE_DTYPES, STORAGE_DTYPES, PrecisionConfig, apply_weight_precision
 from .streaming import StreamingEngine
 from .vae import guard_decode
 
@@ -57,6 +58,8 @@ class PlanExecutor:
                 continue
             if cp.precision in ("fp8", "int8"):
                 apply_weight_precision(module, PrecisionConfig(cp.precision, COMPUTE_DTYPES[cp.compute_dtype]))
+            if name in self.planned:  # a companion the plan does not list takes its partner's dtype, unchecked
+                check_loaded(name, module, cp)
             self._handles.append(module.register_forward_pre_hook(self._pre(name), prepend=True))
             if cp.role == "vae":  # the plan's tile size, and smaller tiles if a decode still runs out of memory
                 guard_decode(module, self.plan.vae_tile, on_retry=self._vae_retry(name))
@@ -206,6 +209,37 @@ class PlanExecutor:
         self._handles, self._wrapped = [], []
         self._cpu_hooked.clear()
         self._guarded.clear()
+
+
+class PlanMismatch(InternalError):
+    """A loaded module holds its weights in other dtypes or bytes than its plan counted."""
+
+
+# Relative difference allowed between a real-size module's parameter bytes and its plan's weight_bytes:
+# the plan's units count the same parameters, so only rounding of 8-bit scales may differ.
+WEIGHT_BYTES_TOLERANCE = 0.01
+
+
+def check_loaded(name: str, module: torch.nn.Module, cp: ComponentPlan) -> None:
+    """Before anything is placed: every floating parameter is in the plan's dtype (8-bit Linear weights
+    in its storage type), and a module of the planned architecture (same parameter count) holds the
+    plan's bytes. Raises PlanMismatch — a bug, e.g. a plan that counted fp16 for a CPU computing in
+    fp32 — instead of a BudgetExceeded halfway through loading the device."""
+    if cp.precision not in COMPUTE_DTYPES and cp.precision not in STORAGE_DTYPES:
+        return  # GGUF blocks: stored as the file has them
+    want = COMPUTE_DTYPES[cp.compute_dtype]
+    quantised = STORAGE_DTYPES.get(cp.precision)
+    params = nbytes = 0
+    for owner_name, owner in module.named_modules():
+        for pname, p in owner.named_parameters(recurse=False):
+            params += p.numel()
+            nbytes += p.numel() * p.element_size()
+            expected = quantised if quantised is not None and pname == "weight" and hasattr(owner, "weight_scale") else want
+            if (p.is_floating_point() or p.dtype == quantised) and p.dtype != expected:
+                raise PlanMismatch(f"{name}.{owner_name + '.' if owner_name else ''}{pname} is loaded as {p.dtype} "
+                                   f"but the plan runs {name} in {cp.precision} (compute {cp.compute_dtype})")
+    if cp.weight_bytes and params == cp.params and abs(nbytes - cp.weight_bytes) > WEIGHT_BYTES_TOLERANCE * cp.weight_bytes:
+        raise PlanMismatch(f"{name} holds {nbytes} bytes of weights but its plan counted {cp.weight_bytes}")
 
 
 class _DeviceHook:

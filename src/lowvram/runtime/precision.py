@@ -19,6 +19,19 @@ FP8_MAX = 448.0  # largest finite float8_e4m3fn
 INT8_MAX = 127.0
 
 
+def compute_dtype(plan) -> torch.dtype:
+    """The dtype a pipeline runs in under `plan`: its denoiser's compute dtype (each component is loaded
+    in its own, ComponentPlan.compute_dtype; inputs follow the denoiser's)."""
+    den = next((c for c in plan.components if c.role == "denoiser"), None)
+    return COMPUTE_DTYPES[den.compute_dtype if den is not None else plan.components[0].compute_dtype]
+
+
+def run_device(plan) -> torch.device:
+    """The device `plan` was made for: a CPU plan runs on the CPU, a GPU plan on CUDA — never one on the
+    other, whose bytes and dtypes it did not count (plan/machine.py resolve_run_machine picks the plan)."""
+    return torch.device("cpu" if plan.machine.device == "cpu" else "cuda")
+
+
 @dataclass(frozen=True)
 class PrecisionConfig:
     storage: str  # "fp8" or "int8"

@@ -25,6 +25,17 @@ def decode(vae, latents: torch.Tensor, tile: int = 0, on_retry=None, min_tile: i
     return _retrying(lambda: vae.decode(latents, return_dict=False)[0], vae, latents, tile, on_retry, min_tile)
 
 
+def _in_vae_dtype(vae, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Latents in the VAE's own dtype: a VAE planned in fp32 (it overflows in fp16) beside an fp16 denoiser
+    gets fp16 latents from pipelines that only cast for their own upcast path."""
+    dtype = next(vae.parameters()).dtype
+    if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point() and args[0].dtype != dtype:
+        args = (args[0].to(dtype),) + tuple(args[1:])
+    elif isinstance(kwargs.get("z"), torch.Tensor) and kwargs["z"].is_floating_point() and kwargs["z"].dtype != dtype:
+        kwargs = dict(kwargs, z=kwargs["z"].to(dtype))
+    return args, kwargs
+
+
 def guard_decode(vae, tile: int, on_retry=None, min_tile: int = MIN_TILE) -> None:
     """Make every `vae.decode(...)` call (the pipeline's own) decode at the plan's tile size, retried
     with smaller tiles on OOM. Undo with `del vae.decode` (the wrapper is an instance attribute)."""
@@ -32,6 +43,7 @@ def guard_decode(vae, tile: int, on_retry=None, min_tile: int = MIN_TILE) -> Non
 
     @functools.wraps(original)
     def decode_(*args, **kwargs):
+        args, kwargs = _in_vae_dtype(vae, args, kwargs)
         latents = args[0] if args else kwargs["z"]
         return _retrying(lambda: original(*args, **kwargs), vae, latents, tile, on_retry, min_tile)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import fields as dataclass_fields
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,8 +27,6 @@ router = APIRouter(prefix="/sdapi/v1")
 # weight in some forks, is ignored).
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
 AUTOMATIC = "automatic"
-# Schedule types the sampler name itself can carry (A1111's old "DPM++ 2M Karras" spelling).
-SCHEDULES_IN_NAME = ("karras", "exponential")
 VERSION = "lowvram"  # what info.version says: the clients that read it only show it
 
 
@@ -139,21 +136,10 @@ def _loras(prompt: str, reg) -> tuple[str, list]:
 
 
 def _set_sampler(req: GenerateRequest, sampler: str | None, scheduler: str | None) -> None:
-    """A1111's sampler + schedule type onto the request, as the Session's sampler table reads them."""
-    if not sampler:
-        if scheduler and scheduler.strip().lower() != AUTOMATIC:
-            raise UserError(f"The schedule type {scheduler!r} needs a sampler_name too.")
-        return
-    req.sampler = sampler
+    """A1111's sampler and schedule type onto the request ("Automatic": the sampler's default)."""
+    req.sampler = sampler or None
     sched = (scheduler or "").strip()
-    if not sched or sched.lower() == AUTOMATIC:
-        return
-    if "schedule" in {f.name for f in dataclass_fields(GenerateRequest)}:  # the full sampler table's field
-        req.schedule = sched
-    elif sched.lower() in SCHEDULES_IN_NAME:
-        req.sampler = f"{sampler} {sched}"
-    else:
-        raise UserError(f"The schedule type {scheduler!r} is not supported here: use Automatic, Karras or Exponential.")
+    req.schedule = None if not sched or sched.lower() == AUTOMATIC else sched
 
 
 # -- answers ----------------------------------------------------------------------------------------
@@ -180,6 +166,9 @@ def job_response(job: Job, body: BaseModel) -> dict:
         "index_of_first_image": 0, "infotexts": list(res.infotexts), "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)), "clip_skip": 1,
         "is_using_inpainting_conditioning": False, "version": VERSION, "saved_paths": list(job.paths),
+        # lowvram's own: the Session's time for this request (planning, loading if any, denoising, decoding)
+        "lowvram": {"seconds": round(res.seconds, 4), "load_seconds": round(res.load_seconds, 4),
+                    "run_seconds": round(res.run_seconds, 4), "reused": res.reused, "device": res.device},
     }
     if res.interrupted_at is not None:
         info["interrupted_at_step"] = res.interrupted_at

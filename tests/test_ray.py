@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".
 from lowvram import cli  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-GPU = "RTX 2060"  # as in test_server.py: fp16 compute, run in fp32 on the CPU
+GPU = "RTX 2060"  # as in test_server.py: on a machine without CUDA, only its VRAM as the weight budget
 SMALL = {"width": 64, "height": 64, "steps": 2}
 CARD = "CPU"  # what each replica reports on a machine without CUDA: it plans for (and runs on) the CPU
 RAY_EXIT_TIMEOUT_S = 60

@@ -16,7 +16,7 @@ from lowvram.generate.session import Session, planner_for
 from lowvram.plan.machine import resolve_run_machine
 from lowvram.server.models import discover
 
-GPU = "RTX 2060"  # Turing: fp16 compute, which the CPU runs in fp32 (see test_server.py)
+GPU = "RTX 2060"  # on a machine without CUDA, only lends its VRAM as the CPU run's weight budget
 SMALL = {"width": 64, "height": 64, "steps": 2}
 JOBS = [dict(SMALL, prompt="a red cat", seed=11), dict(SMALL, prompt="a blue dog", seed=22, batch_size=2),
         dict(SMALL, prompt="a green owl", seed=33, negative_prompt="blur", cfg_scale=5),
@@ -105,7 +105,7 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
     ("[1, 2]", "is a JSON list, not an object"),
     ('{"prompt": "x", "steps": "many"}', "Line 2 of"),
     ('{"prompt": "x", "width": 100, "height": 64}', "multiple of 8"),
-    ('{"prompt": "x", "sampler_name": "Heun++ 9000"}', "Unknown sampler"),
+    ('{"prompt": "x", "sampler_name": "Heun++ 9000"}', "Unknown sampler 'Heun++ 9000'"),
     ('{"prompt": "x", "override_settings": {"sd_model_checkpoint": "nope"}}', "does not offer (models: tiny-sd15"),
 ])
 def test_a_bad_line_is_named_in_one_sentence_before_anything_runs(model, tmp_path, monkeypatch, capsys, line, words):

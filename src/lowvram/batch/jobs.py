@@ -66,7 +66,7 @@ def read_jobs(path: str, registry, quality: str | None) -> list[BatchLine]:
             req, spec = body_request(registry, body, "txt2img", quality)
             # What the Session would refuse only when the line's turn comes (it checks these again):
             check_resolution(req.width, req.height, spec.latent_factor, spec.name)
-            if req.sampler:
+            if req.sampler or req.schedule:
                 resolve_sampler(req.sampler, req.schedule, spec.family)
         except UnknownName:  # the server's sentence points at its HTTP listing; here the flags decide
             models = ", ".join(registry.models) or "none"

@@ -566,10 +566,11 @@ def batch(jobs: str = typer.Argument(..., help="A .jsonl file: one A1111 txt2img
     err = Console(stderr=True, soft_wrap=True)
     console = None if quiet else err
     if ray is None:
-        from .generate.session import Session, planner_for
+        from .generate.session import LONG_LIVED_IMAGES_PER_LOAD, Session, planner_for
         from .plan.machine import resolve_run_machine
 
-        session = Session(planner_for(resolve_run_machine(gpu, vram, ram)[0], quality), console=None)
+        session = Session(planner_for(resolve_run_machine(gpu, vram, ram)[0], quality, LONG_LIVED_IMAGES_PER_LOAD),
+                          console=None)
         try:
             summary = run_batch(lines, out_dir, lambda pending: local_results(session, pending), console)
         finally:

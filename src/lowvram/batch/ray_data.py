@@ -21,11 +21,11 @@ class LineWorker:
     """A Ray Data worker: one Session for its life, planned for this worker's own machine."""
 
     def __init__(self, machine_flags: tuple, quality: str) -> None:
-        from ..generate.session import Session, planner_for
+        from ..generate.session import LONG_LIVED_IMAGES_PER_LOAD, Session, planner_for
         from ..plan.machine import resolve_run_machine
 
         gpu, vram, ram = machine_flags  # all None: this worker probes its own card and RAM
-        self.session = Session(planner_for(resolve_run_machine(gpu, vram, ram)[0], quality))
+        self.session = Session(planner_for(resolve_run_machine(gpu, vram, ram)[0], quality, LONG_LIVED_IMAGES_PER_LOAD))
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np

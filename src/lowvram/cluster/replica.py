@@ -23,14 +23,14 @@ class Replica:
     def __init__(self, name: str, models: list, machine_flags: tuple, quality: str) -> None:
         """`models`: [(name, path, config, models_dir)] the ingress lists; `machine_flags`: (gpu, vram, ram),
         all None to probe this replica's own card and RAM."""
-        from ..generate.session import Session, planner_for
+        from ..generate.session import LONG_LIVED_IMAGES_PER_LOAD, Session, planner_for
         from ..plan.machine import resolve_run_machine
 
         gpu, vram, ram = machine_flags
         self.name = name
         self.machine = resolve_run_machine(gpu, vram, ram)[0]
         self.quality = quality
-        self.session = Session(planner_for(self.machine, quality))
+        self.session = Session(planner_for(self.machine, quality, LONG_LIVED_IMAGES_PER_LOAD))
         self.models = models
         self.loaded: str | None = None  # the model name of the last request that ran
         self.running = 0

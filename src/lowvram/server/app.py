@@ -12,7 +12,7 @@ from .config import ServerConfig, ServerState
 
 def create_app(config: ServerConfig) -> FastAPI:
     """The app for one GPU: its Session and worker start with the app and stop (model unloaded) with it."""
-    from ..generate.session import Session, planner_for
+    from ..generate.session import LONG_LIVED_IMAGES_PER_LOAD, Session, planner_for
     from . import a1111, errors, lowvram_api, page_api
     from .auth import BasicAuth
     from .bodylimit import BodyLimit
@@ -21,7 +21,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         lock = threading.Lock()
-        session = Session(_serialised(planner_for(config.machine, config.quality), lock), console=None)
+        session = Session(_serialised(planner_for(config.machine, config.quality, LONG_LIVED_IMAGES_PER_LOAD), lock), console=None)
         queue = JobQueue(session, config.queue_size, on_done=_saver(config))
         app.state.lowvram = ServerState(config, queue, plan_lock=lock)
         try:

@@ -42,8 +42,10 @@ def connect(address: str | None, console=None):
     owned = not ray.is_initialized()
     if owned:
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=True, configure_logging=True)
+            # Joining an existing cluster takes no start-up options (Ray refuses them); a local one
+            # starts without the dashboard, which lowvram does not use.
+            local = {} if address else {"include_dashboard": False}
+            ray.init(address=address, logging_level=logging.WARNING, configure_logging=True, **local)
         except (ConnectionError, ValueError, RuntimeError) as e:
             where = address or "a local cluster"
             raise UserError(f"Cannot join the Ray cluster at {where} ({str(e).strip().splitlines()[0][:200]}): "

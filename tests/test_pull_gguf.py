@@ -162,7 +162,7 @@ def test_gguf_file_with_a_diffusers_config_takes_its_other_components_from_there
     state = component_state(str(base), "transformer")
     path = tmp_path / MODELS["sd35-large"].gguf.filename("Q8_0")
     write_gguf(path, L.sd3_to_mmdit(state), gguf.GGMLQuantizationType.Q8_0)
-    machine = _machine(4, 64)
+    machine = _machine(4, 64, device="cpu")
 
     def plan_fn(spec, wl, file_weights=None):
         return make_plan(spec, wl, machine, Policy("lossless"), file_weights=file_weights)
@@ -181,8 +181,9 @@ def test_gguf_file_with_a_diffusers_config_takes_its_other_components_from_there
         run(path, "broken.png", str(base))
 
 
-def _machine(vram_gib: float, ram_gib: float) -> Machine:
-    return Machine("test", int(vram_gib * GiB), int(ram_gib * GiB), 12.5e9, 40.0, device="cpu")
+def _machine(vram_gib: float, ram_gib: float, device: str = "cuda") -> Machine:
+    """A card to plan for; generation here runs on the CPU, so what it runs is planned with device="cpu"."""
+    return Machine("test", int(vram_gib * GiB), int(ram_gib * GiB), 12.5e9, 40.0, device=device)
 
 
 def _fits(quant: str, machine: Machine, quality: str = "balanced") -> bool:

@@ -14,6 +14,9 @@ import torch
 from tiny_pipelines import build_pipeline
 
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" to run the cluster tests')
+# A local cluster, Ray Data's actor pool and Serve start in 1-2 min on 2 busy cores: more than the suite's
+# default 300 s per test must be allowed for the batch test (its two runs each start workers).
+pytestmark = pytest.mark.timeout(900)
 
 from lowvram import cli  # noqa: E402
 

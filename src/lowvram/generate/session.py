@@ -364,8 +364,8 @@ class Session:
         from .output import plan_summary
 
         where = f"{self.where}; " if self.where else ""
-        self.console.print(f"{where}plan: {plan_summary(plan)}; predicted {plan.seconds_per_image:.1f} s/image",
-                           markup=False, highlight=False)
+        self.console.print(f"{where}plan: {plan_summary(plan)}; predicted {plan.seconds_per_image:.1f} s on "
+                           f"{plan.machine.name}", markup=False, highlight=False)
         for n in r.notes:
             self.console.print(f"note: {n}", markup=False, highlight=False)
 

@@ -70,3 +70,18 @@ def test_unknown_names_get_the_nearest_and_the_way_out():
     msg = unknown_card_message("RTX 9090")
     assert "did you mean" in msg and "RTX 5090" in msg and "--vram" in msg and "--tflops" in msg
     assert suggest_cards("banana") == [] and "did you mean" not in unknown_card_message("banana")
+
+
+def test_unified_memory_is_one_budget():
+    """An Apple M-series chip plans its GPU share of one memory as VRAM and only the rest as RAM."""
+    from lowvram.machines.cards import CARDS
+    from lowvram.plan.machine import UNIFIED_GPU_SHARE, machine_from_card
+
+    apple = next(c for c in CARDS if c.unified)
+    m = machine_from_card(apple, 32 * 2**30)
+    assert m.vram_bytes + m.ram_bytes == 32 * 2**30
+    assert m.vram_bytes == int(32 * 2**30 * UNIFIED_GPU_SHARE)
+    d = machine_from_card(apple)  # the card's own (smallest) memory
+    assert d.vram_bytes + d.ram_bytes == apple.vram_bytes
+    nvidia = next(c for c in CARDS if not c.unified)
+    assert machine_from_card(nvidia, 32 * 2**30).vram_bytes == nvidia.vram_bytes

@@ -13,8 +13,22 @@ from ..contract import Machine
 DEFAULT_RAM = 16 * 2**30  # what to assume for a named card when --ram is not given: a common desktop
 
 
-def machine_from_card(card: Card, ram_bytes: int = DEFAULT_RAM) -> Machine:
-    return Machine(name=card.name, vram_bytes=card.vram_bytes, ram_bytes=ram_bytes,
+# macOS lets the GPU of an Apple M-series chip wire about this share of unified memory (Metal's
+# recommendedMaxWorkingSetSize: ~2/3 on 8-16 GB Macs, ~3/4 above); the rest stays with the system and the host.
+UNIFIED_GPU_SHARE = 2 / 3
+
+
+def machine_from_card(card: Card, ram_bytes: int | None = DEFAULT_RAM) -> Machine:
+    """A table card as the machine a plan is for. A unified-memory chip (Apple M-series) has one memory:
+    its GPU share is the VRAM budget and only the rest is RAM, so nothing is counted twice (`ram_bytes`,
+    when given, is the size of that one memory; default: the card's)."""
+    if card.unified:
+        total = card.vram_bytes if ram_bytes in (None, DEFAULT_RAM) else ram_bytes
+        gpu = int(total * UNIFIED_GPU_SHARE)
+        return Machine(name=card.name, vram_bytes=gpu, ram_bytes=total - gpu,
+                       link_bytes_per_s=pcie_bandwidth_bytes_per_s(card), tflops=card.fp16_tflops,
+                       bf16=card.bf16, fp8=card.fp8, arch=card.arch)
+    return Machine(name=card.name, vram_bytes=card.vram_bytes, ram_bytes=ram_bytes or DEFAULT_RAM,
                    link_bytes_per_s=pcie_bandwidth_bytes_per_s(card), tflops=card.fp16_tflops,
                    bf16=card.bf16, fp8=card.fp8, arch=card.arch)
 

@@ -32,11 +32,11 @@ CPU_ARCH = "cpu"
 # fp32 is also a bit-exact widening of fp16/bf16 files. CPUs with AMX (Sapphire Rapids and later) would
 # invert this; plans for them want a measurement of their own (bench/cpu_real_sd15.py).
 CPU_COMPUTE_DTYPE = "fp32"
-# Sustained fp32 TFLOP/s of a CPU on a real-size diffusion forward: real-size SD1.5 at 128² with CFG,
-# 0.0903 TFLOP per step (simulated), ran 40.4 s/step = 0.0022 TFLOP/s (bench/cpu_real_sd15.py,
-# docs/benchmarks.md) on the shared 2-core VM this project is built on (load average ~7: each process
-# gets about a quarter of a core). A free desktop CPU sustains 10-100x more: give it with --tflops.
-CPU_FP32_TFLOPS = 0.0022
+# Sustained fp32 TFLOP/s of a CPU on a real-size diffusion forward, measured on this project's idle 2-core VM
+# (bench/cpu_real_sd15.py, docs/benchmarks.md): real-size SD1.5 with CFG at 512², 1.354 TFLOP per step (simulated),
+# 18.2 s/step = 0.074 TFLOP/s (at 128², 0.090 TFLOP in 2.82 s: 0.032 — small tensors spend more in overheads).
+# A desktop CPU with more cores sustains several times more: give it with --tflops.
+CPU_FP32_TFLOPS = 0.074
 # "Streaming" on a CPU copies a unit from its host tensor into a reusable buffer: a single-threaded
 # memcpy on a desktop or server core moves ~10 GB/s (STREAM copy figures for one core).
 CPU_COPY_BYTES_PER_S = 10e9

@@ -3,13 +3,12 @@ resumable, one progress display; bad lines named before anything runs. Tiny rand
 
 import json
 import os
-import sys
 
 import pytest
 from PIL import Image
+from cli_inproc import pngs, run_cli
 from tiny_pipelines import build_pipeline
 
-from lowvram import cli
 from lowvram.batch.jobs import read_jobs
 from lowvram.batch.run import local_results, run_batch
 from lowvram.generate.session import Session, planner_for
@@ -35,21 +34,7 @@ def _jobs_file(path, jobs, extra_lines=()):
     return str(path)
 
 
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """`lowvram ARGS` in this process (importing torch and diffusers again per run would cost more than the
-    runs): (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lowvram", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _pngs(folder) -> dict[str, bytes]:
-    return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
+_cli, _pngs = run_cli, pngs
 
 
 def test_batch_writes_every_line_with_infotext_and_progress(model, tmp_path, monkeypatch, capsys):

@@ -6,11 +6,11 @@ writes. The cluster is shut down at the end and no Ray process is left."""
 
 import json
 import os
-import sys
 
 import psutil
 import pytest
 import torch
+from cli_inproc import pngs, run_cli
 from tiny_pipelines import build_pipeline
 
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" to run the cluster tests')
@@ -18,7 +18,6 @@ ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".
 # default 300 s per test must be allowed for the batch test (its two runs each start workers).
 pytestmark = pytest.mark.timeout(900)
 
-from lowvram import cli  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 GPU = "RTX 2060"  # as in test_server.py: on a machine without CUDA, only its VRAM as the weight budget
@@ -53,19 +52,7 @@ def model(tmp_path_factory):
     return str(folder)
 
 
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["lowvram", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _pngs(folder) -> dict[str, bytes]:
-    return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
+_cli, _pngs = run_cli, pngs
 
 
 @pytest.fixture

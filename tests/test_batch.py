@@ -7,6 +7,7 @@ import os
 import pytest
 from PIL import Image
 from cli_inproc import pngs, run_cli
+from lowvram_serve import GPU
 from tiny_pipelines import build_pipeline
 
 from lowvram.batch.jobs import read_jobs
@@ -15,7 +16,6 @@ from lowvram.generate.session import Session, planner_for
 from lowvram.plan.machine import resolve_run_machine
 from lowvram.server.models import discover
 
-GPU = "RTX 2060"  # on a machine without CUDA, only lends its VRAM as the CPU run's weight budget
 SMALL = {"width": 64, "height": 64, "steps": 2}
 JOBS = [dict(SMALL, prompt="a red cat", seed=11), dict(SMALL, prompt="a blue dog", seed=22, batch_size=2),
         dict(SMALL, prompt="a green owl", seed=33, negative_prompt="blur", cfg_scale=5),
@@ -34,13 +34,10 @@ def _jobs_file(path, jobs, extra_lines=()):
     return str(path)
 
 
-_cli, _pngs = run_cli, pngs
-
-
 def test_batch_writes_every_line_with_infotext_and_progress(model, tmp_path, monkeypatch, capsys):
     jobs = _jobs_file(tmp_path / "jobs.jsonl", JOBS, extra_lines=[""])  # a blank line is skipped
-    code, out, err = _cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "out"), "--model", model,
-                          "--gpu", GPU)
+    code, out, err = run_cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "out"), "--model", model,
+                             "--gpu", GPU)
     assert code == 0, err
     names = sorted(os.listdir(tmp_path / "out"))
     assert names == ["00001-11.png", "00002-22.png", "00002-23.png", "00003-33.png", "00004-44.png"]
@@ -57,8 +54,8 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
     """Stopped after two lines (Ctrl-C between lines), then rerun: the rerun makes only the rest, and the
     folder equals an uninterrupted run's, byte for byte."""
     jobs = _jobs_file(tmp_path / "jobs.jsonl", JOBS)
-    code, _, err = _cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "whole"), "--model", model,
-                        "--gpu", GPU, "--quiet")
+    code, _, err = run_cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "whole"), "--model", model,
+                           "--gpu", GPU, "--quiet")
     assert code == 0, err
 
     lines = read_jobs(jobs, discover(model, None), "lossless")
@@ -77,12 +74,12 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
     finally:
         session.unload()
     assert sorted(os.listdir(tmp_path / "resumed")) == ["00001-11.png", "00002-22.png", "00002-23.png"]  # no .part
-    code, out, err = _cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "resumed"), "--model", model,
-                          "--gpu", GPU)
+    code, out, err = run_cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "resumed"), "--model", model,
+                             "--gpu", GPU)
     assert code == 0, err
     assert "2 of 4 lines already in" in err and "2 images written" in out and "2 lines made, 2 already there" in out
     assert [line.split("  ")[0] for line in err.splitlines() if "images/min" in line] == ["4/5 images", "5/5 images"]
-    assert _pngs(tmp_path / "resumed") == _pngs(tmp_path / "whole")
+    assert pngs(tmp_path / "resumed") == pngs(tmp_path / "whole")
 
 
 @pytest.mark.parametrize("line, words", [
@@ -95,8 +92,8 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
 ])
 def test_a_bad_line_is_named_in_one_sentence_before_anything_runs(model, tmp_path, monkeypatch, capsys, line, words):
     jobs = _jobs_file(tmp_path / "jobs.jsonl", JOBS[:1], extra_lines=[line])
-    code, out, err = _cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "out"), "--model", model,
-                          "--gpu", GPU)
+    code, out, err = run_cli(monkeypatch, capsys, "batch", jobs, "--out", str(tmp_path / "out"), "--model", model,
+                             "--gpu", GPU)
     assert code == 2 and words in err and "Traceback" not in err, err
     assert err.startswith("lowvram: ") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # nothing made, not even the folder
@@ -112,5 +109,5 @@ def test_bad_batch_arguments_exit_2(model, tmp_path, monkeypatch, capsys):
                          "does not exist"),
                         (["batch", _jobs_file(tmp_path / "empty.jsonl", []), "--out", str(tmp_path / "o"),
                           "--model", model], "has no requests")):
-        code, _, err = _cli(monkeypatch, capsys, *args)
+        code, _, err = run_cli(monkeypatch, capsys, *args)
         assert code == 2 and words in err and err.count("\n") == 1, (args, err)

@@ -1,6 +1,6 @@
 """The web page of `lowvram serve` in a real browser (headless Chromium driven by Playwright), on a
-server started as tests/test_server.py starts it, with a tiny random-weight SD1.5 pipeline; plus the
-page's own routes over plain HTTP (gallery, saved files by listed name only, the plan readout)."""
+server started as tests/test_server.py starts it (tests/fixtures/lowvram_serve.py), with a tiny random-weight SD1.5
+pipeline; plus the page's own routes over plain HTTP (gallery, saved files by listed name only, the plan readout)."""
 
 import os
 import re
@@ -8,10 +8,7 @@ import shutil
 
 import pytest
 import requests
-import torch
-from safetensors.torch import save_file
-from test_server import _start, _stop
-from tiny_pipelines import build_pipeline
+from lowvram_serve import models_tree, start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (browser downloads are not possible here)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,23 +23,14 @@ VIEWPORT = {"width": 1280, "height": 860}
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("page")
-    models = root / "models"
-    build_pipeline("sd15", str(models / "diffusers" / "tiny-sd15"))
-    (models / "loras").mkdir()
-    g = torch.Generator().manual_seed(0)
-    blk = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    save_file({f"{blk}.lora_down.weight": torch.randn(4, 32, generator=g),
-               f"{blk}.lora_up.weight": torch.randn(32, 4, generator=g), f"{blk}.alpha": torch.tensor(4.0)},
-              str(models / "loras" / "style.safetensors"))
-    return root
+    return models_tree(tmp_path_factory.mktemp("page"), {"tiny-sd15": "sd15"})
 
 
 @pytest.fixture(scope="module")
 def server(tree):
-    s = _start(tree, "--models-dir", str(tree / "models"))
+    s = start_server(tree, "--models-dir", str(tree / "models"))
     yield s
-    _stop(s)
+    stop_server(s)
 
 
 def test_page_routes_serve_the_page_the_readout_and_only_listed_outputs(server, tree):
@@ -86,7 +74,7 @@ def test_page_in_a_browser_plans_generates_shows_the_gallery_and_stops(tree, tmp
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
 
-    server = _start(tree, "--models-dir", str(tree / "models"))
+    server = start_server(tree, "--models-dir", str(tree / "models"))
     shots = tmp_path / "shots"
     shots.mkdir()
     try:
@@ -97,12 +85,12 @@ def test_page_in_a_browser_plans_generates_shows_the_gallery_and_stops(tree, tmp
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 _drive(page, server, shots)
                 # The server goes away: the page says so instead of hanging.
-                _stop(server)
+                stop_server(server)
                 expect(page.locator("#banner")).to_contain_text("unreachable", timeout=UI_TIMEOUT_MS)
             finally:
                 browser.close()
     finally:
-        _stop(server)
+        stop_server(server)
     names = ("page-plan.png", "page-running.png", "page-gallery.png")
     assert all((shots / f).stat().st_size > 0 for f in names)
     if os.environ.get(SCREENSHOTS_ENV):

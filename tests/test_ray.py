@@ -11,6 +11,7 @@ import psutil
 import pytest
 import torch
 from cli_inproc import pngs, run_cli
+from lowvram_serve import GPU, free_port
 from tiny_pipelines import build_pipeline
 
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" to run the cluster tests')
@@ -20,7 +21,6 @@ pytestmark = pytest.mark.timeout(900)
 
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-GPU = "RTX 2060"  # as in test_server.py: on a machine without CUDA, only its VRAM as the weight budget
 SMALL = {"width": 64, "height": 64, "steps": 2}
 CARD = "CPU"  # what each replica reports on a machine without CUDA: it plans for (and runs on) the CPU
 RAY_EXIT_TIMEOUT_S = 60
@@ -52,9 +52,6 @@ def model(tmp_path_factory):
     return str(folder)
 
 
-_cli, _pngs = run_cli, pngs
-
-
 @pytest.fixture
 def one_thread():
     """This process computes as the workers do: CPU float sums depend on the thread count (1/255 on a pixel)."""
@@ -71,32 +68,24 @@ def test_batch_on_ray_resumes_and_matches_the_single_machine_run(cluster, model,
     # Half the lines made earlier (here: by the single-machine command on the first 2 lines).
     head = tmp_path / "head.jsonl"
     head.write_text("".join(json.dumps(j) + "\n" for j in JOBS[:2]))
-    code, _, err = _cli(monkeypatch, capsys, "batch", str(head), "--out", str(tmp_path / "ray"), "--model", model,
-                        "--gpu", GPU, "--quiet")
+    code, _, err = run_cli(monkeypatch, capsys, "batch", str(head), "--out", str(tmp_path / "ray"), "--model", model,
+                           "--gpu", GPU, "--quiet")
     assert code == 0, err
-    code, out, err = _cli(monkeypatch, capsys, "batch", str(jobs), "--out", str(tmp_path / "ray"), "--model", model,
-                          "--gpu", GPU, "--ray")
+    code, out, err = run_cli(monkeypatch, capsys, "batch", str(jobs), "--out", str(tmp_path / "ray"), "--model", model,
+                             "--gpu", GPU, "--ray")
     assert code == 0, err
     assert "2 of 4 lines already in" in err and "3 images written" in out, (out, err)
     assert [line.split("  ")[0] for line in err.splitlines() if "images/min" in line][-1] == "5/5 images"
-    code, _, err = _cli(monkeypatch, capsys, "batch", str(jobs), "--out", str(tmp_path / "local"), "--model", model,
-                        "--gpu", GPU, "--quiet")
+    code, _, err = run_cli(monkeypatch, capsys, "batch", str(jobs), "--out", str(tmp_path / "local"), "--model", model,
+                           "--gpu", GPU, "--quiet")
     assert code == 0, err
-    ray_pngs, local_pngs = _pngs(tmp_path / "ray"), _pngs(tmp_path / "local")
+    ray_pngs, local_pngs = pngs(tmp_path / "ray"), pngs(tmp_path / "local")
     assert list(ray_pngs) == ["00001-100.png", "00002-101.png", "00003-102.png", "00004-7.png", "00004-8.png"]
     assert ray_pngs == local_pngs
 
 
 # -- lowvram serve --ray ------------------------------------------------------------------------------
 SERVE_TIMEOUT_S = 240  # replicas import torch + diffusers and plan every model on a loaded 2-core machine
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +104,7 @@ def served(cluster, tmp_path_factory):
         build_pipeline("sd15", str(root / "models" / "diffusers" / name))
     registry = discover(None, str(root / "models"))
     config = ServerConfig(registry, resolve_run_machine(GPU)[0], outputs=str(root / "outputs"))
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_app(config, Cluster(None, 2), (GPU, None, None)), name=APP_NAME, route_prefix="/")

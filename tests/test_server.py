@@ -6,108 +6,29 @@ import base64
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-import psutil
 import pytest
 import requests
-import torch
 from PIL import Image
-from safetensors.torch import save_file
-from tiny_pipelines import build_pipeline
+from lowvram_serve import REQUEST_TIMEOUT_S, SRC, models_tree, start_server, stop_server
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-START_TIMEOUT_S = 240  # importing torch + diffusers on a loaded 2-core machine
-REQUEST_TIMEOUT_S = 240
-GPU = "RTX 2060"  # on a machine without CUDA, only lends its VRAM as the CPU run's weight budget
 SMALL = {"width": 64, "height": 64, "steps": 1}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, proc, port, log, auth=None):
-        self.proc, self.port, self.log, self.auth = proc, port, log, auth
-        self.url = f"http://127.0.0.1:{port}"
-
-    def get(self, path, **kw):
-        kw.setdefault("timeout", REQUEST_TIMEOUT_S)
-        kw.setdefault("auth", self.auth)
-        return requests.get(self.url + path, **kw)
-
-    def post(self, path, body=None, **kw):
-        kw.setdefault("timeout", REQUEST_TIMEOUT_S)
-        kw.setdefault("auth", self.auth)
-        return requests.post(self.url + path, json=body, **kw)
-
-    def rss(self) -> int:
-        return psutil.Process(self.proc.pid).memory_info().rss
-
-
-def _start(tmp, *args, auth=None):
-    port = _free_port()
-    log = open(tmp / f"server-{port}.log", "w+")
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HOME=str(tmp / "hf"),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "lowvram.cli", "serve", "--port", str(port), "--gpu", GPU,
-                             "--outputs", str(tmp / "outputs"), *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    server = Server(proc, port, log, auth)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise AssertionError(f"the server exited ({proc.returncode}): {log.read()[-2000:]}")
-        try:
-            requests.get(server.url + "/sdapi/v1/progress", timeout=2)
-            return server
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    _stop(server)
-    raise AssertionError("the server did not answer in time")
-
-
-def _stop(server):
-    try:
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        server.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    server.log.close()
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    models = root / "models"
-    for name, arch in (("tiny-sd15", "sd15"), ("tiny-sdxl", "sdxl")):
-        build_pipeline(arch, str(models / "diffusers" / name))
-    (models / "loras").mkdir()
-    g = torch.Generator().manual_seed(0)
-    blk = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    save_file({f"{blk}.lora_down.weight": torch.randn(4, 32, generator=g) * 4,
-               f"{blk}.lora_up.weight": torch.randn(32, 4, generator=g) * 4, f"{blk}.alpha": torch.tensor(4.0)},
-              str(models / "loras" / "style.safetensors"))
-    return root
+    return models_tree(tmp_path_factory.mktemp("serve"), {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}, lora_scale=4)
 
 
 @pytest.fixture(scope="module")
 def server(tree):
-    s = _start(tree, "--models-dir", str(tree / "models"))
+    s = start_server(tree, "--models-dir", str(tree / "models"))
     yield s
-    _stop(s)
+    stop_server(s)
 
 
 def _png(size=(64, 64), color=(200, 40, 40)) -> str:
@@ -271,10 +192,10 @@ def test_lowvram_api_plans_and_models(server):
 
 @pytest.fixture(scope="module")
 def guarded(tree):
-    s = _start(tree, "--model", str(tree / "models" / "diffusers" / "tiny-sd15"), "--api-auth", "ann:secret",
+    s = start_server(tree, "--model", str(tree / "models" / "diffusers" / "tiny-sd15"), "--api-auth", "ann:secret",
                "--queue-size", "1", auth=("ann", "secret"))
     yield s
-    _stop(s)
+    stop_server(s)
 
 
 def test_auth_queue_limit_and_event_stream(guarded):

@@ -165,12 +165,11 @@ def _set_sampler(req: GenerateRequest, sampler: str | None, scheduler: str | Non
 # -- answers ----------------------------------------------------------------------------------------
 def job_response(job: Job, body: BaseModel) -> dict:
     """A finished job as A1111 answers txt2img / img2img (errors are raised before this is called)."""
-    from ..generate.output import encode_png
     from .images import encode_b64
     from .pnginfo import parse_infotext
 
     res = job.result
-    images = [encode_b64(encode_png(arr, text)) for arr, text in zip(res.images, res.infotexts)]
+    images = [encode_b64(png) for png in job.pngs()]
     first = parse_infotext(res.infotexts[0]) if res.infotexts else {}
     req = job.req
     width = int(res.images[0].shape[1]) if res.images else req.width
@@ -228,9 +227,6 @@ async def img2img(body: Img2ImgBody, request: Request):
 
 @router.get("/progress")
 def progress(request: Request, skip_current_image: bool = False):
-    from ..generate.output import encode_png
-    from .images import encode_b64
-
     st = state(request)
     q = st.queue
     job = q.current
@@ -243,7 +239,7 @@ def progress(request: Request, skip_current_image: bool = False):
     if not skip_current_image:
         pre = job.preview()
         if pre is not None:
-            image = encode_b64(encode_png(pre[1] / 255.0, ""))
+            image = pre[1]
     return {"progress": job.progress, "eta_relative": job.eta(), "current_image": image, "textinfo": job.stage or None,
             "state": {"skipped": False, "interrupted": job.interrupt, "job": f"{job.kind}({job.id})", "job_count": count,
                       "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)), "job_no": 0,

@@ -45,11 +45,10 @@ def _saver(config: ServerConfig):
     """What the worker does with a finished job's images: save them in A1111's outputs layout."""
     if not config.outputs:
         return None
-    from .outputs import save_images
+    from .outputs import save_pngs
 
     def save(job) -> None:
-        res = job.result
-        job.paths = save_images(config.outputs, job.kind, res.images, res.seeds, res.infotexts)
+        job.paths = save_pngs(config.outputs, job.kind, job.pngs(), job.result.seeds)
 
     return save
 

@@ -58,6 +58,8 @@ class Job:
         self.done = threading.Event()
         self._latents = None
         self._latents_step = 0
+        self._preview: tuple[int, str] | None = None  # (step, base64 PNG) made from the kept latents
+        self._pngs: list[bytes] | None = None
         self._callbacks: list = []
         self._lock = threading.Lock()
 
@@ -93,15 +95,33 @@ class Job:
         elapsed = time.time() - self.started
         return max(0.0, elapsed / self.progress - elapsed)
 
-    def preview(self):
-        """(step, uint8 RGB array) of the latest kept latents, or None."""
-        from ..generate.preview import latent_preview
-
+    def preview(self) -> tuple[int, str] | None:
+        """(step, base64 PNG) of the latest kept latents, or None; made once per kept step, however often
+        clients poll /progress or follow the events."""
         latents, step = self._latents, self._latents_step
         if latents is None or self.family is None:
             return None
-        arr = latent_preview(latents, self.family, self.req.width or 0, self.req.height or 0)
-        return None if arr is None else (step, arr)
+        cached = self._preview
+        if cached is None or cached[0] != step:
+            from ..generate.output import encode_png
+            from ..generate.preview import latent_preview
+            from .images import encode_b64
+
+            arr = latent_preview(latents, self.family, self.req.width or 0, self.req.height or 0)
+            if arr is None:
+                return None
+            cached = self._preview = (step, encode_b64(encode_png(arr / 255.0, "")))
+        return cached
+
+    def pngs(self) -> list[bytes]:
+        """The result's images as PNGs carrying their infotext, encoded once: the saved files and the
+        A1111 answer are the same bytes."""
+        if self._pngs is None:
+            from ..generate.output import encode_png
+
+            res = self.result
+            self._pngs = [encode_png(arr, text) for arr, text in zip(res.images, res.infotexts)]
+        return self._pngs
 
     def add_done_callback(self, fn) -> None:
         with self._lock:

@@ -126,12 +126,9 @@ def _status(st, job, preview: bool = False) -> dict:
                    predicted_peak_vram_bytes=getattr(p, "peak_vram_bytes", None),
                    predicted_peak_ram_bytes=getattr(p, "peak_ram_bytes", None))
     if preview:
-        from ..generate.output import encode_png
-        from .images import encode_b64
-
         pre = job.preview()
         if pre is not None:
-            out["preview_step"], out["preview"] = pre[0], encode_b64(encode_png(pre[1] / 255.0, ""))
+            out["preview_step"], out["preview"] = pre
     return out
 
 

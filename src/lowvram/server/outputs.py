@@ -15,16 +15,17 @@ _NUMBERED = re.compile(r"^(\d{5})-")
 FOLDERS = {"txt2img": "txt2img-images", "img2img": "img2img-images"}
 
 
-def save_images(root: str, kind: str, images, seeds: list[int], infotexts: list[str], today=None) -> list[str]:
-    """Write one PNG per image (with its infotext) and return their paths; all or nothing."""
-    from ..generate.output import write_images
+def save_pngs(root: str, kind: str, pngs: list[bytes], seeds: list[int], today=None) -> list[str]:
+    """Write one encoded PNG per image (Job.pngs: the bytes the client gets too) and return their paths;
+    all or nothing (atomic_files.write_all)."""
+    from ..atomic_files import write_all
 
     day = (today or datetime.date.today()).isoformat()
     folder = os.path.join(root, FOLDERS[kind], day)
     os.makedirs(folder, exist_ok=True)
     n = _next_number(folder)
-    paths = [os.path.join(folder, f"{n + k:05d}-{seed}.png") for k, seed in enumerate(seeds[:len(images)])]
-    return write_images(images, paths, infotexts)
+    return write_all([(os.path.join(folder, f"{n + k:05d}-{seed}.png"), lambda f, png=png: f.write(png))
+                      for k, (seed, png) in enumerate(zip(seeds, pngs))])
 
 
 def _next_number(folder: str) -> int:

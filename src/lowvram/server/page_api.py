@@ -125,7 +125,6 @@ def saved_images(root: str | None) -> list[SavedImage]:
 def _describe(item: SavedImage) -> dict:
     from PIL import Image, UnidentifiedImageError
 
-    from .images import png_text
     from .pnginfo import parse_infotext
 
     row = {"name": item.name, "kind": item.name.split("-images/")[0], "mtime": item.mtime, "infotext": "",
@@ -133,7 +132,9 @@ def _describe(item: SavedImage) -> dict:
     try:
         with Image.open(item.path) as im:
             row["width"], row["height"] = im.size
-            text = png_text(im).get("parameters", "")
+            # The chunks before the pixels, as generate.output.read_infotext reads them: the server writes
+            # `parameters` there. (PIL's `im.text` would decode every pixel to find chunks after them.)
+            text = im.info.get("parameters", "")
     except (OSError, UnidentifiedImageError):
         return row  # a file being written or damaged: listed, without parameters
     row["infotext"], row["parameters"] = text, parse_infotext(text) if text else {}

@@ -11,12 +11,11 @@ waits a little longer and gets its image.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 
 from ..errors import UserError
-from ..server.jobs import JobError, QueueFull
+from ..server.jobs import JobError, WaitingLine, fail_unrun
 from .routing import ReplicaState, choose, fits_somewhere, smallest_fitting_card
 
 MAX_ATTEMPTS = 3  # replicas a request may see die under it before its client is told
@@ -26,25 +25,21 @@ INFO_TIMEOUT_S = 600.0  # a replica's first report plans every listed model (sim
 log = logging.getLogger("lowvram.cluster")
 
 
-class ClusterQueue:
-    """First come first served over the replicas, at most `capacity` waiting; runs on the ingress's loop."""
+class ClusterQueue(WaitingLine):
+    """The line over the replicas (`current`: the latest dispatched job, the one A1111's /progress shows);
+    runs on the ingress's loop."""
 
     def __init__(self, handles: dict, registry, quality: str, capacity: int, on_done=None) -> None:
         """`handles`: replica name -> Ray Serve DeploymentHandle of that replica's deployment."""
+        super().__init__(capacity)
         self.handles = handles
         self.registry = registry
         self.quality = quality
-        self.capacity = capacity
         self.on_done = on_done
         self.replicas = {name: ReplicaState(name) for name in handles}
-        self.jobs: dict = {}
-        self.current = None  # A1111's /progress shows one running job: the latest dispatched
-        self._waiting: collections.deque = collections.deque()
         self._attempts: dict[str, int] = {}
-        self._where: dict[str, str] = {}  # job id -> replica running it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._refusals: dict[str, str] = {}
-        self._closed = False
 
     async def start(self) -> None:
         """Wait for every replica's first report (its card, RAM and plans)."""
@@ -72,36 +67,18 @@ class ClusterQueue:
 
     # -- the JobQueue interface the server's routers use ----------------------------------------------
     def submit(self, job):
-        if self._closed:
-            raise QueueFull("The server is shutting down: send the request again once it is back.")
+        self._refuse_if_closed()
         self._check_fits(job.model)
-        if len(self._waiting) >= self.capacity:
-            raise QueueFull(f"The queue is full ({self.capacity} requests waiting): try again when one has finished.")
-        self._waiting.append(job)
-        self.jobs[job.id] = job
-        self._prune()
+        self._admit(job)
         self._loop.call_soon_threadsafe(self._pump)
         return job
-
-    def position(self, job) -> int:
-        try:
-            return list(self._waiting).index(job) + 1
-        except ValueError:
-            return 0
-
-    def queued(self) -> int:
-        return len(self._waiting)
 
     def interrupt(self) -> bool:
         """Steps run on the replicas, out of reach of a flag here: nothing to stop between steps."""
         return False
 
     def close(self) -> None:
-        self._closed = True
-        waiting, self._waiting = list(self._waiting), collections.deque()
-        for job in waiting:
-            job.state, job.error = "failed", JobError(503, "The server shut down before this request ran.")
-            job._finish()
+        fail_unrun(self._close_line())
 
     # -- routing ----------------------------------------------------------------------------------------
     def _check_fits(self, model: str) -> None:
@@ -130,7 +107,6 @@ class ClusterQueue:
                 continue
             self._waiting.remove(job)
             r.busy = True
-            self._where[job.id] = r.name
             self.current = job
             self._loop.create_task(self._run(job, r))
 
@@ -183,8 +159,3 @@ class ClusterQueue:
         while not self._closed and await self._refresh(r.name) is None:
             await asyncio.sleep(RESTART_POLL_S)
         self._pump()
-
-    def _prune(self, keep: int = 64) -> None:
-        finished = [j for j in self.jobs.values() if j.done.is_set()]
-        for j in finished[:-keep] if len(finished) > keep else []:
-            del self.jobs[j.id]

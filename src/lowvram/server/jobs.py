@@ -21,6 +21,7 @@ from ..errors import UserError
 DEFAULT_CAPACITY = 16  # requests waiting (the running one not counted); the issue's default
 PREVIEW_EVERY = 5  # keep the latents for a preview every this many steps (and at step 1): copies stay cheap
 JOIN_SECONDS = 30.0  # how long closing waits for a running step to end
+KEEP_FINISHED = 64  # finished jobs kept for /lowvram/v1/jobs/{id} (with their images) before the oldest go
 
 log = logging.getLogger("lowvram.server")
 
@@ -151,44 +152,76 @@ async def wait_for(job: Job) -> None:
     await fut
 
 
-class JobQueue:
-    """First come first served, at most `capacity` waiting, one worker thread running the Session."""
+class WaitingLine:
+    """The line both queues keep (this GPU's JobQueue, the cluster's ClusterQueue): first come first served,
+    at most `capacity` waiting, every job by id with finished ones pruned to the last KEEP_FINISHED."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.current: Job | None = None
+        self.jobs: dict[str, Job] = {}
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._closed = False
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise QueueFull("The server is shutting down: send the request again once it is back.")
+
+    def _admit(self, job: Job) -> None:
+        if len(self._waiting) >= self.capacity:
+            raise QueueFull(f"The queue is full ({self.capacity} requests waiting): try again when one has finished.")
+        self._waiting.append(job)
+        self.jobs[job.id] = job
+        finished = [j for j in self.jobs.values() if j.done.is_set()]
+        for j in finished[:-KEEP_FINISHED] if len(finished) > KEEP_FINISHED else []:
+            del self.jobs[j.id]
+
+    def position(self, job: Job) -> int:
+        """0: running (or finished); k: k-th in line."""
+        try:
+            return self._waiting.index(job) + 1
+        except ValueError:
+            return 0
+
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    def _close_line(self) -> list[Job]:
+        """Refuse new jobs from now on; the waiting ones, taken out of the line."""
+        self._closed = True
+        waiting, self._waiting = list(self._waiting), collections.deque()
+        return waiting
+
+
+def fail_unrun(jobs: list[Job]) -> None:
+    """Answer jobs a closing server will not run."""
+    for job in jobs:
+        job.state, job.error = "failed", JobError(503, "The server shut down before this request ran.")
+        job._finish()
+
+
+class JobQueue(WaitingLine):
+    """The line on one GPU: one worker thread running the Session."""
 
     def __init__(self, session, capacity: int = DEFAULT_CAPACITY, on_done=None) -> None:
         """`on_done(job)`: runs on the worker after a job's images are made (saving them)."""
+        super().__init__(capacity)
         self.session = session
-        self.capacity = capacity
         self.on_done = on_done
-        self.current: Job | None = None
-        self.jobs: dict[str, Job] = {}  # every job by id, finished ones pruned to the last few
-        self._waiting: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
-        self._closed = False
         self._thread = threading.Thread(target=self._work, name="lowvram-worker", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> Job:
         with self._cv:
-            if self._closed:
-                raise QueueFull("The server is shutting down: send the request again once it is back.")
-            if len(self._waiting) >= self.capacity:
-                raise QueueFull(f"The queue is full ({self.capacity} requests waiting): try again when one has finished.")
-            self._waiting.append(job)
-            self.jobs[job.id] = job
-            self._prune()
+            self._refuse_if_closed()
+            self._admit(job)
             self._cv.notify()
         return job
 
     def position(self, job: Job) -> int:
-        """0: running (or finished); k: k-th in line."""
         with self._cv:
-            try:
-                return self._waiting.index(job) + 1
-            except ValueError:
-                return 0
-
-    def queued(self) -> int:
-        return len(self._waiting)
+            return super().position(job)
 
     def interrupt(self) -> bool:
         """Stop the running job at its next step; False when nothing runs."""
@@ -201,20 +234,12 @@ class JobQueue:
     def close(self) -> None:
         """Refuse new jobs, stop the running one, fail the waiting ones, unload the model."""
         with self._cv:
-            self._closed = True
-            waiting, self._waiting = list(self._waiting), collections.deque()
+            waiting = self._close_line()
             self._cv.notify_all()
-        for job in waiting:
-            job.state, job.error = "failed", JobError(503, "The server shut down before this request ran.")
-            job._finish()
+        fail_unrun(waiting)
         self.interrupt()
         self._thread.join(JOIN_SECONDS)
         self.session.unload()
-
-    def _prune(self, keep: int = 64) -> None:
-        finished = [j for j in self.jobs.values() if j.done.is_set()]
-        for j in finished[:-keep] if len(finished) > keep else []:
-            del self.jobs[j.id]
 
     def _work(self) -> None:
         while True:

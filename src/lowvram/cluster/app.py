@@ -35,7 +35,7 @@ def build_app(config, cluster, machine_flags: tuple):
 
     n, gpus_each = cluster.workers()
     reg = config.registry
-    models = [(m.name, m.path, reg.config_for(m), m.models_dir) for m in reg.models.values()]
+    models = list(reg.models.values())
     replica_cls = serve.deployment(Replica, num_replicas=1, health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
                                    ray_actor_options={"num_gpus": gpus_each, "num_cpus": 1},
                                    max_ongoing_requests=8)

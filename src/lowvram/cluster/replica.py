@@ -21,17 +21,18 @@ class Replica:
     """The body of each per-GPU deployment (cluster/app.py wraps it with `serve.deployment`)."""
 
     def __init__(self, name: str, models: list, machine_flags: tuple, quality: str) -> None:
-        """`models`: [(name, path, config, models_dir)] the ingress lists; `machine_flags`: (gpu, vram, ram),
-        all None to probe this replica's own card and RAM."""
+        """`models`: the ServedModels the ingress lists; `machine_flags`: (gpu, vram, ram), all None to probe
+        this replica's own card and RAM."""
         from ..generate.session import LONG_LIVED_IMAGES_PER_LOAD, Session, planner_for
         from ..plan.machine import resolve_run_machine
+        from ..server.models import Registry
 
         gpu, vram, ram = machine_flags
         self.name = name
         self.machine = resolve_run_machine(gpu, vram, ram)[0]
         self.quality = quality
         self.session = Session(planner_for(self.machine, quality, LONG_LIVED_IMAGES_PER_LOAD))
-        self.models = models
+        self.registry = Registry(models, {})  # the ingress's names, inspected here as the server inspects them
         self.loaded: str | None = None  # the model name of the last request that ran
         self.running = 0
         self._lock = threading.Lock()  # one generation at a time
@@ -40,21 +41,16 @@ class Replica:
     def plans(self) -> dict:
         """Each listed model's plan on this replica's machine at its default size: fits, s/image, VRAM."""
         if self._plans is None:
-            self._plans = {name: self._plan(path, models_dir) for name, path, _config, models_dir in self.models}
+            self._plans = {m.name: self._plan(m) for m in self.registry.models.values()}
         return self._plans
 
-    def _plan(self, path: str, models_dir: str | None) -> dict:
-        from ..catalogue import MODELS
-        from ..checkpoints.inspect import inspect_path, inspect_with_models_dir
+    def _plan(self, m) -> dict:
         from ..plan import Policy, Workload, make_plan
 
         try:
-            import os
-
-            rep = inspect_with_models_dir(path, models_dir) if models_dir and os.path.isfile(path) else inspect_path(path)
-            spec = MODELS[rep.architecture]
+            spec = self.registry.architecture(m)
             p = make_plan(spec, Workload(spec.width, spec.height, PLAN_BATCH, spec.steps), self.machine,
-                          Policy(self.quality), file_weights=rep.file_weights())
+                          Policy(self.quality), file_weights=self.registry.file_weights(m))
         except (UserError, KeyError) as e:
             return {"fits": False, "why": str(e)}
         return {"fits": bool(p.fits), "seconds_per_image": round(p.seconds_per_image, 3),

@@ -12,6 +12,7 @@ import logging
 import pickle
 
 from ..errors import UserError
+from ..server.jobs import first_line
 from .run import StepCounter, run_line
 
 LINES_PER_CALL = 1  # a worker answers line by line, so results (and the progress) stream as they finish
@@ -58,7 +59,7 @@ def ray_results(cluster, pending: list, machine_flags: tuple, quality: str):
             yield pickle.loads(row["result"])
     except ray.exceptions.RayError as e:
         cause = getattr(e, "cause", None) or e  # a worker's own exception, without Ray's frames
-        raise UserError(f"The Ray job stopped ({type(cause).__name__}: {_first_line(cause)}); the images finished so "
+        raise UserError(f"The Ray job stopped ({type(cause).__name__}: {first_line(cause)}); the images finished so "
                         "far are written: rerun the same command to make the rest.") from None
 
 
@@ -68,8 +69,3 @@ def _quiet_ray_data(ctx) -> None:
     if hasattr(ctx, "print_on_execution_start"):
         ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
-def _first_line(e: Exception) -> str:
-    lines = [x for x in str(e).strip().splitlines() if x.strip()]
-    return (lines[0] if lines else "no message")[:300]

@@ -27,6 +27,7 @@ def build_app(config, cluster, machine_flags: tuple):
     from ray import serve
 
     from ..server import a1111, errors, lowvram_api
+    from ..server.app import saver
     from ..server.auth import BasicAuth
     from ..server.bodylimit import BodyLimit
     from ..server.config import ServerState
@@ -70,17 +71,11 @@ def build_app(config, cluster, machine_flags: tuple):
         async def __init__(self, names: list, handles: list) -> None:
             """Ready once every replica has reported its card, RAM and plans (routing needs them)."""
             queue = ClusterQueue(dict(zip(names, handles)), reg, config.quality, config.queue_size,
-                                 on_done=_saver(config))
+                                 on_done=saver(config))
             await queue.start()
             self.state = ServerState(config, queue)
 
     return Ingress.bind([replica_name(k) for k in range(n)], replicas)
-
-
-def _saver(config):
-    from ..server.app import _saver as single_server_saver
-
-    return single_server_saver(config)
 
 
 def run(config, cluster, machine_flags: tuple, host: str, port: int) -> None:

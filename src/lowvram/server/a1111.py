@@ -113,7 +113,7 @@ def body_request(reg, body: Txt2ImgBody, kind: str, quality: str | None) -> tupl
             mask = decode_image(body.mask, "mask").convert("L")
             if body.inpainting_mask_invert:
                 mask = ImageOps.invert(mask)
-        strength, resize = body.denoising_strength, {0: 0, 1: 1, 2: 2}[body.resize_mode]
+        strength, resize = body.denoising_strength, body.resize_mode
         if width is None and height is None:
             width, height = inputs.size_from_image(init, spec.latent_factor)
     width = spec.width if width is None else width

@@ -22,7 +22,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         lock = threading.Lock()
         session = Session(_serialised(planner_for(config.machine, config.quality, LONG_LIVED_IMAGES_PER_LOAD), lock), console=None)
-        queue = JobQueue(session, config.queue_size, on_done=_saver(config))
+        queue = JobQueue(session, config.queue_size, on_done=saver(config))
         app.state.lowvram = ServerState(config, queue, plan_lock=lock)
         try:
             yield
@@ -41,7 +41,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
-def _saver(config: ServerConfig):
+def saver(config: ServerConfig):
     """What the worker does with a finished job's images: save them in A1111's outputs layout."""
     if not config.outputs:
         return None

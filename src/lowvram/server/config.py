@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from .jobs import DEFAULT_CAPACITY
+
 # Request bodies larger than this are refused (413) before they are read whole: an init image and a
 # mask at lowvram's input cap (4096 x 4096, generate/inputs.py), stored as uncompressed RGB (48 MiB
 # each) and base64-encoded (x 4/3), come to 128 MiB.
@@ -19,7 +21,7 @@ class ServerConfig:
     registry: object  # server.models.Registry
     machine: object  # plan.Machine
     quality: str = "lossless"
-    queue_size: int = 16
+    queue_size: int = DEFAULT_CAPACITY
     credentials: list = field(default_factory=list)  # [(user, password)]; empty: no auth
     outputs: str | None = "outputs"  # where images are saved (A1111's layout); None: not saved
     max_body_bytes: int = MAX_BODY_BYTES

@@ -275,9 +275,10 @@ class JobQueue(WaitingLine):
                                                       "try a smaller size or batch, or free VRAM used by other programs.")
         except Exception as e:  # the worker lives on; the client gets one sentence, the log the traceback
             log.exception("job %s failed", job.id)
-            job.state, job.error = "failed", JobError(500, f"Generation failed ({type(e).__name__}: {_first_line(e)}).")
+            job.state, job.error = "failed", JobError(500, f"Generation failed ({type(e).__name__}: {first_line(e)}).")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an error's message, at most 300 characters: what a client or a summary shows."""
     text = str(e).strip().splitlines()
     return (text[0] if text else "no message")[:300]

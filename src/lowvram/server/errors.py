@@ -62,9 +62,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception):
+        from .jobs import first_line
+
         log.exception("%s %s failed", request.method, request.url.path)
-        first = (str(e).strip().splitlines() or ["no message"])[0][:300]
-        return answer(500, f"The server failed on this request ({type(e).__name__}: {first}).")
+        return answer(500, f"The server failed on this request ({type(e).__name__}: {first_line(e)}).")
 
 
 def _validation_answer(errors) -> JSONResponse:

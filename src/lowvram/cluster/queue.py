@@ -139,6 +139,7 @@ class ClusterQueue(WaitingLine):
         else:
             r.loaded = job.model if job.state == "done" else r.loaded
             r.served += job.state == "done"
+            self._attempts.pop(job.id, None)
             job._finish()
         self._pump()
 
@@ -147,6 +148,7 @@ class ClusterQueue(WaitingLine):
         self._loop.create_task(self._await_restart(r))
         n = self._attempts[job.id] = self._attempts.get(job.id, 0) + 1
         if n >= MAX_ATTEMPTS:
+            del self._attempts[job.id]
             job.state, job.error = "failed", JobError(503, f"{n} replicas died running this request: "
                                                       "check the cluster (`ray status`) and send it again.")
             job._finish()

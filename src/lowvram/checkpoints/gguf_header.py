@@ -156,8 +156,8 @@ class _HeaderWalk:
             dims = [self.unpack("Q", f"the shape of tensor {short!r}") for _ in range(n_dims)]
             qtype = self.unpack("I", f"the type of tensor {short!r}")
             try:
-                qname = gguf.GGMLQuantizationType(qtype).name
-                block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(qtype)]
+                quant = gguf.GGMLQuantizationType(qtype)
+                block, type_size = gguf.GGML_QUANT_SIZES[quant]
             except (ValueError, KeyError):
                 raise self.fail(f"tensor {short!r} has unknown type {qtype}") from None
             n = 1
@@ -168,7 +168,7 @@ class _HeaderWalk:
                 raise self.fail(f"tensor {short!r} of shape {dims[:MAX_DIMS]} cannot be stored in this file")
             offset = self.unpack("Q", f"the offset of tensor {short!r}")
             shape = tuple(reversed(dims))  # GGUF lists dims innermost first
-            table.append((tname, shape, qname, n // block * type_size, offset))
+            table.append((tname, shape, quant.name, n // block * type_size, offset))
         data_start = -(-self.pos // alignment) * alignment  # the data region starts at the next aligned byte
         return [TensorInfo(t, shape, q, nbytes, data_start + off) for t, shape, q, nbytes, off in table], meta
 

@@ -10,6 +10,7 @@ import os
 import struct
 import tempfile
 import tracemalloc
+from contextlib import contextmanager
 
 import gguf
 import numpy as np
@@ -50,6 +51,26 @@ def _outcome(fn, *args):
         assert peak < MAX_ALLOC, peak
 
 
+@contextmanager
+def _on_disk(name: str, raw: bytes):
+    """`raw` as a file `name` in a fresh temporary folder (a Hypothesis example cannot take tmp_path)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, name)
+        with open(path, "wb") as f:
+            f.write(raw)
+        yield path
+
+
+def _flip(raw: bytearray, flips, span: int | None = None) -> None:
+    """Set each (where, byte): `where` in [0, 1) of the first `span` bytes (all of them by default)."""
+    for where, byte in flips:
+        raw[int(where * (len(raw) if span is None else span))] = byte
+
+
+def _cut(raw: bytearray, cut: float | None) -> bytearray:
+    return raw if cut is None else raw[: int(cut * len(raw))]
+
+
 # ---- safetensors ----------------------------------------------------------------------------------------
 
 def _base_header() -> dict:
@@ -67,9 +88,8 @@ def _data_size(header: dict) -> int:
     return max(e["data_offsets"][1] for k, e in header.items() if k != "__metadata__")
 
 
-def _write_safetensors(path: str, raw: bytes, data: int) -> None:
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw + b"\0" * data)
+def _safetensors(header: bytes, data: int) -> bytes:
+    return struct.pack("<Q", len(header)) + header + b"\0" * data
 
 
 def _check_safetensors_answer(path: str, got) -> None:
@@ -110,9 +130,7 @@ def test_safetensors_header_fields(edits, copy_range, data_delta):
     if copy_range:  # a second tensor aliasing the first one's bytes
         header["alias"] = json.loads(json.dumps(_base_header()["c.weight"]))
     data = max(0, _data_size(_base_header()) + data_delta)
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "m.safetensors")
-        _write_safetensors(path, json.dumps(header).encode(), data)
+    with _on_disk("m.safetensors", _safetensors(json.dumps(header).encode(), data)) as path:
         got = _outcome(read_safetensors_header, path)
         if got is not None:
             _check_safetensors_answer(path, got)
@@ -123,18 +141,11 @@ def test_safetensors_header_fields(edits, copy_range, data_delta):
 @given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6),
        cut=st.none() | st.floats(0, 1), prefix=st.none() | st.integers(0, 2**64 - 1))
 def test_safetensors_bytes(flips, cut, prefix):
-    header = json.dumps(_base_header()).encode()
-    raw = bytearray(struct.pack("<Q", len(header)) + header + b"\0" * _data_size(_base_header()))
-    for where, byte in flips:
-        raw[int(where * len(raw))] = byte
+    raw = bytearray(_safetensors(json.dumps(_base_header()).encode(), _data_size(_base_header())))
+    _flip(raw, flips)
     if prefix is not None:
         raw[:8] = struct.pack("<Q", prefix)
-    if cut is not None:
-        raw = raw[: int(cut * len(raw))]
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "m.safetensors")
-        with open(path, "wb") as f:
-            f.write(raw)
+    with _on_disk("m.safetensors", _cut(raw, cut)) as path:
         got = _outcome(read_safetensors_header, path)
         if got is not None:
             _check_safetensors_answer(path, got)
@@ -175,17 +186,12 @@ def gguf_base(tmp_path_factory):
 def test_gguf_mutations(gguf_base, flips, words, cut):
     base, header_end = gguf_base
     raw = bytearray(base)
-    for where, byte in flips:  # mostly the header: mutating tensor data changes nothing lowvram reads
-        raw[int(where * header_end)] = byte
+    _flip(raw, flips, header_end)  # the header: mutating tensor data changes nothing lowvram reads
     for where, value in words:  # a declared count, length, dimension or offset set to something absurd
         at = min(int(where * header_end), len(raw) - 8)
         struct.pack_into("<Q", raw, at, value)
-    if cut is not None:
-        raw = raw[: int(cut * len(raw))]
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "flux1-dev-Q8_0.gguf")
-        with open(path, "wb") as f:
-            f.write(raw)
+    raw = _cut(raw, cut)
+    with _on_disk("flux1-dev-Q8_0.gguf", raw) as path:
         got = _outcome(read_gguf_header, path)
         if got is not None:
             tensors, _ = got
@@ -251,10 +257,8 @@ def test_model_index_values(sd15_unet, edits, whole):
        cut=st.none() | st.floats(0, 1), nest=st.integers(0, 3000))
 def test_model_index_bytes(sd15_unet, flips, cut, nest):
     raw = bytearray(json.dumps(BASE_INDEX).encode())
-    for where, byte in flips:
-        raw[int(where * len(raw))] = byte
-    if cut is not None:
-        raw = raw[: int(cut * len(raw))]
+    _flip(raw, flips)
+    raw = _cut(raw, cut)
     if nest:
         raw = raw.replace(b'"_diffusers_version": ', b'"_diffusers_version": ' + b"[" * nest, 1) + b"]" * nest
     with tempfile.TemporaryDirectory() as d:

@@ -11,7 +11,6 @@ import pytest
 
 from lowvram import cache
 from lowvram.catalogue import MODELS
-from lowvram.catalogue.build import _versions
 from lowvram.simulate import SimRequest, simulate_component
 from lowvram.simulate.api import _key_fields
 
@@ -59,7 +58,7 @@ def test_shipped_answers_equal_a_fresh_simulation(model, component, req, monkeyp
     # fresh install), the model code may move a buffer or two — within 5 %
     with open(cache.SHIPPED) as f:
         written_with = json.load(f)["versions"]
-    tol = 0.0 if written_with == dict(zip(("torch", "diffusers", "transformers"), _versions())) else 0.05
+    tol = 0.0 if written_with == dict(zip(("torch", "diffusers", "transformers"), cache.library_versions())) else 0.05
     for k in ("weights_bytes", "activation_peak_bytes", "output_bytes", "input_bytes", "flops", "params"):
         assert abs(shipped[k] - fresh[k]) <= tol * max(abs(fresh[k]), 1), \
             f"{k}: shipped {shipped[k]}, now {fresh[k]} — run `python -m lowvram.ship`"

@@ -1,7 +1,7 @@
 """Write a set of output files all or nothing, never through a name someone else could plant.
 
-Each file is written to a temporary created exclusively (O_CREAT|O_EXCL, random name — `tempfile.mkstemp`)
-in its destination's own folder, so a symlink planted at a predictable `out.png.part` is never followed
+Each file is written to a temporary created exclusively (O_CREAT|O_EXCL, random name) in its
+destination's own folder, so a symlink planted at a predictable `out.png.part` is never followed
 and the final `os.replace` is an atomic rename on the same file system (a link at the destination itself
 is replaced, not followed). Only when every temporary is complete are they renamed into place; any failure
 removes every temporary and every file already renamed, so a batch is never half written.
@@ -10,20 +10,28 @@ removes every temporary and every file already renamed, so a batch is never half
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from typing import BinaryIO, Callable
 
 from .errors import UserError
 
-# mkstemp creates files readable by their owner only; outputs get the usual permissions, less the umask.
+# Outputs get the usual permissions: the kernel takes the umask off at creation. (tempfile.mkstemp would
+# create them 0o600, and reading the umask to widen them means setting it process-wide for a moment,
+# which races with every other thread creating files — the server's device workers.)
 DEFAULT_FILE_MODE = 0o666
+_EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_TEMP_ATTEMPTS = 100  # random names that collide: as tempfile tries (TMP_MAX)
 
 
-def _umask() -> int:
-    """The process umask: Python can only read it by setting it, so it is set back at once."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _exclusive_temp(folder: str, base: str) -> tuple[int, str]:
+    """A new file `.{base}.RANDOM.part` in `folder`, never an existing name or a planted link (O_EXCL)."""
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.part")
+        try:
+            return os.open(tmp, _EXCLUSIVE, DEFAULT_FILE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {base} in {folder}")
 
 
 def write_all(targets: list[tuple[str, Callable[[BinaryIO], None]]]) -> list[str]:
@@ -34,7 +42,6 @@ def write_all(targets: list[tuple[str, Callable[[BinaryIO], None]]]) -> list[str
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise UserError(f"The folder of {path} does not exist: create it or choose another output path.")
-    mode = DEFAULT_FILE_MODE & ~_umask()
     temps: list[str] = []
     placed: list[str] = []
     current = targets[0][0] if targets else ""
@@ -42,11 +49,10 @@ def write_all(targets: list[tuple[str, Callable[[BinaryIO], None]]]) -> list[str
         for path, write in targets:
             current = path
             folder, base = os.path.split(os.path.abspath(path))
-            fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=folder)
+            fd, tmp = _exclusive_temp(folder, base)
             temps.append(tmp)
             with os.fdopen(fd, "wb") as f:
                 write(f)
-            os.chmod(tmp, mode)
         for (path, _), tmp in zip(targets, temps):
             current = path
             os.replace(tmp, path)

@@ -21,8 +21,6 @@ from .catalogue import ModelSpec, get_model
 from .catalogue.quants import Quant
 from .errors import UserError
 from .hub_http import configure_hub
-from .checkpoints.hf_cache import cached_snapshot  # noqa: F401  (pull/list read the cache through it)
-
 
 # What a diffusers-layout repo needs for lowvram to load it.
 ALLOW = ["model_index.json", "*/config.json", "*/*_config.json", "*/tokenizer*", "*/vocab*", "*/merges.txt",

@@ -11,6 +11,7 @@ environment variables it documents when the user has not set them.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from .errors import UserError
@@ -36,8 +37,15 @@ def check_endpoint(value: str | None) -> None:
 
 
 def configure_hub() -> None:
-    """Check HF_ENDPOINT and install the timeouts; call before the first request (idempotent)."""
+    """Check HF_ENDPOINT and install the timeouts; call before each use of the hub (cheap after the first)."""
     check_endpoint(os.environ.get("HF_ENDPOINT"))
+    _install_timeouts()
+
+
+@lru_cache(maxsize=None)
+def _install_timeouts() -> None:
+    """Once per process: installing a client factory closes huggingface_hub's shared session, so doing it
+    on every call would drop its open connections between a pull's preview and its download."""
     for name in TIMEOUT_ENV:  # read by huggingface_hub when first imported; the user's value wins
         os.environ.setdefault(name, str(HUB_TIMEOUT_S))
     import huggingface_hub

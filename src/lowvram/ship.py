@@ -29,7 +29,7 @@ def main() -> None:
     os.environ["LOWVRAM_NO_SHIPPED"] = "1"  # compute everything afresh
     from . import cache
     from .catalogue import MODELS
-    from .catalogue.build import _versions, spec_params
+    from .catalogue.build import spec_params
     from .catalogue.controlnet import DEFAULTS
     from .plan import Policy, Workload, make_plan
     from .machines.cards import CARDS, find_card
@@ -61,7 +61,7 @@ def main() -> None:
         for comp in model.components:
             spec_params(comp)
     doc = {"about": "answers planning the catalogue needs; written by `python -m lowvram.ship`",
-           "versions": dict(zip(("torch", "diffusers", "transformers"), _versions())),
+           "versions": dict(zip(("torch", "diffusers", "transformers"), cache.library_versions())),
            "answers": {k: dict(sorted(v.items())) for k, v in sorted(cache.RECORD.items())}}
     tmp = cache.SHIPPED + ".tmp"
     with open(tmp, "w") as f:

@@ -105,13 +105,6 @@ def spec_params(spec: ComponentSpec) -> int:
     return int(cached_json("params", key, lambda: component_params(build_component(spec))))
 
 
-@lru_cache(maxsize=None)
-def _versions() -> tuple[str, ...]:
-    from ..cache import library_versions
-
-    return library_versions()
-
-
 def _deep_update(dst: dict, src: dict) -> None:
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):

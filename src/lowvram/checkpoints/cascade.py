@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..catalogue.deepfloyd import STAGES, Stage
 from ..errors import UserError
+from .diffusers_index import class_name
 
 BY_PIPELINE = {s.pipeline: s for s in STAGES}
 
@@ -43,18 +44,11 @@ class CascadeFolders:
                         f"{os.path.join(self.root, s.folder)}, or run `lowvram pull deepfloyd-if`{others}.")
 
 
-def pipeline_class(folder: str) -> str | None:
-    """The `_class_name` of a diffusers folder's model_index.json; None if it has none (or it is unreadable)."""
-    from .diffusers_index import class_name
-
-    return class_name(folder)
-
-
 def find_cascade(path: str) -> CascadeFolders | None:
     """The stage folders for `path` (a cascade folder or one stage's folder); None if it is neither."""
     if not os.path.isdir(path):
         return None
-    own = BY_PIPELINE.get(pipeline_class(path) or "")
+    own = BY_PIPELINE.get(class_name(path) or "")
     if own is not None:  # one stage's folder: the others are its siblings, or in the same HF cache
         root = os.path.dirname(os.path.abspath(path))
         hub_dir = _hub_dir(path)
@@ -81,7 +75,7 @@ def _stages_in(root: str, keep: dict[str, str] | None = None) -> dict[str, str]:
         names = []
     for name in names:
         sub = os.path.join(root, name)
-        stage = BY_PIPELINE.get(pipeline_class(sub) or "") if os.path.isdir(sub) else None
+        stage = BY_PIPELINE.get(class_name(sub) or "") if os.path.isdir(sub) else None
         if stage is not None:
             found.setdefault(stage.name, []).append(sub)
     out = dict(keep or {})

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 POLICIES = ("lossless", "balanced", "fast")
-# Fraction of RAM the runtime lets pinned (page-locked) memory take — the rest stays pageable for the OS;
-# the planner's placement costs assume the same split.
+# Fraction of RAM the runtime lets pinned (page-locked) memory take — the rest stays pageable for the OS
+# (runtime/streaming.py; the planner does not read it).
 PINNED_RAM_FRACTION = 0.8
 
 

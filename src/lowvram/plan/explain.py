@@ -25,7 +25,7 @@ SAME_TIME = 1e-6
 # of the cost model, not a choice worth a line of output.
 NAMED_DIFFERENCE = 0.01
 
-# Plan.tradeoffs keys (plan/types.py)
+# Plan.tradeoffs keys (contract.py)
 PLACEMENT, RAM, POLICY = "placement", "ram", "policy"
 
 

@@ -118,7 +118,7 @@ def _gguf_note(precision: str, overhead: float) -> str:
     return f"GGUF {precision} as stored, dequantised per layer (+{overhead:.0%} compute)" if _is_gguf(precision) else ""
 
 
-def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, compute: str = "bf16") -> float:
+def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, compute: str) -> float:
     """`kind` (transformer / unet / vae / text_encoder) picks a measured efficiency where there is one; a
     GPU computing in fp32 runs at cost.FP32_GPU_RATE of its tensor rate (a CPU's figure is fp32 already)."""
     rate = machine.tflops * 1e12 * cost.compute_efficiency(machine.arch, kind)

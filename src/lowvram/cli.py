@@ -102,8 +102,6 @@ def inspect(path: str = typer.Argument(..., help="A checkpoint file, a diffusers
 
 def _model_spec(model: str):
     """(catalogue spec, GGUF file weights) for a catalogue name or a checkpoint path (headers only)."""
-    import os
-
     from .catalogue import get_model
 
     if os.path.exists(model) or os.sep in model or model.endswith((".safetensors", ".gguf", ".sft", ".ckpt")):
@@ -174,7 +172,8 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     from .plan.alternatives import alternatives
     from .contract import POLICIES
 
-    others = [make_plan(spec, wl, machine, Policy(q, p.reserve_bytes), file_weights=file_weights)
+    # compared on fit and time only: no smallest-machine search for them
+    others = [make_plan(spec, wl, machine, Policy(q, p.reserve_bytes), find_smallest=False, file_weights=file_weights)
               for q in POLICIES if q != quality]
     for alt in alternatives(p, others):
         out.print(f"  alternative {alt.line()} (--quality {alt.policy})", markup=False, highlight=False)
@@ -189,72 +188,58 @@ def _working(what: str):
     return err.status(what) if err.is_terminal else nullcontext()
 
 
-# `plan --controlnet` with no folder after it: typer options cannot take an optional value, so main()
-# gives a bare `--controlnet` this value before parsing.
+# typer options cannot take an optional value, so main() gives these options, written bare (last, or
+# followed by another option), a value before parsing: `plan MODEL --controlnet` -> `--controlnet default`
+# (the model's published ControlNet), `batch JOBS --ray` / `serve --ray` -> `--ray local` (a local cluster).
 CONTROLNET_DEFAULT = "default"
-
-
-def _bare_controlnet(argv: list[str]) -> list[str]:
-    """`lowvram plan MODEL --controlnet` (last, or followed by another option) -> `--controlnet default`."""
-    if "plan" not in argv[:1]:
-        return argv
-    out = []
-    for i, a in enumerate(argv):
-        out.append(a)
-        if a == "--controlnet" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
-            out.append(CONTROLNET_DEFAULT)
-    return out
-
-
-# `--ray` with no address after it (batch, serve): a local Ray cluster. typer options cannot take an
-# optional value either, so main() gives a bare `--ray` this value before parsing.
 RAY_LOCAL = "local"
+BARE_OPTIONS = ((("plan",), "--controlnet", CONTROLNET_DEFAULT), (("batch", "serve"), "--ray", RAY_LOCAL))
 
 
-def _bare_ray(argv: list[str]) -> list[str]:
-    """`lowvram batch JOBS --ray` (last, or followed by another option) -> `--ray local`."""
-    if argv[:1] not in (["batch"], ["serve"]):
-        return argv
-    out = []
-    for i, a in enumerate(argv):
-        out.append(a)
-        if a == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
-            out.append(RAY_LOCAL)
-    return out
+def _bare_options(argv: list[str]) -> list[str]:
+    """argv with a value after each bare option of BARE_OPTIONS its command takes."""
+    for commands, option, value in BARE_OPTIONS:
+        if argv[:1] and argv[0] in commands:
+            given = argv
+            argv = []
+            for i, a in enumerate(given):
+                argv.append(a)
+                if a == option and (i + 1 == len(given) or given[i + 1].startswith("-")):
+                    argv.append(value)
+    return argv
 
 
-def _print_plan(p, explain: bool, console: Console | None = None) -> None:
+def _print_plan(p, explain: bool) -> None:
     """The plan for people: a header line, a table per component (a list below ~100 columns), the verdict."""
     from .display import fit_table
 
-    con = console or out
     m = p.machine
     where = (f"the CPU (no CUDA GPU here: {format_bytes(m.vram_bytes)} of {format_bytes(m.ram_bytes)} RAM for weights and "
              f"activations, {m.tflops:.2f} fp32 TFLOP/s)" if m.device == "cpu" else
              f"{m.name} ({format_bytes(m.vram_bytes)} VRAM, {format_bytes(m.ram_bytes)} RAM, "
              f"{m.link_bytes_per_s / 1e9:.0f} GB/s link, {m.tflops:.0f} TFLOP/s)")
-    con.print(f"[bold]{escape(p.model)}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
+    out.print(f"[bold]{escape(p.model)}[/bold] at {p.workload.width}x{p.workload.height}, batch {p.workload.batch}, "
               f"{p.workload.steps} steps on {escape(where)} — policy {p.policy}", soft_wrap=False)
     rows = []
     for c in p.components:
         place = c.placement if c.placement != "streamed" else f"streamed {c.resident_units}/{c.total_units}"
         rows.append((c.name, format_count(c.params), format_bytes(c.stored_bytes), place, c.precision,
                      format_bytes(c.vram_bytes + c.activation_bytes), c.notes))
-    fit_table(con, [("component", "left"), ("params", "right"), ("stored", "right"), ("placement", "left"),
+    fit_table(out, [("component", "left"), ("params", "right"), ("stored", "right"), ("placement", "left"),
                     ("precision", "left"), ("VRAM", "right"), ("notes", "left")], rows,
               caption="streamed K/N: K of N blocks resident, the rest streamed")
     verdict = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
     mem = "peak memory" if m.device == "cpu" else "peak VRAM"
-    con.print(f"{verdict}: {mem} {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
+    out.print(f"{verdict}: {mem} {format_bytes(p.peak_vram_bytes)} (incl. {format_bytes(p.reserve_bytes)} reserve), "
               f"peak RAM {format_bytes(p.peak_ram_bytes)}; {p.seconds_per_step:.2f} s/step, {p.seconds_per_image:.1f} s/image",
               soft_wrap=False)
     for d in p.decisions:
-        con.print(f"  - {d}", soft_wrap=False)
+        out.print(f"  - {d}", soft_wrap=False)
     if p.lossy_reason:
-        con.print(f"  ! {p.lossy_reason}", soft_wrap=False)
+        out.print(f"  ! {p.lossy_reason}", soft_wrap=False)
     if p.smallest_fitting:
         sf = p.smallest_fitting
-        con.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM",
+        out.print(f"  smallest machine that fits: {format_bytes(sf['vram_bytes'])} VRAM with {format_bytes(sf['ram_bytes'])} RAM",
                   soft_wrap=False)
     if explain and p.rejected:
         # each option once (plan/explain.py deduplicates), with its prediction and why it lost; whole plans
@@ -269,7 +254,7 @@ def _print_plan(p, explain: bool, console: Console | None = None) -> None:
             else:
                 rows.append(("(whole plan)", r["alternative"], step, f"{r['seconds_per_image']:.2f}",
                              format_bytes(r["peak_vram_bytes"]), format_bytes(r["peak_ram_bytes"]), r["reason"]))
-        fit_table(con, [("component", "left"), ("option", "left"), ("s/step", "right"), ("s/image", "right"),
+        fit_table(out, [("component", "left"), ("option", "left"), ("s/step", "right"), ("s/image", "right"),
                         ("peak VRAM", "right"), ("RAM", "right"), ("why it lost", "left")], rows,
                   title="rejected alternatives")
 
@@ -407,20 +392,13 @@ def pull(name: str = typer.Argument(..., help="Catalogue name, e.g. flux-schnell
 
 
 def _pull_machine(spec, policy: str, gguf: Optional[str], gpu, vram, ram):
-    """The machine `pull` plans for: needed for --gguf auto and for balanced/fast without --gguf; for a
-    named quant only when one is given or probed (to warn if it does not fit); never for a lossless pull."""
+    """The machine `pull` plans for: with --gguf (auto chooses by it; a named quant is checked against it,
+    to warn if it does not fit) and for balanced/fast without --gguf; never for a lossless pull. A machine
+    without a GPU is planned as its CPU (plan/machine.py), so there is always one."""
     from .plan.machine import resolve_machine
 
-    auto = gguf is not None and gguf.strip().lower() == "auto"
-    if auto or (gguf is None and policy != "lossless" and spec.gguf is not None):
+    if gguf is not None or (policy != "lossless" and spec.gguf is not None):
         return resolve_machine(gpu, vram, ram)
-    if gguf is not None:
-        try:
-            return resolve_machine(gpu, vram, ram)
-        except UserError:
-            if gpu or vram or ram:
-                raise
-            return None  # no GPU here and none named: the quant is pulled unplanned
     return None
 
 
@@ -641,7 +619,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
-        app(args=_bare_ray(_bare_controlnet(sys.argv[1:])))
+        app(args=_bare_options(sys.argv[1:]))
     except UserError as e:
         sys.stderr.write(f"lowvram: {printable(str(e))}\n")
         sys.exit(e.exit_code)

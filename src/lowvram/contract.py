@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 POLICIES = ("lossless", "balanced", "fast")
-# Fraction of RAM the runtime lets pinned (page-locked) memory take — the rest stays pageable for the OS;
-# the planner's placement costs assume the same split.
+# Fraction of RAM the runtime lets pinned (page-locked) memory take — the rest stays pageable for the OS
+# (runtime/streaming.py; the planner does not read it).
 PINNED_RAM_FRACTION = 0.8
 
 
@@ -78,10 +78,10 @@ class ComponentPlan:
     name: str
     role: str
     params: int
-    stored_bytes: int  # at the stored precision (bf16/fp16)
+    stored_bytes: int  # where the weights are stored: the file's dtype (fp32/bf16/fp16) or its GGUF type's bytes
     placement: str  # resident / streamed / cpu
-    precision: str  # storage precision on the device: bf16 / fp16 / fp8 / int8
-    compute_dtype: str  # bf16 / fp16 / fp32 (cpu)
+    precision: str  # storage precision on the device: fp32 / bf16 / fp16 / fp8 / int8, or a file's GGUF type
+    compute_dtype: str  # fp32 / bf16 / fp16 (fp32: a CPU, or weights widened bit-exactly, plan/dtypes.py)
     vram_bytes: int  # weights this component holds on the GPU (resident part + prefetch buffers)
     resident_units: int = 0  # for streamed: the first K units stay on the GPU
     total_units: int = 0

@@ -20,7 +20,6 @@ import time
 from dataclasses import replace
 
 
-SMALLEST_TIER_BYTES = 4 * 2**30  # plan.machine.VRAM_TIERS_GB[0]
 FP16_CARD = "GTX 1060 6GB"  # the fp16-only card whose questions ship (any fp16 card asks the same ones)
 
 
@@ -40,10 +39,9 @@ def main() -> None:
     t0 = time.perf_counter()
     gib = 2**30
     tiers = tier_machines(32 * gib)
-    fp16 = machine_from_card(find_card(FP16_CARD), 32 * gib)
-    machines = [replace(tiers[-1], name=TIER_CARD, vram_bytes=find_card(TIER_CARD).vram_bytes), fp16] + tiers
+    machines = [machine_from_card(find_card(name), 32 * gib) for name in (TIER_CARD, FP16_CARD)] + tiers
     # cards below the smallest tier plan their VAE decode in smaller tiles: those simulations ship too
-    machines += [machine_from_card(c, 32 * gib) for c in CARDS if c.vram_bytes < SMALLEST_TIER_BYTES]
+    machines += [machine_from_card(c, 32 * gib) for c in CARDS if c.vram_bytes < tiers[0].vram_bytes]
     for model in MODELS.values():
         sizes = [(model.width, model.height)] + ([(512, 512), (2048, 2048)] if model.name in ("sdxl", "flux-dev") else [])
         for w, h in sizes:

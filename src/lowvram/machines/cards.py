@@ -115,8 +115,8 @@ def _amd(name, aliases, vram_gib, gen, lanes, tflops, arch, mem_gbs, form="deskt
 
 
 def _apple(name, vram_gib, tflops, mem_gbs):
-    return Card(name, (f"Apple {name}",), int(vram_gib * GiB), 0, 0, float(tflops), False, False, f"Apple {name.split()[0]}",
-                float(mem_gbs), vendor="apple", form="soc", unified=True)
+    return _c(name, (f"Apple {name}",), vram_gib, 0, 0, tflops, f"Apple {name.split()[0]}", mem_gbs, vendor="apple",
+              form="soc", unified=True)
 
 
 CARDS: tuple[Card, ...] = (
@@ -446,14 +446,10 @@ def suggest_cards(name: str) -> list[str]:
     k = _norm(name)
     if not k:
         return []
-    by_key: dict[str, str] = {}
-    for card in CARDS:
-        for key in _keys(card):
-            by_key.setdefault(key, card.name)
     out: list[str] = []
-    for key in difflib.get_close_matches(k, list(by_key), n=4 * SUGGESTIONS, cutoff=SUGGEST_CUTOFF):
-        if by_key[key] not in out:
-            out.append(by_key[key])
+    for key in difflib.get_close_matches(k, list(_INDEX), n=4 * SUGGESTIONS, cutoff=SUGGEST_CUTOFF):
+        if _INDEX[key].name not in out:
+            out.append(_INDEX[key].name)
     return out[:SUGGESTIONS]
 
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..contract import POLICIES, Plan
+from .dtypes import FLOAT_DTYPES
 
 # An alternative must be at least this much faster to be worth naming: the planner's time model is a
 # prediction, and a 2 % gain is inside its error (docs/benchmarks.md compares predicted and measured).
 MIN_SPEEDUP = 1.05
-# Storage precisions that round the weights (fp8/int8, GGUF quants); bf16/fp16/fp32 are exact copies
-# of what the checkpoint stores.
-EXACT_PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,8 @@ class Alternative:
 
 
 def _lossy(plan: Plan) -> bool:
-    return any(c.precision not in EXACT_PRECISIONS for c in plan.components)
+    """Weights rounded (fp8/int8, GGUF quants); the float dtypes keep or widen what the checkpoint stores."""
+    return any(c.precision not in FLOAT_DTYPES for c in plan.components)
 
 
 def _changes(current: Plan, other: Plan) -> tuple[str, ...]:

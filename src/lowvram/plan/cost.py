@@ -75,7 +75,6 @@ GGUF_DEQUANT_OVERHEAD = {"Q8_0": 0.25}
 GGUF_DEQUANT_OVERHEAD_DEFAULT = 0.9
 # The Python process with torch, diffusers and transformers imported, plus what the OS keeps for itself.
 BASELINE_RAM_BYTES = int(3.0 * GiB)
-from ..contract import PINNED_RAM_FRACTION  # noqa: E402,F401  (shared with the runtime)
 # Tiled VAE decode recomputes the overlaps (diffusers' default overlap 25 %): ~1.3x the FLOPs.
 VAE_TILE_OVERHEAD = 1.3
 VAE_TILES = (512, 256)  # tile sides tried, in pixels, largest first

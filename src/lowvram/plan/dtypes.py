@@ -14,12 +14,12 @@ from . import cost
 from ..contract import Machine
 
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")  # plan names of the dtypes weights can be stored and computed in
-SAFETENSORS_DTYPES = {"F32": "fp32", "BF16": "bf16", "F16": "fp16"}  # header names -> plan names
 
 
 def stored_dtype(model: ModelSpec, spec: ComponentSpec, file_weights: dict | None) -> str:
-    """The dtype the file holds the component in (inspection passes it as (dtype, 1.0) in file_weights);
-    without a file, the dtype the catalogue says the model is published in."""
+    """The dtype the file holds the component in, when the caller passes it as (dtype, 1.0) in file_weights
+    (inspection passes GGUF types only, checkpoints/inspect.py); else the dtype the catalogue says the model
+    is published in."""
     entry = (file_weights or {}).get(spec.name)
     if entry and entry[0] in FLOAT_DTYPES:
         return entry[0]

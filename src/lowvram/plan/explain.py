@@ -25,7 +25,7 @@ SAME_TIME = 1e-6
 # of the cost model, not a choice worth a line of output.
 NAMED_DIFFERENCE = 0.01
 
-# Plan.tradeoffs keys (plan/types.py)
+# Plan.tradeoffs keys (contract.py)
 PLACEMENT, RAM, POLICY = "placement", "ram", "policy"
 
 
@@ -100,24 +100,31 @@ def loss_reason(o: Option, best: Option, left: int, ram_budget: int, images_per_
     return f"{_time(d)} per image slower" + (": " + ", ".join(parts) if parts else "")
 
 
+def _companion(o: Option) -> str:
+    """The ControlNet beside a denoiser option, as its row shows it ("streamed 4/12 fp8"), else ""."""
+    c = o.companion
+    return f"{c.placement} {c.resident_units}/{c.total_units} {c.precision}" if c else ""
+
+
+def _printed_as(o: Option) -> tuple:
+    """What a rejected row shows of an option: options alike in all of it are listed once."""
+    p = o.plan
+    return p.placement, p.resident_units, p.precision, p.source, o.cfg_mode, o.vae_tile, _companion(o)
+
+
 def rejected_rows(best: Option, others: list[Option], reserve: int, steps: int, left: int, ram_budget: int,
                   images_per_load: int) -> list[dict]:
     """One row per distinct rejected option of a component, fastest first, each with its predicted time,
     peaks and the reason it lost. Options that would print the same (same placement, resident units,
     precision, source, CFG mode and tile) are listed once, at their best time."""
-    rows, seen = [], set()
+    rows, seen = [], {_printed_as(best)}  # the chosen option is not listed as its own rival
     for o in sorted(others, key=lambda o: (o.seconds_per_image, o.vram_peak)):
         p = o.plan
-        companion = (f"{o.companion.placement} {o.companion.resident_units}/{o.companion.total_units} "
-                     f"{o.companion.precision}") if o.companion else ""
-        key = (p.placement, p.resident_units, p.precision, p.source, o.cfg_mode, o.vae_tile, companion)
-        mine = (best.plan.placement, best.plan.resident_units, best.plan.precision, best.plan.source, best.cfg_mode,
-                best.vae_tile, "" if best.companion is None else
-                f"{best.companion.placement} {best.companion.resident_units}/{best.companion.total_units} "
-                f"{best.companion.precision}")
-        if key in seen or key == mine:
+        key = _printed_as(o)
+        if key in seen:
             continue
         seen.add(key)
+        companion = _companion(o)
         row = {"component": p.name, "option": describe(o), "placement": p.placement, "resident_units": p.resident_units,
                "total_units": p.total_units, "precision": p.precision, "source": p.source, "cfg_mode": o.cfg_mode,
                "vae_tile": o.vae_tile, "seconds_per_image": round(o.seconds_per_image, 3),

@@ -22,15 +22,13 @@ def machine_from_card(card: Card, ram_bytes: int | None = DEFAULT_RAM) -> Machin
     """A table card as the machine a plan is for. A unified-memory chip (Apple M-series) has one memory:
     its GPU share is the VRAM budget and only the rest is RAM, so nothing is counted twice (`ram_bytes`,
     when given, is the size of that one memory; default: the card's)."""
+    vram, ram = card.vram_bytes, ram_bytes or DEFAULT_RAM
     if card.unified:
         total = card.vram_bytes if ram_bytes in (None, DEFAULT_RAM) else ram_bytes
-        gpu = int(total * UNIFIED_GPU_SHARE)
-        return Machine(name=card.name, vram_bytes=gpu, ram_bytes=total - gpu,
-                       link_bytes_per_s=pcie_bandwidth_bytes_per_s(card), tflops=card.fp16_tflops,
-                       bf16=card.bf16, fp8=card.fp8, arch=card.arch)
-    return Machine(name=card.name, vram_bytes=card.vram_bytes, ram_bytes=ram_bytes or DEFAULT_RAM,
-                   link_bytes_per_s=pcie_bandwidth_bytes_per_s(card), tflops=card.fp16_tflops,
-                   bf16=card.bf16, fp8=card.fp8, arch=card.arch)
+        vram = int(total * UNIFIED_GPU_SHARE)
+        ram = total - vram
+    return Machine(name=card.name, vram_bytes=vram, ram_bytes=ram, link_bytes_per_s=pcie_bandwidth_bytes_per_s(card),
+                   tflops=card.fp16_tflops, bf16=card.bf16, fp8=card.fp8, arch=card.arch)
 
 
 def cpu_machine(ram_total: int, ram_bytes: int | None = None, vram: str | None = None) -> Machine:
@@ -47,13 +45,18 @@ def resolve_machine(gpu: str | None = None, vram: str | None = None, ram: str | 
                     link_gbps: float | None = None, tflops: float | None = None) -> Machine:
     """The machine a plan is for: --gpu names a table card; otherwise the local GPU is probed, and a
     machine without one is planned as its CPU (`cpu_machine`); --vram/--ram/--link-gbps/--tflops override."""
+    return _resolve(gpu, vram, ram, link_gbps, tflops)
+
+
+def _resolve(gpu: str | None, vram: str | None, ram: str | None, link_gbps: float | None, tflops: float | None,
+             probed=None) -> Machine:
+    """resolve_machine; `probed`: this machine's probe when the caller has taken it already (else it is
+    taken here, and only when no --gpu names the card)."""
     ram_bytes = parse_size(ram, "RAM size") if ram else None
     if gpu:
         m = _card_machine(gpu, ram_bytes)
     else:
-        from ..machines.probe import probe
-
-        p = probe()
+        p = probed or _probe()
         card = find_card(p.gpu_name) if p.gpu_name else None
         if card is not None:
             m = replace(machine_from_card(card, ram_bytes or p.ram_total), vram_bytes=p.vram_total or card.vram_bytes)
@@ -72,11 +75,9 @@ def resolve_run_machine(gpu: str | None = None, vram: str | None = None, ram: st
     (like --vram), and the line says so; a prediction for that card would describe another machine."""
     import torch  # what runs is what torch can use: nvidia-smi may see a card a CPU-only torch cannot
 
-    from ..machines.probe import probe
-
-    p = probe()
+    p = _probe()
     if p.gpu_name and torch.cuda.is_available():
-        m = resolve_machine(gpu, vram, ram)
+        m = _resolve(gpu, vram, ram, None, None, probed=p)  # as resolve_machine, without probing again
         return m, f"running on {m.name} (CUDA) under its plan"
     ram_bytes = parse_size(ram, "RAM size") if ram else None
     if gpu and not vram:
@@ -89,11 +90,17 @@ def resolve_run_machine(gpu: str | None = None, vram: str | None = None, ram: st
     return m, f"no CUDA GPU here: running on the CPU under a CPU plan ({cost.CPU_COMPUTE_DTYPE}), {held}"
 
 
+def _probe():
+    from ..machines.probe import probe  # only when asked: --gpu plans need no probe
+
+    return probe()
+
+
 def _card_machine(gpu: str, ram_bytes: int | None) -> Machine:
     card = find_card(gpu)
     if card is None:
         raise UserError(unknown_card_message(gpu))
-    return machine_from_card(card, ram_bytes or DEFAULT_RAM)
+    return machine_from_card(card, ram_bytes)
 
 
 def _overrides(m: Machine, vram: str | None, gpu: str | None, link_gbps: float | None, tflops: float | None,

@@ -64,9 +64,11 @@ def _activations(act16: int, compute: str) -> int:
     return act16 * cost.FP32_ACTIVATION_SCALE if compute == "fp32" else act16
 
 
-def _sim_dtype(compute: str) -> str:
-    """The dtype simulations run in: 16 bits always (fp32 is scaled from them, cost.FP32_ACTIVATION_SCALE)."""
-    return "bf16" if compute == "fp32" else compute
+def _sim_dtype(machine: Machine) -> str:
+    """The dtype simulations run in: the machine's 16-bit type, 16 bits always (a CPU's fp32 is scaled from
+    bf16, cost.FP32_ACTIVATION_SCALE)."""
+    half = half_dtype(machine)
+    return "bf16" if half == "fp32" else half
 
 
 def _fit_units(unit_bytes: list[int], budget: int) -> tuple[int, int] | None:
@@ -116,7 +118,7 @@ def _gguf_note(precision: str, overhead: float) -> str:
     return f"GGUF {precision} as stored, dequantised per layer (+{overhead:.0%} compute)" if _is_gguf(precision) else ""
 
 
-def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, compute: str = "bf16") -> float:
+def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, compute: str) -> float:
     """`kind` (transformer / unet / vae / text_encoder) picks a measured efficiency where there is one; a
     GPU computing in fp32 runs at cost.FP32_GPU_RATE of its tensor rate (a CPU's figure is fp32 already)."""
     rate = machine.tflops * 1e12 * cost.compute_efficiency(machine.arch, kind)
@@ -146,6 +148,7 @@ class Residency:
     overhead_s: float  # per call, per streamed unit
     place_s: float
     seconds_per_image: float
+    per_call_s: float  # one call: compute, the streamed copies behind it, overheads
 
 
 def _residency(unit_bytes: list[int], budget: int, compute_s: float, calls: int, bw: float, extra: int = 0,
@@ -180,12 +183,12 @@ def _residency(unit_bytes: list[int], budget: int, compute_s: float, calls: int,
     priced = []
     for k, resident, vram in feasible:
         place = _place_seconds(total + extra, total - resident, bw, mapped, images_per_load, host)
-        secs = place + max(calls, 1) * _call_seconds(compute_s, total - resident, bw, cost.PER_UNIT_OVERHEAD_S * (n - k))
-        priced.append((secs, place, k, resident, vram))
+        per_call = _call_seconds(compute_s, total - resident, bw, cost.PER_UNIT_OVERHEAD_S * (n - k))
+        priced.append((place + max(calls, 1) * per_call, place, per_call, k, resident, vram))
     fastest = min(c[0] for c in priced)
     # the largest prefix within RESIDENT_PREFERENCE of the fastest (feasible is in increasing k)
-    secs, place, k, resident, vram = next(c for c in reversed(priced) if c[0] <= fastest * (1 + RESIDENT_PREFERENCE))
-    return Residency(k, vram, total - resident, cost.PER_UNIT_OVERHEAD_S * (n - k), place, secs)
+    secs, place, per_call, k, resident, vram = next(c for c in reversed(priced) if c[0] <= fastest * (1 + RESIDENT_PREFERENCE))
+    return Residency(k, vram, total - resident, cost.PER_UNIT_OVERHEAD_S * (n - k), place, secs, per_call)
 
 
 def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, machine: Machine, budget: int,
@@ -212,19 +215,17 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, m
                        extra_weights, images_per_load, resident_only=resident_only, host=machine.device == "cpu")
         if r is None:
             continue
-        k, vram, total, streamed, overhead_s = r.k, r.vram, sum(ub), r.streamed, r.overhead_s
-        per_call = _call_seconds(compute_s, streamed, machine.link_bytes_per_s, overhead_s)
-        place, per_image = r.place_s, r.seconds_per_image
-        placement = "resident" if k == len(ub) else "streamed"
+        total = sum(ub)
         plan = ComponentPlan(
             name=spec.name, role=spec.role, params=facts.params, stored_bytes=_stored_bytes(facts, p, stored, ub),
-            placement=placement, precision=p, compute_dtype=compute, vram_bytes=vram, resident_units=k,
-            total_units=len(ub), streamed_bytes=streamed, activation_bytes=act, seconds_per_call=per_call,
-            calls_per_image=role_calls * per_image_calls, notes=_gguf_note(p, overhead), weight_bytes=total)
+            placement="resident" if r.k == len(ub) else "streamed", precision=p, compute_dtype=compute,
+            vram_bytes=r.vram, resident_units=r.k, total_units=len(ub), streamed_bytes=r.streamed, activation_bytes=act,
+            seconds_per_call=r.per_call_s, calls_per_image=role_calls * per_image_calls, notes=_gguf_note(p, overhead),
+            weight_bytes=total)
         # RAM: a pinned host copy of the whole component — what is streamed, and what is reloaded for
         # the next image after the phase evicts it.
-        out.append(Option(plan, per_image, vram + extra_weights + act, total, total_bytes=total + extra_weights,
-                          compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed, place_s=place,
+        out.append(Option(plan, r.seconds_per_image, r.vram + extra_weights + act, total, total_bytes=total + extra_weights,
+                          compute_s=compute_s, overhead_s=r.overhead_s, streamed_bytes=r.streamed, place_s=r.place_s,
                           unit_bytes=tuple(ub), weight_budget=weight_budget))
     return out
 
@@ -246,14 +247,14 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
     for p in precisions:
         compute = _compute_for(p, machine)
         ub, overhead = _unit_bytes(facts, p, compute, file_ratio)
+        own_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
         for q in cn_precisions:
             cn_compute = _compute_for(q, machine)
             # the phase's peak is in the wider of the two dtypes
             act = _activations(act16, "fp32" if "fp32" in (compute, cn_compute) else compute)
             cn_act = _activations(cn_act16, cn_compute)
             cub, cn_overhead = _unit_bytes(cn_facts, q, cn_compute, None)
-            compute_s = (_compute_seconds(flops, machine, overhead, _kind(spec), compute)
-                         + _compute_seconds(cn_flops, machine, cn_overhead, _kind(cn.spec), cn_compute))
+            compute_s = own_s + _compute_seconds(cn_flops, machine, cn_overhead, _kind(cn.spec), cn_compute)
             total = sum(ub) + sum(cub)
             best = None
             for kc in range(len(cub), -1, -1):
@@ -273,7 +274,6 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
             if best is None:
                 continue
             secs, k, vram, kc, cn_vram, streamed, overhead_s, place = best
-            own_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
             cn_s = compute_s - own_s
             plan = ComponentPlan(
                 name=spec.name, role=spec.role, params=facts.params, stored_bytes=_stored_bytes(facts, p, stored, ub),
@@ -325,12 +325,6 @@ def _place_seconds(total: int, streamed: int, bw: float, mapped: bool = False, i
     return resident / min(cost.PAGEABLE_H2D_BYTES_PER_S, bw) + streamed / cost.PIN_BYTES_PER_S / images_per_load
 
 
-def _steady_seconds(o: Option) -> float:
-    """A component's share of an image without placing it (what its calls cost once it is placed): for a
-    denoiser, the figure `s/step` reports."""
-    return o.seconds_per_image - o.place_s
-
-
 def _cpu_options(spec: ComponentSpec, flops: int, act16: int, machine: Machine, stored: str) -> list[Option]:
     """A GPU machine's component kept in host memory, computing on the CPU in its compute dtype (fp32:
     a widening of any 16-bit file). None on a CPU machine: there every option already runs there."""
@@ -356,7 +350,7 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
     for mode in modes:
         batch = wl.batch * (2 if mode == "batch" else 1)
         calls = 2 if mode == "split" else 1
-        req = SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=_sim_dtype(half_dtype(machine)))
+        req = SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=_sim_dtype(machine))
         sim = simulate_component(model, spec, req)
         if cn is None:
             opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions,
@@ -385,7 +379,7 @@ def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: 
     # Prompt and negative prompt are encoded as two batch-1 calls; count both.
     calls = 2 if (model.uses_cfg and wl.guidance) else 1
     sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height,
-                                                     dtype=_sim_dtype(half_dtype(machine))))
+                                                     dtype=_sim_dtype(machine)))
     opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, stored, 1,
                         lora, file_ratio, wl.images_per_load)
     return opts + _cpu_options(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
@@ -398,10 +392,10 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
     # diffusers' AutoencoderKL tiles cheaply to simulate; the Qwen-Image (3-D causal) VAE's tiled decode
     # takes minutes on fake tensors, so it is planned full-size (or on the CPU) for now.
     tiles = cost.VAE_TILES if spec.class_name == "AutoencoderKL" else ()
+    dtype = _sim_dtype(machine)
     for tile in (0,) + tiles:
         if tile and tile >= max(wl.width, wl.height):
             continue
-        dtype = _sim_dtype(half_dtype(machine))
         sim = simulate_component(model, spec, SimRequest(op="decode", batch=wl.batch, width=wl.width, height=wl.height,
                                                          dtype=dtype, vae_tile=tile))
         act, flops = sim.activation_peak_bytes, sim.flops
@@ -550,7 +544,7 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
         decisions.append(f"LoRA: {wl.loras} file{'s' if wl.loras > 1 else ''}, {format_bytes(lora)} of low-rank factors "
                          f"on the GPU through every phase ({where})")
     den = [o for o in chosen if o.plan.role == "denoiser"]
-    sps = sum(_steady_seconds(o) for o in den) / steps if den else 0.0
+    sps = sum(explain.steady_seconds(o) for o in den) / steps if den else 0.0  # calls only: what s/step reports
     per_image = sum(o.seconds_per_image for o in chosen)
     peak_vram = max((o.vram_peak for o in chosen), default=0) + reserve
     peak_ram = _ram(chosen)
@@ -583,6 +577,7 @@ def _disk_backed(o: Option, machine: Machine) -> Option:
     but every byte that moves (streamed per call, loaded per image) comes at disk speed."""
     p = o.plan
     bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s)
+    note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
     if p.placement == "cpu":
         per_call = p.seconds_per_call + p.stored_bytes / machine.disk_bytes_per_s
         secs, ram = per_call, p.activation_bytes
@@ -591,11 +586,9 @@ def _disk_backed(o: Option, machine: Machine) -> Option:
         extra = o.total_bytes - o.ram_bytes  # LoRA factors
         r = _residency(list(o.unit_bytes), o.weight_budget, o.compute_s, p.calls_per_image, bw, extra, mapped=True,
                        resident_only=p.placement == "resident" and p.role == "vae")
-        per_call = _call_seconds(o.compute_s, r.streamed, bw, r.overhead_s)
-        note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
         return replace(o, ram_bytes=0, seconds_per_image=r.seconds_per_image, place_s=r.place_s,
                        vram_peak=o.vram_peak - p.vram_bytes + r.vram, streamed_bytes=r.streamed, overhead_s=r.overhead_s,
-                       plan=replace(p, source="disk", seconds_per_call=per_call, notes=note, vram_bytes=r.vram,
+                       plan=replace(p, source="disk", seconds_per_call=r.per_call_s, notes=note, vram_bytes=r.vram,
                                     resident_units=r.k, streamed_bytes=r.streamed,
                                     placement="resident" if r.k == p.total_units else "streamed"))
     else:
@@ -603,7 +596,6 @@ def _disk_backed(o: Option, machine: Machine) -> Option:
         place = _place_seconds(o.total_bytes, o.streamed_bytes, bw, mapped=True)
         secs = place + max(p.calls_per_image, 1) * per_call
         ram = 0
-    note = (p.notes + "; " if p.notes else "") + "disk-backed weights"
     companion = replace(o.companion, source="disk") if o.companion else None
     return replace(o, ram_bytes=ram, seconds_per_image=secs, companion=companion, place_s=place,
                    plan=replace(p, source="disk", seconds_per_call=per_call, notes=note))

@@ -485,10 +485,10 @@ def _seeds(seed, batch: int, notes: list[str]) -> list[int]:
 
 def _output_paths(output: str, batch: int) -> list[str]:
     """The files a run will write, checked before any weight is read."""
-    from .output import check_output, numbered
+    from .output import batch_paths, check_output
 
     check_output(output)
-    return [output] if batch == 1 else [numbered(output, k) for k in range(batch)]
+    return batch_paths(output, batch)
 
 
 def _release_freed_memory() -> None:

@@ -304,8 +304,6 @@ class Session:
                 torch.cuda.empty_cache()
             _release_freed_memory()
 
-    close = unload
-
     # -- Loaded -> Result --------------------------------------------------------------------------------
     def run(self, req: GenerateRequest, observer=None) -> GenerateResult:
         """Resolve, plan, load (or keep), denoise; writes `req.output` when given. `observer`: a StepWatch-like

@@ -11,6 +11,7 @@ them, because hashing a 6 GB checkpoint takes seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -35,10 +36,17 @@ def _safetensors_data_offset(path: str) -> int:
 
 
 def _cached_sha256(path: str, offset: int) -> str:
+    st = os.stat(path)
+    return _sha256_of(os.path.abspath(path), st.st_size, st.st_mtime_ns, offset)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int, offset: int) -> str:
+    """Memoised in the process too: a Session writes the same model's and LoRAs' hashes into every
+    request's infotext, and the on-disk cache costs a file read and library version look-ups each time."""
     from ..cache import cached_json
 
-    st = os.stat(path)
-    key = {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "offset": offset}
+    key = {"path": path, "size": size, "mtime_ns": mtime_ns, "offset": offset}
     return cached_json("sha256", key, lambda: _sha256(path, offset))
 
 

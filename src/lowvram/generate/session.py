@@ -437,7 +437,7 @@ class Session:
 
         req = r.req
         loras = tuple(LoraUse(os.path.splitext(os.path.basename(p))[0], w, lora_hash(p)) for p, w in req.loras)
-        mhash = model_hash(req.model) if os.path.isfile(req.model) else None
+        mhash = model_hash(req.model)  # None for a folder
         extra = {k: v for k, v in params.items() if k.startswith("Stage ")}
         out = []
         for k, arr in enumerate(images):

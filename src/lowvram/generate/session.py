@@ -101,12 +101,12 @@ class Session:
     def resolve(self, req: GenerateRequest) -> Resolved:
         """Check the request whole, before planning or reading a weight; one sentence on the first problem."""
         from ..catalogue import MODELS
+        from ..checkpoints.diffusers_index import read_index
         from ..checkpoints.inspect import inspect_path
         from ..checkpoints.lora_size import lora_file_bytes
         from ..plan import Workload
         from ..units import check_count, check_resolution
         from . import inputs
-        from .loader import read_index
 
         if not isinstance(req.prompt, str):
             raise UserError("The prompt must be text.")

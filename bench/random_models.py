@@ -10,32 +10,25 @@ constructor as usual, so integer ones such as CLIP's `position_ids` hold their r
 
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 from accelerate import init_empty_weights
 
-from lowvram.catalogue import build_component
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+from real_sd15 import random_parameters_  # noqa: E402  (the same random init the real-size CPU tests use)
 
-
-def fill_random_(module: torch.nn.Module) -> None:
-    """Random weights of a sensible scale, so activations stay finite (speed and memory don't care)."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, 0.02)
+from lowvram.catalogue import build_component  # noqa: E402
 
 
 def build_random(comp, device: "str | torch.device", dtype: torch.dtype, overrides: dict | None = None) -> torch.nn.Module:
-    """The component at `dtype` on `device` with random weights; tied parameters stay tied."""
+    """The component at `dtype` on `device` with random weights of a sensible scale (activations stay
+    finite; speed and memory don't care); tied parameters stay tied."""
     device = torch.device(device)
     with init_empty_weights(include_buffers=False):
         module = build_component(comp, "cpu", config_overrides=overrides)
-    made: dict[int, torch.nn.Parameter] = {}
-    for sub in module.modules():
-        for name, p in list(sub._parameters.items()):
-            if p is None:
-                continue
-            if id(p) not in made:
-                made[id(p)] = torch.nn.Parameter(torch.empty(p.shape, dtype=dtype, device=device), requires_grad=False)
-            sub._parameters[name] = made[id(p)]
+    random_parameters_(module, dtype, device)
     if hasattr(module, "tie_weights"):  # transformers ties embeddings after construction; redo it
         module.tie_weights()
     module.to(device=device)
@@ -43,7 +36,6 @@ def build_random(comp, device: "str | torch.device", dtype: torch.dtype, overrid
         for name, b in list(sub._buffers.items()):
             if b is not None and b.dtype.is_floating_point:
                 sub._buffers[name] = b.to(dtype)
-    fill_random_(module)
     return module.eval().requires_grad_(False)
 
 

@@ -11,6 +11,7 @@ them, because hashing a 6 GB checkpoint takes seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -34,11 +35,20 @@ def _safetensors_data_offset(path: str) -> int:
         return 8 + int.from_bytes(f.read(8), "little")
 
 
-def _cached_sha256(path: str, offset: int) -> str:
+def _cached_sha256(path: str, addnet: bool) -> str:
+    st = os.stat(path)
+    return _sha256_of(os.path.abspath(path), st.st_size, st.st_mtime_ns, addnet)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int, addnet: bool) -> str:
+    """The sha256 of the file (`addnet`: of its tensor data only), memoised in the process too: a Session
+    writes the same model's and LoRAs' hashes into every request's infotext, and the on-disk cache costs
+    a header read, a cache file read and library version look-ups each time."""
     from ..cache import cached_json
 
-    st = os.stat(path)
-    key = {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "offset": offset}
+    offset = _safetensors_data_offset(path) if addnet else 0
+    key = {"path": path, "size": size, "mtime_ns": mtime_ns, "offset": offset}
     return cached_json("sha256", key, lambda: _sha256(path, offset))
 
 
@@ -46,13 +56,12 @@ def model_hash(path: str) -> str | None:
     """A1111's `Model hash` of a checkpoint file; None for a folder (A1111 hashes single files only)."""
     if not os.path.isfile(path):
         return None
-    return _cached_sha256(path, 0)[:MODEL_HASH_DIGITS]
+    return _cached_sha256(path, False)[:MODEL_HASH_DIGITS]
 
 
 def lora_hash(path: str) -> str:
     """A1111's short hash of a LoRA file (the addnet hash for .safetensors)."""
-    offset = _safetensors_data_offset(path) if path.lower().endswith(".safetensors") else 0
-    return _cached_sha256(path, offset)[:LORA_HASH_DIGITS]
+    return _cached_sha256(path, path.lower().endswith(".safetensors"))[:LORA_HASH_DIGITS]
 
 
 def lora_name(path: str) -> str:

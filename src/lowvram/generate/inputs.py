@@ -62,12 +62,12 @@ def size_from_image(image, factor: int) -> tuple[int, int]:
     return max(factor, w // factor * factor), max(factor, h // factor * factor)
 
 
-def fit(image, width: int, height: int, resize_mode: int, resample=None):
+def fit(image, width: int, height: int, resize_mode: int):
     """`image` at width x height as A1111's resize modes do it: 0 stretch, 1 crop to the aspect then
     resize (no distortion, edges cut), 2 resize inside then pad with the edge colours (nothing cut)."""
     from PIL import Image, ImageOps
 
-    resample = Image.LANCZOS if resample is None else resample
+    resample = Image.LANCZOS
     if image.size == (width, height):
         return image
     if resize_mode == 0:

@@ -92,13 +92,18 @@ def _key_map(expected: set[str], module: torch.nn.Module | None = None):
     return fn
 
 
+def component_dtype(cp: ComponentPlan | None, default: torch.dtype) -> torch.dtype:
+    """The dtype a component is loaded in: the one its plan computes it in (an fp16-overflowing VAE: fp32),
+    else the pipeline's."""
+    return COMPUTE_DTYPES[cp.compute_dtype] if cp is not None else default
+
+
 def load_module(sub: str, library: str, class_name: str, compute_dtype: torch.dtype,
                 cp: ComponentPlan | None) -> torch.nn.Module:
     """A component folder's weights straight into the precision and source (RAM or a read-only file
     mapping) its plan names; without a plan, in the compute dtype from RAM."""
     module = build_module(sub, library, class_name)
-    if cp is not None:  # each component in the dtype its plan computes it in (an fp16-overflowing VAE: fp32)
-        compute_dtype = COMPUTE_DTYPES[cp.compute_dtype]
+    compute_dtype = component_dtype(cp, compute_dtype)
     precision = cp.precision if cp is not None else None
     pc = PrecisionConfig(precision, compute_dtype) if precision in ("fp8", "int8") else None
     expected = set(module.state_dict().keys())

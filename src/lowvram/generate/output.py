@@ -8,22 +8,16 @@ import os
 from ..atomic_files import write_all
 from ..errors import UserError
 
-FIRST = ("Steps", "Sampler", "CFG scale", "Seed", "Size", "Model", "Batch pos")  # A1111's order; other fields follow
-
-
 def write_pngs(images, output: str, prompt: str, negative: str, params: dict) -> list[str]:
-    """One PNG per image (float RGB arrays in [0, 1]); `params` are the A1111 fields shared by the batch,
-    Size and the batch position are added per image. A batch is numbered: out-0.png, out-1.png..."""
+    """One image per array (float RGB arrays in [0, 1]); `params` are the A1111 fields shared by the batch,
+    Size and the batch position are added per image (infotext.build_infotext puts them in A1111's order).
+    A batch is numbered: out-0.png, out-1.png..."""
     from .infotext import build_infotext
 
-    image_format(output)  # before anything is written: an unsupported suffix is refused
-    paths, texts = [], []
-    for k, arr in enumerate(images):
-        fields = dict(params, **{"Size": f"{arr.shape[1]}x{arr.shape[0]}", "Batch pos": k if len(images) > 1 else None})
-        fields = {key: fields[key] for key in FIRST if key in fields} | {key: v for key, v in fields.items() if key not in FIRST}
-        texts.append(build_infotext(prompt, negative, fields))
-        paths.append(output if len(images) == 1 else numbered(output, k))
-    return write_images(images, paths, texts)
+    texts = [build_infotext(prompt, negative, dict(params, **{"Size": f"{arr.shape[1]}x{arr.shape[0]}",
+                                                             "Batch pos": k if len(images) > 1 else None}))
+             for k, arr in enumerate(images)]
+    return write_images(images, batch_paths(output, len(images)), texts)  # every suffix checked before anything is written
 
 
 def check_output(output: str) -> None:
@@ -64,6 +58,11 @@ def write_images(images, paths: list[str], infotexts: list[str]) -> list[str]:
         # encoded inside write_all, so a failure there (a full disk) also leaves nothing behind
         targets.append((path, lambda f, arr=arr, text=text, fmt=fmt: f.write(encode_image(arr, text, fmt))))
     return write_all(targets)
+
+
+def batch_paths(output: str, n: int) -> list[str]:
+    """The files a batch of `n` images is written to: `output` itself for one image, else numbered."""
+    return [output] if n == 1 else [numbered(output, k) for k in range(n)]
 
 
 def numbered(path: str, k: int) -> str:

@@ -45,10 +45,6 @@ PACKED = ("flux", "chroma")
 VAE_FACTOR = 8  # pixels per latent cell of every VAE above
 
 
-def has_preview(family: str) -> bool:
-    return family in FACTORS
-
-
 def latent_preview(latents, family: str, width: int, height: int):
     """The first image of a batch of latents as a uint8 RGB array (h/8 x w/8), or None when the family has
     no published projection or the latents are not in the shape it expects."""

@@ -147,10 +147,6 @@ class SamplerChoice:
     sampler: Sampler | None
     schedule: Schedule = field(default=AUTOMATIC)
 
-    @property
-    def sampler_name(self) -> str | None:
-        return self.sampler.name if self.sampler else None
-
 
 def is_flow(family: str) -> bool:
     return family in FLOW_FAMILIES

@@ -101,12 +101,12 @@ class Session:
     def resolve(self, req: GenerateRequest) -> Resolved:
         """Check the request whole, before planning or reading a weight; one sentence on the first problem."""
         from ..catalogue import MODELS
+        from ..checkpoints.diffusers_index import read_index
         from ..checkpoints.inspect import inspect_path
         from ..checkpoints.lora_size import lora_file_bytes
         from ..plan import Workload
         from ..units import check_count, check_resolution
         from . import inputs
-        from .loader import read_index
 
         if not isinstance(req.prompt, str):
             raise UserError("The prompt must be text.")
@@ -304,8 +304,6 @@ class Session:
                 torch.cuda.empty_cache()
             _release_freed_memory()
 
-    close = unload
-
     # -- Loaded -> Result --------------------------------------------------------------------------------
     def run(self, req: GenerateRequest, observer=None) -> GenerateResult:
         """Resolve, plan, load (or keep), denoise; writes `req.output` when given. `observer`: a StepWatch-like
@@ -439,7 +437,7 @@ class Session:
 
         req = r.req
         loras = tuple(LoraUse(os.path.splitext(os.path.basename(p))[0], w, lora_hash(p)) for p, w in req.loras)
-        mhash = model_hash(req.model) if os.path.isfile(req.model) else None
+        mhash = model_hash(req.model)  # None for a folder
         extra = {k: v for k, v in params.items() if k.startswith("Stage ")}
         out = []
         for k, arr in enumerate(images):
@@ -485,10 +483,10 @@ def _seeds(seed, batch: int, notes: list[str]) -> list[int]:
 
 def _output_paths(output: str, batch: int) -> list[str]:
     """The files a run will write, checked before any weight is read."""
-    from .output import check_output, numbered
+    from .output import batch_paths, check_output
 
     check_output(output)
-    return [output] if batch == 1 else [numbered(output, k) for k in range(batch)]
+    return batch_paths(output, batch)
 
 
 def _release_freed_memory() -> None:

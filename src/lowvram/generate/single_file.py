@@ -22,8 +22,8 @@ from ..checkpoints.inspect import Inspection, load_pickle_state_dict, read_tenso
 from ..errors import UserError
 from ..contract import Plan
 from ..runtime.loading import TORCH_DTYPES, LazyTensor, load_into
-from ..runtime.precision import COMPUTE_DTYPES, PrecisionConfig
-from .loader import _key_map, assemble_pipeline, build_module, finish_module, load_module
+from ..runtime.precision import PrecisionConfig
+from .loader import _key_map, assemble_pipeline, build_module, component_dtype, finish_module, load_module
 
 
 def _read_prefix(path: str, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -95,7 +95,6 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
     if not config_dir or not os.path.isfile(os.path.join(config_dir, "model_index.json")):
         raise UserError("A single-file checkpoint has no tokenizers: give --config DIR, a diffusers folder of the same "
                         f"model ({spec.hf_repo}; its weights are not needed), or run `lowvram pull {spec.name}`.")
-    precisions = {c.name: c.precision for c in plan.components}
     planned = {c.name: c for c in plan.components}
     sources = {c.name: c for c in rep.components}
     # what the file(s) lack comes from --config's own weights when it has them (a pulled GGUF's components)
@@ -110,8 +109,8 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         if name in from_config:
             return load_module(sub, library, class_name, compute_dtype, planned.get(name))
         rc = sources[name]
-        # each component in the dtype its plan computes it in (an fp16-overflowing VAE: fp32)
-        dtype = COMPUTE_DTYPES[planned[name].compute_dtype] if name in planned else compute_dtype
+        cp = planned.get(name)
+        dtype = component_dtype(cp, compute_dtype)
         file_name, _, prefix = rc.source.partition(":")
         prefix = prefix.rstrip("*")
         path = rep.files[file_name]
@@ -123,7 +122,7 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         del sd
         if q_out:
             _place_gguf(module, converted, q_out, dtype)
-        pc = PrecisionConfig(precisions[name], dtype) if precisions.get(name) in ("fp8", "int8") and not q_out else None
+        pc = PrecisionConfig(cp.precision, dtype) if cp is not None and cp.precision in ("fp8", "int8") and not q_out else None
         expected = set(module.state_dict().keys())
         load_into(module, converted.items(), dtype, pc, key_map=_key_map(expected))
         del converted

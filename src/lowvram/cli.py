@@ -134,6 +134,9 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
          tflops: Optional[float] = typer.Option(None, help="Dense fp16 tensor TFLOP/s of the card."),
          quality: str = typer.Option("lossless", help="lossless | balanced | fast"),
          reserve: Optional[str] = typer.Option(None, help="VRAM kept free for the CUDA context (default 0.9GB)."),
+         step_cache: Optional[float] = typer.Option(None, "--step-cache", help="Lossy, with --quality fast: skip a "
+                                                    "step's blocks after the first when the first barely changed "
+                                                    "(first-block cache; threshold, e.g. 0.08)."),
          explain: bool = typer.Option(False, "--explain", help="List the rejected alternatives."),
          as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")) -> None:
     """Will it fit, how, and how fast: the plan for MODEL on this (or a named) machine."""
@@ -142,6 +145,7 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     from .units import check_count, check_resolution, parse_size
 
     _check_quality(quality)
+    _check_step_cache(step_cache, quality)
     spec, file_weights = _model_spec(model)
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
@@ -163,8 +167,8 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
                   "" if controlnet in (None, CONTROLNET_DEFAULT) else controlnet)
     with _working(f"planning {spec.name} at {w}x{h} (a workload planned for the first time is simulated on fake "
                   "tensors: ~10 s)"):
-        p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0),
-                      file_weights=file_weights)
+        p = make_plan(spec, wl, machine, Policy(quality, parse_size(reserve, "reserve") if reserve else 0,
+                                                step_cache or 0.0), file_weights=file_weights)
     if as_json:
         _print_json(p.to_json())
         return
@@ -286,6 +290,16 @@ def gpus(tiers: bool = typer.Option(False, "--tiers", help="Rows are VRAM tiers 
                 caption="resident: all on the GPU; streamed: blocks streamed; fp8/int8: 8-bit weights")
 
 
+def _check_step_cache(step_cache: float | None, quality: str) -> None:
+    """--step-cache is lossy: a threshold >= 0, and only under --quality fast."""
+    if step_cache is None:
+        return
+    if not (0.0 <= step_cache < float("inf")):
+        raise UserError(f"--step-cache {step_cache} is not a threshold: give a number >= 0, e.g. 0.08.")
+    if step_cache and quality != "fast":
+        raise UserError(f"--step-cache is lossy and needs --quality fast (not {quality}): add --quality fast or drop it.")
+
+
 def _check_quality(quality: str) -> None:
     from .contract import POLICIES
 
@@ -311,6 +325,9 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
              vram: Optional[str] = typer.Option(None, help="VRAM budget, e.g. 8GB."),
              ram: Optional[str] = typer.Option(None, help="RAM budget, e.g. 16GB."),
              quality: str = typer.Option("lossless", help="lossless | balanced | fast"),
+             step_cache: Optional[float] = typer.Option(None, "--step-cache", help="Lossy, with --quality fast: skip a "
+                                                        "step's blocks after the first when the first barely changed "
+                                                        "(first-block cache; threshold, e.g. 0.08)."),
              init_image: Optional[str] = typer.Option(None, "--init-image", help="img2img: start from this image."),
              strength: float = typer.Option(0.75, help="img2img: how much to change the init image (0-1]."),
              mask: Optional[str] = typer.Option(None, "--mask", help="Inpaint: white = repaint (needs --init-image)."),
@@ -325,6 +342,7 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     from .plan.machine import resolve_run_machine
 
     _check_quality(quality)
+    _check_step_cache(step_cache, quality)
     from .hub import installed_model
 
     if not models_dir:  # an installed catalogue name: the weights pulled last (and, for a GGUF, its components)
@@ -339,7 +357,8 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
                           loras=[_lora_arg(x) for x in lora], controlnet=controlnet, control_image=control_image,
                           models_dir=models_dir)
     err = Console(stderr=True, soft_wrap=True)
-    session = Session(planner_for(machine, quality), console=None if quiet else err, where=where)
+    session = Session(planner_for(machine, quality, step_cache=step_cache or 0.0), console=None if quiet else err,
+                      where=where)
     try:
         res = session.run(req)
     finally:
@@ -355,6 +374,9 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
                   f"+ {res.load_seconds:.1f} s loading; "
                   f"peak VRAM {format_bytes(res.peak_vram_bytes)} (predicted {format_bytes(p.peak_vram_bytes)}); "
                   f"RAM {format_bytes(res.peak_ram_bytes)} (predicted {format_bytes(p.peak_ram_bytes)})")
+        if res.step_cache_calls:
+            out.print(f"step cache: {res.step_cache_skipped} of {res.step_cache_calls} denoiser calls skipped "
+                      f"(planned on an estimated {p.step_cache_skip:.0%})")
         for r in res.replans:
             out.print(f"re-planned: {r}")
 

@@ -71,6 +71,15 @@ class Machine:
 class Policy:
     quality: str = "lossless"  # lossless / balanced / fast
     reserve_bytes: int = 0  # 0: the documented default (cost.DEFAULT_RESERVE_BYTES)
+    # First-block step caching (lossy, opt-in, `--step-cache THRESHOLD` under quality "fast"): the relative
+    # change of the first block's residual below which a step reuses the other blocks' last residual. 0: off.
+    step_cache: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.step_cache >= 0.0):  # also NaN
+            raise ValueError(f"step_cache={self.step_cache!r}: a threshold >= 0")
+        if self.step_cache and self.quality != "fast":
+            raise ValueError(f"step_cache={self.step_cache} is lossy: it needs quality 'fast', not {self.quality!r}")
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,9 @@ class ComponentPlan:
     calls_per_image: int = 1  # denoiser: steps (x2 with split CFG); others: 1
     notes: str = ""
     weight_bytes: int = 0  # all its weights at `precision`: what the executor checks the loaded module against
+    # How its fp8 Linear weights multiply: "" (dequantised to compute_dtype per layer, runtime/precision.py),
+    # "fp8_rowwise" or "fp8_tensorwise" (torch._scaled_mm on fp8 tensor cores, runtime/fp8_matmul.py).
+    matmul: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,11 @@ class Plan:
     # per image is cheaper was chosen), "ram" (a faster option needs more RAM than is left), "policy" (the
     # balanced policy kept lossless weights although 8-bit ones are faster). See plan/explain.py.
     tradeoffs: tuple[str, ...] = ()
+    # First-block step caching of the denoiser (runtime/step_cache.py): its threshold (0: off), and the
+    # fraction of denoiser calls the planner expects it to skip — an estimate (plan/step_cache.py), which
+    # seconds_per_step already counts; the runtime reports the real fraction.
+    step_cache: float = 0.0
+    step_cache_skip: float = 0.0
 
     def to_json(self) -> dict:
         d = asdict(self)

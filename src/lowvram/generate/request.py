@@ -54,3 +54,6 @@ class GenerateResult:
     reused: bool = False  # the model was already loaded (no weights read)
     device: str = ""  # where it ran: "cuda" / "cpu"
     notes: list[str] = field(default_factory=list)  # what the session decided for the user (sizes, seeds)
+    # first-block step caching (plan.step_cache > 0): denoiser calls this run made, and how many it skipped
+    step_cache_calls: int = 0
+    step_cache_skipped: int = 0

@@ -322,6 +322,7 @@ class Session:
         load_seconds = time.perf_counter() - t0
         executor = loaded.executor
         n_replans = len(executor.replans)
+        cache0 = replace(executor.step_cache.stats) if executor.step_cache is not None else None
         if loaded.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         if observer is None:
@@ -351,7 +352,10 @@ class Session:
 
             paths = write_images(images, r.outputs, infotexts)
         peak_vram = torch.cuda.max_memory_allocated() if loaded.device.type == "cuda" else executor.accountant.peak
+        cache = executor.step_cache.stats if cache0 is not None else None
         return GenerateResult(paths, plan, seconds, peak_vram, psutil.Process().memory_info().rss, replans=replans,
+                              step_cache_calls=cache.calls - cache0.calls if cache else 0,
+                              step_cache_skipped=cache.skipped - cache0.skipped if cache else 0,
                               load_seconds=load_seconds, run_seconds=run_seconds, images=list(images),
                               infotexts=infotexts, seeds=r.seeds, reused=reused, device=loaded.device.type, notes=r.notes)
 
@@ -453,14 +457,16 @@ class Session:
         return out
 
 
-def planner_for(machine, default_quality: str = "lossless", images_per_load: int = 1):
-    """The Session's planner for one machine: `quality` per request, else the default."""
+def planner_for(machine, default_quality: str = "lossless", images_per_load: int = 1, step_cache: float = 0.0):
+    """The Session's planner for one machine: `quality` per request, else the default; `step_cache`: the
+    first-block caching threshold of every plan (0: off; only with quality fast)."""
     from ..plan import Policy, make_plan
 
     def plan(spec, workload, file_weights=None, quality=None):
         if images_per_load != 1 and hasattr(workload, "images_per_load"):
             workload = replace(workload, images_per_load=images_per_load)
-        return make_plan(spec, workload, machine, Policy(quality or default_quality), file_weights=file_weights)
+        return make_plan(spec, workload, machine, Policy(quality or default_quality, step_cache=step_cache),
+                         file_weights=file_weights)
 
     return plan
 

@@ -421,6 +421,11 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
     find_smallest: when nothing fits, also search the smallest machine that would (a dozen more searches).
     file_weights: {component: (GGUF type, bytes per bf16 byte)} for components a file stores quantised.
     """
+    if policy.step_cache:  # an opt-in layer over the plan the policy would make without it
+        from .step_cache import with_step_cache
+
+        plain = make_plan(model, wl, machine, replace(policy, step_cache=0.0), find_smallest, file_weights)
+        return with_step_cache(plain, model, policy.step_cache)
     # a CPU machine's budget is what the process leaves of RAM already (plan/machine.py cpu_machine)
     reserve = policy.reserve_bytes or (0 if machine.device == "cpu" else cost.DEFAULT_RESERVE_BYTES)
     cn = resolve_controlnet(model, wl)  # read once: every search below sizes the same ControlNet

@@ -43,6 +43,7 @@ class PlanExecutor:
         self.by_name = {c.name: c for c in plan.components}
         self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
+        self.step_cache = None  # the denoiser's StepCache when the plan asks for one (runtime/step_cache.py)
         # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}.
         # The plan sizes a companion like any component (resident or streamed); one a plan does not
         # list (a plan made without it) is put on the device whole, in its partner's precision.
@@ -60,6 +61,14 @@ class PlanExecutor:
                 apply_weight_precision(module, PrecisionConfig(cp.precision, COMPUTE_DTYPES[cp.compute_dtype]))
             if name in self.planned:  # a companion the plan does not list takes its partner's dtype, unchecked
                 check_loaded(name, module, cp)
+            if cp.matmul:  # fp8 weights multiplied on fp8 tensor cores instead of dequantised per layer
+                from .fp8_matmul import Fp8MatmulConfig, apply_fp8_matmul
+
+                apply_fp8_matmul(module, Fp8MatmulConfig(cp.matmul, COMPUTE_DTYPES[cp.compute_dtype]))
+            if cp.role == "denoiser" and self.plan.step_cache and self.step_cache is None:
+                from .step_cache import StepCache, StepCacheConfig
+
+                self.step_cache = StepCache(module, StepCacheConfig(self.plan.step_cache)).apply()
             self._handles.append(module.register_forward_pre_hook(self._pre(name), prepend=True))
             if cp.role == "vae":  # the plan's tile size, and smaller tiles if a decode still runs out of memory
                 guard_decode(module, self.plan.vae_tile, on_retry=self._vae_retry(name))
@@ -198,6 +207,9 @@ class PlanExecutor:
         attribute this executor set deleted, so the modules are as the loader made them (a Session
         re-plans a loaded model by removing one executor and applying another)."""
         self.deactivate()
+        if self.step_cache is not None:
+            self.step_cache.remove()
+            self.step_cache = None
         for h in self._handles:
             h.remove()
         for module, method in self._wrapped:

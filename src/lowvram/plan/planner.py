@@ -23,6 +23,7 @@ from . import cost, explain
 from .controlnet import PlannedControlNet, resolve_controlnet
 from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
+from .fp8_matmul import fp8_matmul_mode, fp8_matmul_note, fp8_matmul_overhead
 from ..contract import ComponentPlan, Machine, Plan, Policy, Workload
 
 
@@ -118,6 +119,16 @@ def _gguf_note(precision: str, overhead: float) -> str:
     return f"GGUF {precision} as stored, dequantised per layer (+{overhead:.0%} compute)" if _is_gguf(precision) else ""
 
 
+def _matmul(precision: str, machine: Machine, kind: str, overhead: float) -> tuple[str, float, str]:
+    """(matmul mode, compute overhead, note): fp8 weights on a card with fp8 tensor cores multiply in fp8
+    (plan/fp8_matmul.py) instead of paying the per-layer dequantisation `overhead`."""
+    mode = fp8_matmul_mode(precision, machine)
+    if not mode:
+        return "", overhead, _gguf_note(precision, overhead)
+    fp8_overhead = fp8_matmul_overhead(kind)
+    return mode, fp8_overhead, fp8_matmul_note(mode, fp8_overhead)
+
+
 def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, compute: str) -> float:
     """`kind` (transformer / unet / vae / text_encoder) picks a measured efficiency where there is one; a
     GPU computing in fp32 runs at cost.FP32_GPU_RATE of its tensor rate (a CPU's figure is fp32 already)."""
@@ -209,6 +220,7 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, m
         compute = _compute_for(p, machine)
         act = _activations(act16, compute)
         ub, overhead = _unit_bytes(facts, p, compute, file_ratio)
+        matmul, overhead, note = _matmul(p, machine, _kind(spec), overhead)
         compute_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
         weight_budget = budget - act - extra_weights
         r = _residency(ub, weight_budget, compute_s, role_calls * per_image_calls, machine.link_bytes_per_s,
@@ -220,8 +232,8 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, m
             name=spec.name, role=spec.role, params=facts.params, stored_bytes=_stored_bytes(facts, p, stored, ub),
             placement="resident" if r.k == len(ub) else "streamed", precision=p, compute_dtype=compute,
             vram_bytes=r.vram, resident_units=r.k, total_units=len(ub), streamed_bytes=r.streamed, activation_bytes=act,
-            seconds_per_call=r.per_call_s, calls_per_image=role_calls * per_image_calls, notes=_gguf_note(p, overhead),
-            weight_bytes=total)
+            seconds_per_call=r.per_call_s, calls_per_image=role_calls * per_image_calls, notes=note,
+            weight_bytes=total, matmul=matmul)
         # RAM: a pinned host copy of the whole component — what is streamed, and what is reloaded for
         # the next image after the phase evicts it.
         out.append(Option(plan, r.seconds_per_image, r.vram + extra_weights + act, total, total_bytes=total + extra_weights,
@@ -247,6 +259,7 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
     for p in precisions:
         compute = _compute_for(p, machine)
         ub, overhead = _unit_bytes(facts, p, compute, file_ratio)
+        matmul, overhead, note = _matmul(p, machine, _kind(spec), overhead)
         own_s = _compute_seconds(flops, machine, overhead, _kind(spec), compute)
         for q in cn_precisions:
             cn_compute = _compute_for(q, machine)
@@ -254,6 +267,7 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
             act = _activations(act16, "fp32" if "fp32" in (compute, cn_compute) else compute)
             cn_act = _activations(cn_act16, cn_compute)
             cub, cn_overhead = _unit_bytes(cn_facts, q, cn_compute, None)
+            cn_matmul, cn_overhead, cn_note = _matmul(q, machine, _kind(cn.spec), cn_overhead)
             compute_s = own_s + _compute_seconds(cn_flops, machine, cn_overhead, _kind(cn.spec), cn_compute)
             total = sum(ub) + sum(cub)
             best = None
@@ -279,7 +293,7 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
                 name=spec.name, role=spec.role, params=facts.params, stored_bytes=_stored_bytes(facts, p, stored, ub),
                 placement="resident" if k == len(ub) else "streamed", precision=p, compute_dtype=compute,
                 vram_bytes=vram, resident_units=k, total_units=len(ub), streamed_bytes=sum(ub[k:]),
-                activation_bytes=act, calls_per_image=calls, notes=_gguf_note(p, overhead), weight_bytes=sum(ub),
+                activation_bytes=act, calls_per_image=calls, notes=note, weight_bytes=sum(ub), matmul=matmul,
                 seconds_per_call=_call_seconds(own_s, sum(ub[k:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(ub) - k)))
             companion = ComponentPlan(
                 name=cn.spec.name, role=cn.spec.role, params=cn.params, stored_bytes=sum(cn_facts.unit_bytes(stored)),
@@ -287,7 +301,7 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
                 vram_bytes=cn_vram, resident_units=kc, total_units=len(cub), streamed_bytes=sum(cub[kc:]),
                 activation_bytes=cn_act, calls_per_image=calls, weight_bytes=sum(cub),
                 seconds_per_call=_call_seconds(cn_s, sum(cub[kc:]), bw, cost.PER_UNIT_OVERHEAD_S * (len(cub) - kc)),
-                notes=f"runs in {spec.name}'s phase; {cn.source}")
+                notes=f"runs in {spec.name}'s phase; {cn.source}" + (f"; {cn_note}" if cn_note else ""), matmul=cn_matmul)
             out.append(Option(plan, secs, vram + cn_vram + extra_weights + act, total, total_bytes=total + extra_weights,
                               compute_s=compute_s, overhead_s=overhead_s, streamed_bytes=streamed, companion=companion,
                               place_s=place))

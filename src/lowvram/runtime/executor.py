@@ -44,6 +44,7 @@ class PlanExecutor:
         self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
         self.step_cache = None  # the denoiser's StepCache when the plan asks for one (runtime/step_cache.py)
+        self._fp8_matmuls = []  # runtime/fp8_matmul.py conversions, undone in remove()
         # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}.
         # The plan sizes a companion like any component (resident or streamed); one a plan does not
         # list (a plan made without it) is put on the device whole, in its partner's precision.
@@ -64,7 +65,7 @@ class PlanExecutor:
             if cp.matmul:  # fp8 weights multiplied on fp8 tensor cores instead of dequantised per layer
                 from .fp8_matmul import Fp8MatmulConfig, apply_fp8_matmul
 
-                apply_fp8_matmul(module, Fp8MatmulConfig(cp.matmul, COMPUTE_DTYPES[cp.compute_dtype]))
+                self._fp8_matmuls.append(apply_fp8_matmul(module, Fp8MatmulConfig(cp.matmul, COMPUTE_DTYPES[cp.compute_dtype])))
             if cp.role == "denoiser" and self.plan.step_cache and self.step_cache is None:
                 from .step_cache import StepCache, StepCacheConfig
 
@@ -210,6 +211,9 @@ class PlanExecutor:
         if self.step_cache is not None:
             self.step_cache.remove()
             self.step_cache = None
+        for converted in self._fp8_matmuls:
+            converted.remove()
+        self._fp8_matmuls = []
         for h in self._handles:
             h.remove()
         for module, method in self._wrapped:

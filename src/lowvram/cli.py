@@ -180,7 +180,7 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     others = [make_plan(spec, wl, machine, Policy(q, p.reserve_bytes), find_smallest=False, file_weights=file_weights)
               for q in POLICIES if q != quality]
     for alt in alternatives(p, others):
-        out.print(f"  alternative {alt.line()} (--quality {alt.policy})", markup=False, highlight=False)
+        out.print(f"  alternative {alt.line()} (--quality {alt.policy})", markup=False, highlight=False, soft_wrap=False)
 
 
 def _working(what: str):

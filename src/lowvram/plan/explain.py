@@ -92,7 +92,10 @@ def loss_reason(o: Option, best: Option, left: int, ram_budget: int, images_per_
         return f"{_time(d)} per image slower: the CPU computes it in {_time(steady_seconds(o))}"
     parts = [f"calls {_time(steps_d)} slower"] if steps_d > NAMED_DIFFERENCE * steady_seconds(best) else []
     if o.compute_s > best.compute_s * (1 + NAMED_DIFFERENCE) and o.plan.precision != best.plan.precision:
-        parts[:0] = [f"{o.plan.precision} is dequantised per layer"]
+        # slower compute at another precision: its own dequantisation, or the chosen one's fp8 matmuls
+        why = (f"{best.plan.precision} multiplies on fp8 tensor cores" if best.plan.matmul and not o.plan.matmul
+               else f"{o.plan.precision} is dequantised per layer")
+        parts[:0] = [why]
     elif o.streamed_bytes > best.streamed_bytes:
         parts[:0] = [f"streams {format_bytes(o.streamed_bytes - best.streamed_bytes)} more per call"]
     if place_d > 0:

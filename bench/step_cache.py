@@ -44,6 +44,23 @@ def build_pipe():
     return pipe
 
 
+def call_timer(pipe, cache=None) -> tuple[list, list]:
+    """Seconds of each denoiser call, split into computed and skipped calls (by the cache's own count): their
+    ratio is the speed-up a skipped step gives, measured in the same run (a loaded machine slows both)."""
+    computed, skipped, t = [], [], {}
+
+    def pre(m, a):
+        t["t0"] = time.perf_counter()
+
+    def post(m, a, out):
+        dt = time.perf_counter() - t["t0"]
+        # the StepCache's hooks were registered first: its post-hook has run, its flag holds this call's answer
+        (computed if (cache is None or cache._tail_ran) else skipped).append(dt)
+
+    hs = [pipe.transformer.register_forward_pre_hook(pre), pipe.transformer.register_forward_hook(post)]
+    return computed, skipped, hs
+
+
 def run(pipe, size: int, steps: int) -> tuple[np.ndarray, float]:
     g = torch.Generator().manual_seed(0)
     embeds = torch.randn(1, PROMPT_TOKENS, T5_WIDTH, generator=g)
@@ -73,6 +90,10 @@ def first_block_changes(pipe) -> tuple[list[float], callable]:
     return changes, block.register_forward_hook(hook, with_kwargs=True)
 
 
+def _s(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
@@ -92,31 +113,39 @@ def main() -> None:
     pipe = build_pipe()
     run(pipe, 64, 1)  # warm-up: first-call allocations and lazy imports out of the timings
     changes, handle = first_block_changes(pipe)
+    full_calls, _, hs = call_timer(pipe)
     ref, base_s = run(pipe, args.size, args.steps)
-    handle.remove()
+    for h in [handle, *hs]:
+        h.remove()
     if args.thresholds == "auto":  # between the changes this model shows: some steps cached, not all
         qs = sorted(changes)
         args.thresholds = ",".join(f"{qs[int(q * (len(qs) - 1))]:.3g}" for q in (0.3, 0.7)) if qs else "0"
         args.thresholds = "0," + args.thresholds
     rows = [{"threshold": None, "seconds": base_s, "speedup": 1.0, "calls": args.steps, "skipped": 0,
-             "max_abs_diff": 0.0, "psnr_db": math.inf}]
+             "max_abs_diff": 0.0, "psnr_db": math.inf, "computed_call_s": sum(full_calls) / len(full_calls),
+             "skipped_call_s": None}]
     for th in (float(t) for t in args.thresholds.split(",")):
         cache = StepCache(pipe.transformer, StepCacheConfig(th)).apply()
+        computed, skipped, hs = call_timer(pipe, cache)
         try:
             img, secs = run(pipe, args.size, args.steps)
         finally:
+            for h in hs:
+                h.remove()
             cache.remove()
         rows.append({"threshold": th, "seconds": secs, "speedup": base_s / secs, "calls": cache.stats.calls,
                      "skipped": cache.stats.skipped, "max_abs_diff": float(np.abs(img - ref).max()),
-                     "psnr_db": psnr(img, ref)})
+                     "psnr_db": psnr(img, ref), "computed_call_s": sum(computed) / len(computed) if computed else None,
+                     "skipped_call_s": sum(skipped) / len(skipped) if skipped else None})
     print(f"PixArt-Σ DiT (real architecture, random weights), {args.size}² , {args.steps} steps, CFG batch 2, CPU fp32, "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs")
     print("first-block residual change per step, uncached: " + " ".join(f"{c:.3f}" for c in changes))
-    print(f"{'threshold':>10} {'seconds':>8} {'speed-up':>8} {'skipped':>9} {'max|diff|':>10} {'PSNR dB':>8}")
+    print(f"{'threshold':>10} {'seconds':>8} {'speed-up':>8} {'skipped':>9} {'max|diff|':>10} {'PSNR dB':>8} "
+          f"{'computed call s':>15} {'skipped call s':>14}")
     for r in rows:
         th = "uncached" if r["threshold"] is None else f"{r['threshold']:g}"
         print(f"{th:>10} {r['seconds']:8.1f} {r['speedup']:7.2f}x {r['skipped']:>4}/{r['calls']:<4} "
-              f"{r['max_abs_diff']:10.4f} {r['psnr_db']:8.1f}")
+              f"{r['max_abs_diff']:10.4f} {r['psnr_db']:8.1f} {_s(r['computed_call_s']):>15} {_s(r['skipped_call_s']):>14}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": "pixart-sigma transformer (random weights)", "size": args.size, "steps": args.steps,

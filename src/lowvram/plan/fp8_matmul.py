@@ -1,7 +1,9 @@
 """The planner's fp8-matmul choice: fp8 weights multiplied on fp8 tensor cores instead of dequantised.
 
-Chosen for every component whose weights the plan stores in fp8, on cards with fp8 tensor cores
-(Machine.fp8: Ada, Hopper, Blackwell — machines/cards.py), never on a CPU machine. Its cost replaces the
+Chosen under `--quality fast` for every component whose weights the plan stores in fp8, on cards with
+fp8 tensor cores (Machine.fp8: Ada, Hopper, Blackwell — machines/cards.py), never on a CPU machine. Not
+under `balanced`: quantising activations is lossier than 8-bit storage, and the speed-up is an estimate,
+so it must not be what tips a balanced plan into lowering precision (planner.make_plan). Its cost replaces the
 per-layer dequantisation overhead: the Linear layers' share of the FLOPs runs at the fp8 rate, the rest
 (attention's own matmuls, convolutions, norms) as before, plus a pass quantising each activation.
 Its deviation: activations are rounded to fp8-e4m3 too (3 mantissa bits), on top of the weights' own

@@ -54,11 +54,13 @@ def test_flux_on_an_8gb_card_names_balanced_and_plan_prints_it():
     wl = Workload(spec.width, spec.height, 1, spec.steps)
     plans = {q: make_plan(spec, wl, machine, Policy(q)) for q in ("lossless", "balanced", "fast")}
     found = alternatives(plans["lossless"], [plans["balanced"], plans["fast"]])
-    assert [a.policy for a in found] == ["balanced"]  # fast plans the same as balanced here: named once
-    line = found[0].line()
+    # fast differs from balanced on this Ada card: its fp8 weights also multiply in fp8 (plan/fp8_matmul.py)
+    assert [a.policy for a in found] == ["fast", "balanced"]
+    assert found[0].speedup > found[1].speedup
+    line = found[1].line()
     assert line.startswith("balanced: fp8 transformer") and line.endswith("x faster, lossy")
-    assert found[0].speedup == plans["lossless"].seconds_per_image / plans["balanced"].seconds_per_image
+    assert found[1].speedup == plans["lossless"].seconds_per_image / plans["balanced"].seconds_per_image
     r = subprocess.run([sys.executable, "-m", "lowvram.cli", "plan", "flux-dev", "--gpu", "RTX 4060"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert f"alternative {line} (--quality balanced)" in r.stdout
+    assert f"alternative {line} (--quality balanced)" in " ".join(r.stdout.split())  # wrapped at 80 columns

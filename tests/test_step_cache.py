@@ -19,7 +19,7 @@ from lowvram.runtime.step_cache import StepCache, StepCacheConfig, cached_blocks
 from lowvram.runtime.streaming import StreamingEngine
 
 GiB = 2**30
-STEPS = 8
+STEPS = 4
 # A threshold no relative residual change reaches on these tiny models: every step after the first is cached.
 SKIP_ALL = 1e6
 CARD = Machine("test card", 8 * GiB, 32 * GiB, link_bytes_per_s=12.5e9, tflops=40.0, bf16=True, fp8=True)
@@ -33,9 +33,11 @@ def pipe(request, tmp_path_factory):
 
 
 def _image(pipe, seed=0):
+    # PixArt's pipeline would otherwise resize 64² to its nearest trained aspect bin (256²)
+    extra = {"use_resolution_binning": False} if "PixArt" in type(pipe).__name__ else {}
     with torch.no_grad():
         return pipe(prompt="a red cube", height=64, width=64, num_inference_steps=STEPS, output_type="np",
-                    generator=torch.Generator().manual_seed(seed)).images
+                    generator=torch.Generator().manual_seed(seed), **extra).images
 
 
 def test_threshold_zero_is_the_uncached_image_exactly(pipe):

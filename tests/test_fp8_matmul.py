@@ -120,3 +120,41 @@ def test_planner_states_fp8_matmuls_and_counts_them_faster():
     assert den.seconds_per_call <= den0.seconds_per_call
     cpu = make_plan(MODELS["sd15"], Workload(512, 512, 1, 20), replace(card, device="cpu", arch="cpu"), Policy("fast"))
     assert all(c.matmul == "" for c in cpu.components)
+
+
+def test_the_executor_applies_the_plans_fp8_matmul_and_undoes_it():
+    """A plan whose transformer says matmul="fp8_tensorwise": the executor converts its fp8 Linears (the
+    loader stored them in fp8) and streams them like any weights; remove() gives the dequantising path back."""
+    from tiny import TINY
+
+    from lowvram.catalogue import build_component
+    from lowvram.contract import ComponentPlan, Plan
+    from lowvram.runtime.executor import PlanExecutor
+    from lowvram.simulate import SimRequest
+    from lowvram.simulate.run import build_inputs
+
+    spec = MODELS["flux-dev"]
+    torch.manual_seed(0)
+    den = build_component(spec.component("transformer"), "cpu", dtype=torch.float32,
+                          config_overrides=TINY["flux-dev-transformer"])
+    apply_weight_precision(den, PrecisionConfig("fp8", torch.float32))  # what the loader does for an fp8 plan
+    cp = ComponentPlan(name="transformer", role="denoiser", params=0, stored_bytes=0, placement="streamed",
+                       precision="fp8", compute_dtype="fp32", vram_bytes=0, resident_units=1, matmul="fp8_tensorwise")
+    plan = Plan(model="flux-dev", policy="fast", fits=True, workload=Workload(128, 128),
+                machine=Machine("cpu", 1 << 30, 1 << 34, 1e10, 1.0), components=(cp,), attention="sdpa",
+                attention_chunk=0, cfg_mode="none", vae_tile=0, peak_vram_bytes=1 << 30, peak_ram_bytes=0,
+                seconds_per_step=0, seconds_per_image=0, reserve_bytes=0)
+    torch.manual_seed(1)
+    fn, kw = build_inputs(den, spec, spec.component("transformer"), SimRequest(batch=1, width=128, height=128,
+                                                                               dtype="fp32"))
+    with torch.no_grad():
+        dequantised = fn(**kw)[0].clone()
+        converted = apply_fp8_matmul(copy.deepcopy(den), Fp8MatmulConfig("fp8_tensorwise", torch.float32))
+        ex = PlanExecutor(plan, {"transformer": den}, "cpu").apply()
+        streamed = fn(**kw)[0].clone()
+        ex.remove()
+        after = fn(**kw)[0]
+    assert len(ex._fp8_matmuls) == 0 and len(converted.linears) > 0
+    assert not torch.equal(streamed, dequantised)  # activations were quantised: another path ran
+    torch.testing.assert_close(streamed, dequantised, rtol=0.2, atol=0.2 * dequantised.abs().max().item())
+    assert torch.equal(after, dequantised)

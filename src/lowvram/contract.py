@@ -120,6 +120,10 @@ class Plan:
     # per image is cheaper was chosen), "ram" (a faster option needs more RAM than is left), "policy" (the
     # balanced policy kept lossless weights although 8-bit ones are faster). See plan/explain.py.
     tradeoffs: tuple[str, ...] = ()
+    # True only for the page's quick readout (plan/estimated.py): some simulations were estimated from the
+    # same component's exact answers at nearby sizes; what generates always plans from exact ones.
+    estimated: bool = False
+    estimate_note: str = ""  # which answers were estimated, from which sizes ("" when exact)
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -27,6 +27,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         try:
             yield
         finally:
+            app.state.lowvram.exact_plans.close()
             queue.close()
 
     app = FastAPI(title="lowvram", lifespan=lifespan,

@@ -37,8 +37,12 @@ def _spec_for(st, model: str):
 
 
 def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, quality=None, lora_bytes=(),
-          guidance=True, img2img=False):
+          guidance=True, img2img=False, estimate=False):
+    """The plan of a request (checked as generate checks it). estimate: answer at once from known and
+    estimated simulations where every one needed is known or estimable (plan/estimated.py; marked
+    `estimated` when any is), else plan exactly as generate would."""
     from ..plan import Policy, Workload, make_plan
+    from ..plan.estimated import estimated_plan
     from ..contract import POLICIES
     from ..units import check_count, check_resolution
 
@@ -51,6 +55,10 @@ def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, 
     check_count(n, 1, 1000, "steps", "steps")
     check_count(batch, 1, 64, "batch", "images")
     wl = Workload(w, h, batch, n, guidance=guidance, img2img=img2img, lora_bytes=tuple(lora_bytes))
+    if estimate:  # lookups and fits only: builds no module, so it needs no plan lock and never waits on one
+        quick = estimated_plan(spec, wl, st.config.machine, Policy(quality), file_weights=file_weights)
+        if quick is not None:
+            return quick
     with st.plan_lock:
         return make_plan(spec, wl, st.config.machine, Policy(quality), file_weights=file_weights)
 

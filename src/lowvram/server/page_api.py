@@ -70,9 +70,24 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     lora_bytes = tuple(lora_file_bytes(st.registry.lora(n)) for n in names)
     cfg = guidance is None or guidance > 1  # guidance <= 1 turns classifier-free guidance off, as in generate
     extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img)
-    current = _plan(st, spec, fw, width, height, steps, batch, quality, **extra)
-    others = [_plan(st, spec, fw, width, height, steps, batch, q, **extra) for q in POLICIES if q != current.policy]
-    return {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)]}
+    args = (st, spec, fw, width, height, steps, batch)
+    current = _plan(*args, quality, estimate=True, **extra)
+    others = [_plan(*args, q, estimate=True, **extra) for q in POLICIES if q != current.policy]
+    out = {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)],
+           "estimated": any(p.estimated for p in [current, *others])}
+    if out["estimated"]:
+        # the exact plans of every policy, in the background: their simulations land in the cache, and the
+        # page's next readout of this form (it asks again while `exact` is "pending") is exact
+        key = (repr(spec), repr(sorted(fw.items())), current.workload)  # a spec holds dicts: keyed by its repr
+
+        def exact() -> None:
+            for q in POLICIES:
+                _plan(*args, q, **extra)
+
+        out["exact"] = st.exact_plans.request(key, exact)
+        if out["exact"] == "failed":
+            out["exact_error"] = st.exact_plans.error(key)
+    return out
 
 
 # -- the catalogue ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ const PLAN_DEBOUNCE_MS = 250;   // re-plan this long after the last change of th
 const PLAN_TIMEOUT_MS = 15000;  // a plan takes well under a second; longer means the server is stuck
 const API_TIMEOUT_MS = 30000;   // other JSON calls (submitting a job decodes its images)
 const SLOW_PLAN_MS = 800;       // after this long, say why a plan takes a while (a new size is simulated once)
+const EXACT_POLL_MS = 1500;     // while the readout is estimated, ask again this often until the exact plan is in
 const PING_MS = 5000;           // how often the page checks the server is there (and its queue)
 const UNREACHABLE = "The server is unreachable: check that lowvram serve is still running, then reload the page.";
 
@@ -165,7 +166,10 @@ async function refreshPlan() {
     const r = await api(`/lowvram/v1/readout?${q}`, {}, PLAN_TIMEOUT_MS);
     if (seq !== ui.planSeq) return;  // a newer request is on its way
     ui.lastPlan = r.plan;
-    renderPlan(r.plan, r.alternatives);
+    renderPlan(r.plan, r.alternatives, r);
+    if (r.estimated && r.exact === "pending") {  // the exact plan is being simulated: replace this one when it is in
+      ui.planTimer = setTimeout(() => { if (seq === ui.planSeq) refreshPlan(); }, EXACT_POLL_MS);
+    }
   } catch (e) {
     if (seq !== ui.planSeq) return;
     box.replaceChildren(el("div", {class: "verdict bad"}, "No plan"), el("p", {class: "problem"}, e.message));
@@ -206,7 +210,7 @@ function placementBar(c) {
     bar);
 }
 
-function renderPlan(p, alternatives) {
+function renderPlan(p, alternatives, readout = {}) {
   const box = $("plan-body");
   $("machine").textContent = `${p.machine.name}: ${gib(p.machine.vram_bytes)} VRAM, ${gib(p.machine.ram_bytes)} RAM`;
   const w = p.workload;
@@ -214,6 +218,11 @@ function renderPlan(p, alternatives) {
   kids.push(el("div", {class: "readout-head"},
     el("div", {class: `verdict ${p.fits ? "good" : "bad"}`}, p.fits ? "Fits" : "Does not fit"),
     el("div", {class: "muted"}, `${p.model} · ${w.width}×${w.height} · batch ${w.batch} · ${w.steps} steps · ${p.policy} on ${p.machine.name}`)));
+  if (p.estimated) {
+    const text = readout.exact === "failed" ? `Estimated from nearby sizes; the exact plan failed: ${readout.exact_error}`
+                                            : "Estimated from nearby sizes; exact in a moment.";
+    kids.push(el("p", {class: "muted estimate", id: "plan-estimate", title: p.estimate_note}, text));
+  }
   if (!p.fits) {
     const why = [];
     if (p.lossy_reason) why.push(p.lossy_reason);

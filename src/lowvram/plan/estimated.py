@@ -1,0 +1,63 @@
+"""A plan in well under a second for a size never simulated: the page's readout while the exact one runs.
+
+`make_plan` with the simulations it asks for answered from what is already known — exact where the cache
+or the shipped answers hold them, else estimated from the same component's answers at nearby sizes
+(simulate/estimate.py) — and never by a fake-tensor run. The plan says so (`estimated`, `estimate_note`);
+only the readout uses it: `generate` and the Session plan from exact simulations (make_plan's default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..catalogue import ComponentSpec, ModelSpec
+from ..contract import Machine, Plan, Policy, Workload
+from ..simulate.api import SimRequest, SimResult, known_result
+from ..simulate.estimate import Estimate, estimate_result
+from .planner import make_plan
+
+
+class NotEstimable(Exception):
+    """A simulation the plan needs is neither known nor estimable (too few known sizes)."""
+
+
+@dataclass
+class KnownOrEstimated:
+    """A `simulate` for make_plan: known answers, else estimates (recorded), else NotEstimable."""
+
+    estimates: dict = field(default_factory=dict)  # (component name, request) -> Estimate
+
+    def __call__(self, model: ModelSpec, comp: ComponentSpec, req: SimRequest,
+                 config_overrides: dict | None = None) -> SimResult:
+        found = known_result(model, comp, req, config_overrides)
+        if found is not None:
+            return found
+        est = estimate_result(model, comp, req, config_overrides)
+        if est is None:
+            raise NotEstimable(f"{comp.name} {req.op} at {req.width}x{req.height}")
+        self.estimates[(comp.name, req)] = est
+        return est.result
+
+
+def estimated_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy(),
+                   find_smallest: bool = True, file_weights: dict | None = None) -> Plan | None:
+    """The plan from known and estimated simulations (exact, unmarked, when every answer is known);
+    None when some simulation can be neither looked up nor estimated."""
+    source = KnownOrEstimated()
+    try:
+        plan = make_plan(model, wl, machine, policy, find_smallest=find_smallest, file_weights=file_weights,
+                         simulate=source)
+    except NotEstimable:
+        return None
+    if not source.estimates:
+        return plan
+    return replace(plan, estimated=True, estimate_note=_note(source.estimates))
+
+
+def _note(estimates: dict[tuple, Estimate]) -> str:
+    parts = []
+    for (name, req), est in estimates.items():
+        sizes = ", ".join(f"{w}x{h}" for w, h in est.sizes)
+        what = f"{name} {req.op}" + (f" in {req.vae_tile}px tiles" if req.vae_tile else "") + f" (batch {req.batch})"
+        parts.append(f"{what} from {sizes}" + (" — extrapolated beyond the known sizes" if est.extrapolated else ""))
+    return "estimated from nearby sizes; exact in a moment: " + "; ".join(dict.fromkeys(parts))

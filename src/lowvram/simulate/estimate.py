@@ -1,0 +1,82 @@
+"""Estimate a simulation at an image size never simulated, from the exact answers known at other sizes.
+
+Why: a size the page has not planned before costs one fake-tensor run per component (12-35 s on a 2-core
+machine, bench/estimate_error.py), while the page must answer within a second. For a fixed component,
+operation, batch, dtype, attention kernel and VAE tile, the activation peak, the output/input bytes and the
+FLOPs are close to polynomials in the image's pixel count: linear terms from convolutions and MLPs,
+quadratic ones from attention where the kernel materialises the scores (FLOPs of attention are quadratic
+whatever the kernel). So each quantity is fitted as a quadratic in the pixel count through the known sizes
+nearest the asked one (numpy.polyfit), with at least MIN_POINTS distinct pixel counts.
+
+Only the page's readout uses these (plan/estimated.py), marked as estimates; `generate` and the Session
+plan from exact simulations only. No torch: answers are looked up, never simulated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from ..catalogue import ComponentSpec, ModelSpec
+from .api import SimRequest, SimResult, known_result, normalised, simulated_sizes
+
+# Square sizes whose answers ship for the models the page plans most (lowvram/ship.py `--anchors`): with
+# the model's default size they give every series MIN_POINTS known sizes from 512² to 2048².
+ANCHOR_SIDES = (512, 768, 1024, 1536, 2048)
+MIN_POINTS = 3  # a quadratic needs three distinct pixel counts
+FIT_DEGREE = 2  # linear (convs, MLPs) + quadratic (attention scores) terms in the pixel count
+# An estimate whose pixel count lies beyond the known ones by more than this factor says it extrapolates.
+EXTRAPOLATION_LIMIT = 1.25
+FITTED = ("activation_peak_bytes", "output_bytes", "input_bytes", "flops")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    result: SimResult
+    sizes: tuple[tuple[int, int], ...]  # the known sizes it was fitted to
+    extrapolated: bool  # the asked pixel count lies beyond them by more than EXTRAPOLATION_LIMIT
+
+
+def known_points(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
+                 config_overrides: dict | None = None) -> list[tuple[tuple[int, int], SimResult]]:
+    """Exact answers for the same question at other sizes: the anchors, the model's default size and
+    whatever this user's cache simulated."""
+    req = normalised(comp, req)
+    sizes = {(s, s) for s in ANCHOR_SIDES} | {(model.width, model.height)}
+    sizes |= set(simulated_sizes(model, comp, req, config_overrides))
+    sizes.discard((req.width, req.height))
+    out = []
+    for w, h in sorted(sizes):
+        found = known_result(model, comp, replace(req, width=w, height=h), config_overrides)
+        if found is not None:
+            out.append(((w, h), found))
+    return out
+
+
+def estimate_result(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
+                    config_overrides: dict | None = None) -> Estimate | None:
+    """The quadratic through the MIN_POINTS known sizes nearest `req`'s (in log pixel count), or None
+    when fewer than MIN_POINTS distinct pixel counts are known."""
+    import numpy as np
+
+    points = known_points(model, comp, req, config_overrides)
+    target = req.width * req.height
+    nearest: dict[int, tuple[tuple[int, int], SimResult]] = {}
+    # one point per pixel count (the squarest: most anchors are square), nearest first
+    for size, res in sorted(points, key=lambda p: (abs(math.log(p[0][0] * p[0][1] / target)), abs(p[0][0] - p[0][1]))):
+        nearest.setdefault(size[0] * size[1], (size, res))
+    if len(nearest) < MIN_POINTS:
+        return None
+    chosen = sorted(nearest.values(), key=lambda p: abs(math.log(p[0][0] * p[0][1] / target)))[:MIN_POINTS]
+    x = np.array([w * h for (w, h), _ in chosen], dtype=float) / target  # scaled: a well-conditioned fit at 1.0
+    values = {}
+    for field in FITTED:
+        y = np.array([getattr(r, field) for _, r in chosen], dtype=float)
+        coeffs = np.polyfit(x, y, FIT_DEGREE)
+        values[field] = max(0, int(round(float(np.polyval(coeffs, 1.0)))))
+    values["activation_peak_bytes"] = max(values["activation_peak_bytes"], values["input_bytes"], values["output_bytes"])
+    base = chosen[0][1]
+    result = SimResult(weights_bytes=base.weights_bytes, params=base.params, seconds=0.0, **values)
+    counts = [w * h for (w, h), _ in points]
+    extrapolated = target > max(counts) * EXTRAPOLATION_LIMIT or target < min(counts) / EXTRAPOLATION_LIMIT
+    return Estimate(result, tuple(size for size, _ in chosen), extrapolated)

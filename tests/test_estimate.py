@@ -1,0 +1,125 @@
+"""The page's estimated readout for sizes never simulated (simulate/estimate.py, plan/estimated.py): its
+error against exact simulations of real architectures, the readout answering at once with `estimated`
+and replacing it with the exact plan from the background, and the Session planning from exact
+simulations only. The known sizes are the shipped anchors (lowvram/ship.py --anchors)."""
+
+import time
+from dataclasses import replace
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lowvram.catalogue import get_model
+from lowvram.contract import POLICIES
+from lowvram.machines.cards import find_card
+from lowvram.plan import Policy, Workload, make_plan
+from lowvram.plan.estimated import estimated_plan
+from lowvram.plan.machine import machine_from_card
+from lowvram.simulate import SimRequest, SimResult, simulate_component
+from lowvram.simulate import estimate as estimate_mod
+from lowvram.simulate.estimate import estimate_result
+
+# Measured with bench/estimate_error.py (docs/benchmarks.md): at sizes between the anchors, SD1.5's UNet
+# and VAE estimates are exact to the byte and FLOP (the peak falls on the same op at every size, and
+# every tensor there is linear or quadratic in the pixel count); 1 % leaves room for a library update.
+ERROR_BOUND = 0.01
+# The readout of an unseen size: well under a second on an idle 2-core machine (the bench's figure);
+# this bound allows for the test machine's load.
+READOUT_LIMIT_S = 3.0
+EXACT_WAIT_S = 600  # two fake-tensor simulations of SD1.5 in the background, on a loaded 2-core machine
+POLL_S = 0.5
+GPU = "RTX 4060"
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWVRAM_CACHE_DIR", str(tmp_path / "cache"))  # the shipped answers, nothing else
+    monkeypatch.delenv("LOWVRAM_NO_SHIPPED", raising=False)
+
+
+@pytest.mark.parametrize("component,op", [("unet", "forward"), ("vae", "decode")])
+def test_estimate_of_a_real_component_is_within_the_bound_of_the_exact_simulation(component, op):
+    model = get_model("sd15")
+    comp = model.component(component)
+    req = SimRequest(op=op, batch=1, width=640, height=384)  # not an anchor; between 512² and 768²
+    est = estimate_result(model, comp, req)
+    assert est is not None and not est.extrapolated and (640, 384) not in est.sizes
+    exact = simulate_component(model, comp, req)
+    for field in ("activation_peak_bytes", "flops", "output_bytes", "input_bytes"):
+        got, want = getattr(est.result, field), getattr(exact, field)
+        assert abs(got - want) <= ERROR_BOUND * want, (field, got, want)
+    assert est.result.weights_bytes == exact.weights_bytes
+
+
+def test_too_few_known_sizes_give_no_estimate_and_far_sizes_say_they_extrapolate():
+    pixart = get_model("pixart-alpha")  # only its default size ships: no estimate, the readout plans exactly
+    assert estimate_result(pixart, pixart.component("transformer"), SimRequest(width=896, height=1152)) is None
+    wl = Workload(896, 1152, 1, pixart.steps)
+    assert estimated_plan(pixart, wl, machine_from_card(find_card(GPU)), Policy("lossless")) is None
+    sd15 = get_model("sd15")
+    far = estimate_result(sd15, sd15.component("unet"), SimRequest(batch=1, width=4096, height=4096))
+    assert far is not None and far.extrapolated
+
+
+def test_readout_of_an_unseen_size_is_estimated_at_once_then_exact():
+    from lowvram.server.app import create_app
+    from lowvram.server.config import ServerConfig
+    from lowvram.server.models import Registry
+
+    machine = machine_from_card(find_card(GPU))
+    app = create_app(ServerConfig(registry=Registry([], {}), machine=machine, outputs=None))
+    # guidance 1: no CFG, so the exact plan needs one UNet and one VAE simulation
+    params = {"model": "sd15", "width": 576, "height": 448, "guidance": 1, "quality": "lossless"}
+    with TestClient(app) as client:
+        t0 = time.perf_counter()
+        r = client.get("/lowvram/v1/readout", params=params)
+        took = time.perf_counter() - t0
+        assert r.status_code == 200, r.text
+        first = r.json()
+        assert first["estimated"] and first["plan"]["estimated"] and first["exact"] == "pending"
+        assert "estimated from nearby sizes" in first["plan"]["estimate_note"]
+        assert took < READOUT_LIMIT_S, took
+        deadline = time.monotonic() + EXACT_WAIT_S
+        while True:
+            got = client.get("/lowvram/v1/readout", params=params).json()
+            if not got["estimated"]:
+                break
+            assert got["exact"] == "pending" and time.monotonic() < deadline, got.get("exact_error")
+            time.sleep(POLL_S)
+    spec = get_model("sd15")
+    exact = make_plan(spec, Workload(576, 448, 1, spec.steps, guidance=False), machine, Policy("lossless"))
+    assert not got["plan"]["estimated"] and got["plan"]["estimate_note"] == ""
+    assert got["plan"]["peak_vram_bytes"] == exact.peak_vram_bytes
+    assert got["plan"]["seconds_per_step"] == exact.seconds_per_step
+    est = first["plan"]
+    assert abs(est["peak_vram_bytes"] - exact.peak_vram_bytes) <= ERROR_BOUND * exact.peak_vram_bytes
+    assert abs(est["seconds_per_step"] - exact.seconds_per_step) <= ERROR_BOUND * exact.seconds_per_step
+
+
+def test_the_session_plans_from_exact_simulations_only(monkeypatch):
+    """At a size the readout would estimate, the Session's planner asks the simulator (stood in for here:
+    the real one takes half a minute) for every simulation, and its plan is not an estimate."""
+    from lowvram.generate.session import planner_for
+    from lowvram.simulate import api
+
+    asked = []
+
+    def fake_simulation(model, comp, req, use_cache, overrides):
+        asked.append((comp.name, req))
+        return SimResult(weights_bytes=0, activation_peak_bytes=2**20, output_bytes=2**10, input_bytes=2**10,
+                         flops=10**12, params=0, seconds=0.0)
+
+    def no_estimates(*args, **kwargs):
+        raise AssertionError("the Session planned from an estimate")
+
+    spec = get_model("sd15")
+    wl = Workload(576, 448, 1, spec.steps)
+    assert estimate_result(spec, spec.component("unet"), SimRequest(batch=2, width=576, height=448)) is not None
+    monkeypatch.setattr(api, "_simulate_cached", fake_simulation)
+    monkeypatch.setattr(estimate_mod, "estimate_result", no_estimates)
+    monkeypatch.setattr("lowvram.plan.estimated.estimate_result", no_estimates)
+    plan = planner_for(machine_from_card(find_card(GPU)))(spec, wl)
+    assert not plan.estimated and plan.estimate_note == ""
+    assert {(name, r.width, r.height) for name, r in asked if name == "unet"} == {("unet", 576, 448)}
+    for q in POLICIES:  # so does every planner entry point with its default source
+        assert not make_plan(spec, replace(wl, steps=10), machine_from_card(find_card(GPU)), Policy(q)).estimated

@@ -25,17 +25,20 @@ class NotEstimable(Exception):
 class KnownOrEstimated:
     """A `simulate` for make_plan: known answers, else estimates (recorded), else NotEstimable."""
 
-    estimates: dict = field(default_factory=dict)  # (component name, request) -> Estimate
+    estimates: dict = field(default_factory=dict)  # (component, request, overrides) -> Estimate
 
     def __call__(self, model: ModelSpec, comp: ComponentSpec, req: SimRequest,
                  config_overrides: dict | None = None) -> SimResult:
+        key = (comp, req, repr(config_overrides))  # a plan's searches ask the same questions many times
+        if key in self.estimates:
+            return self.estimates[key].result
         found = known_result(model, comp, req, config_overrides)
         if found is not None:
             return found
         est = estimate_result(model, comp, req, config_overrides)
         if est is None:
             raise NotEstimable(f"{comp.name} {req.op} at {req.width}x{req.height}")
-        self.estimates[(comp.name, req)] = est
+        self.estimates[key] = est
         return est.result
 
 
@@ -56,7 +59,8 @@ def estimated_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Pol
 
 def _note(estimates: dict[tuple, Estimate]) -> str:
     parts = []
-    for (name, req), est in estimates.items():
+    for (comp, req, _), est in estimates.items():
+        name = comp.name
         sizes = ", ".join(f"{w}x{h}" for w, h in est.sizes)
         what = f"{name} {req.op}" + (f" in {req.vae_tile}px tiles" if req.vae_tile else "") + f" (batch {req.batch})"
         parts.append(f"{what} from {sizes}" + (" — extrapolated beyond the known sizes" if est.extrapolated else ""))

@@ -139,15 +139,16 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     """Will it fit, how, and how fast: the plan for MODEL on this (or a named) machine."""
     from .plan import Policy, Workload, make_plan
     from .plan.machine import resolve_machine
+    from .generate.request import MAX_BATCH, MAX_STEPS
     from .units import check_count, check_resolution, parse_size
 
     _check_quality(quality)
     spec, file_weights = _model_spec(model)
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
-    check_count(batch, 1, 64, "--batch", "images")
+    check_count(batch, 1, MAX_BATCH, "--batch", "images")
     n_steps = spec.steps if steps is None else steps
-    check_count(n_steps, 1, 1000, "--steps", "steps")
+    check_count(n_steps, 1, MAX_STEPS, "--steps", "steps")
     if loras < 0:
         raise UserError(f"--loras {loras} is negative: give the number of LoRAs, 0 or more.")
     if lora and loras:

@@ -13,7 +13,6 @@ from .jobs import DEFAULT_CAPACITY
 MAX_BODY_BYTES = 128 * 2**20
 DEFAULT_HOST = "127.0.0.1"
 LISTEN_HOST = "0.0.0.0"
-DEFAULT_PORT = 7860  # A1111's, so its clients find the server where they expect it
 
 
 @dataclass

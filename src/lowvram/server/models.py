@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..regular_file import open_regular
 
 DIFFUSERS_DIR = "diffusers"  # models/diffusers/NAME/model_index.json: lowvram's place for diffusers folders
 LORA_DIRS = ("loras", "Lora")  # ComfyUI's and A1111's LoRA folders
@@ -56,7 +57,7 @@ def legacy_hash(path: str) -> str:
     if f is None:
         return ""
     h = hashlib.sha256()
-    with open(f, "rb") as fh:
+    with open_regular(f, "weights file") as fh:
         fh.seek(LEGACY_HASH_OFFSET)
         h.update(fh.read(LEGACY_HASH_BYTES))
     return h.hexdigest()[:8]

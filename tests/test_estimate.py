@@ -52,10 +52,10 @@ def test_estimate_of_a_real_component_is_within_the_bound_of_the_exact_simulatio
 
 
 def test_too_few_known_sizes_give_no_estimate_and_far_sizes_say_they_extrapolate():
-    pixart = get_model("pixart-alpha")  # only its default size ships: no estimate, the readout plans exactly
-    assert estimate_result(pixart, pixart.component("transformer"), SimRequest(width=896, height=1152)) is None
-    wl = Workload(896, 1152, 1, pixart.steps)
-    assert estimated_plan(pixart, wl, machine_from_card(find_card(GPU)), Policy("lossless")) is None
+    hidream = get_model("hidream-i1")  # only its default size ships: no estimate, the readout plans exactly
+    assert estimate_result(hidream, hidream.component("transformer"), SimRequest(width=896, height=1152)) is None
+    wl = Workload(896, 1152, 1, hidream.steps)
+    assert estimated_plan(hidream, wl, machine_from_card(find_card(GPU)), Policy("lossless")) is None
     sd15 = get_model("sd15")
     far = estimate_result(sd15, sd15.component("unet"), SimRequest(batch=1, width=4096, height=4096))
     assert far is not None and far.extrapolated

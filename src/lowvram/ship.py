@@ -14,7 +14,7 @@ checks by planning every card cold. Anything else is simulated on first use and 
 Anchors: the page's readout estimates a size never simulated from the same component's answers at other
 sizes (simulate/estimate.py), which needs three known sizes per series. `--anchors` adds, for the named
 models, the denoiser (batch 1 and 2), VAE decode (whole and in each tile size) and VAE encode simulations at
-estimate.ANCHOR_SIDES, keeping every answer already shipped (a full run above keeps them too).
+estimate.ANCHOR_SIDES (and whole VAE decodes at the tile sizes below), keeping every answer already shipped (a full run above keeps them too).
 """
 
 from __future__ import annotations
@@ -26,18 +26,24 @@ import time
 from dataclasses import replace
 
 
-FP16_CARD = "GTX 1060 6GB"
-# Models whose estimate anchors ship: the page's most planned (a series needs 3 known sizes; the others
-# answer from their default size plus what the user's cache simulates, or are simulated exactly).
-ANCHOR_MODELS = ("sd15", "sdxl", "flux-dev", "sd35-large")  # the fp16-only card whose questions ship (any fp16 card asks the same ones)
+FP16_CARD = "GTX 1060 6GB"  # the fp16-only card whose questions ship (any fp16 card asks the same ones)
+# Models whose estimate anchors ship (a series needs 3 known sizes). HiDream-I1, Qwen-Image and DeepFloyd IF
+# do not (minutes per anchor on fake tensors): their readout estimates once the user's cache holds two more
+# sizes, and is exact (simulated) before that.
+ANCHOR_MODELS = ("sd15", "sd21", "sdxl", "flux-dev", "flux-schnell", "sd35-large", "sd35-medium", "sd3-medium",
+                 "chroma", "pixart-sigma", "pixart-alpha")
 
 
 def anchor_requests(model, dtype: str = "bf16"):
     """(component, SimRequest) pairs the readout's estimates need known at each anchor size."""
     from .plan import cost
     from .simulate import SimRequest
-    from .simulate.estimate import ANCHOR_SIDES
+    from .simulate.estimate import ANCHOR_SIDES, VAE_TILE_ANCHOR_SIDES
 
+    for side in VAE_TILE_ANCHOR_SIDES:  # the tiles a tiled decode is composed from
+        for comp in model.components:
+            if comp.role == "vae" and comp.class_name == "AutoencoderKL":
+                yield comp, SimRequest(op="decode", width=side, height=side, dtype=dtype)
     for side in ANCHOR_SIDES:
         for comp in model.components:
             if comp.role == "denoiser":

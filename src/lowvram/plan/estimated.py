@@ -38,7 +38,8 @@ class KnownOrEstimated:
         est = estimate_result(model, comp, req, config_overrides)
         if est is None:
             raise NotEstimable(f"{comp.name} {req.op} at {req.width}x{req.height}")
-        self.estimates[key] = est
+        if not est.exact:  # (a tiled decode composed from known tiles is the exact answer)
+            self.estimates[key] = est
         return est.result
 
 

@@ -17,6 +17,9 @@ from ..catalogue.build import config_identity
 # bump when the simulation changes what it counts (2: output_bytes no longer holds the last input;
 # 3: CUDA targets count cuDNN's VAE workspace and T5's math attention, as measured on an H100)
 SIM_VERSION = 3
+# The CUDA caching allocator hands out blocks in multiples of 512 bytes (c10/cuda/CUDACachingAllocator.cpp,
+# kMinBlockSize); counting in the same unit makes the prediction comparable to max_memory_allocated.
+CUDA_BLOCK_BYTES = 512
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ from .api import SimRequest, SimResult, known_result, normalised, simulated_size
 # Square sizes whose answers ship for the models the page plans most (lowvram/ship.py `--anchors`): with
 # the model's default size they give every series MIN_POINTS known sizes from 512² to 2048².
 ANCHOR_SIDES = (512, 768, 1024, 1536, 2048)
+# Whole VAE decodes also ship at tile sizes and below: a tiled decode is estimated as the exact simulation
+# composes it (simulate/tiled.py), from its tiles; edge tiles are as small as the latent's 8-pixel grid.
+VAE_TILE_ANCHOR_SIDES = (64, 128, 256, 384)
 MIN_POINTS = 3  # a quadratic needs three distinct pixel counts
 FIT_DEGREE = 2  # linear (convs, MLPs) + quadratic (attention scores) terms in the pixel count
 # An estimate whose pixel count lies beyond the known ones by more than this factor says it extrapolates.
@@ -33,8 +36,28 @@ FITTED = ("activation_peak_bytes", "output_bytes", "input_bytes", "flops")
 @dataclass(frozen=True)
 class Estimate:
     result: SimResult
-    sizes: tuple[tuple[int, int], ...]  # the known sizes it was fitted to
+    sizes: tuple[tuple[int, int], ...]  # the known sizes it was fitted to (none: composed from known tiles only)
     extrapolated: bool  # the asked pixel count lies beyond them by more than EXTRAPOLATION_LIMIT
+
+    @property
+    def exact(self) -> bool:
+        """A tiled decode whose every tile was known: the exact simulation's own composition."""
+        return not self.sizes
+
+
+def anchor_sides(comp: ComponentSpec, req: SimRequest) -> tuple[int, ...]:
+    """The square sizes whose answers ship for this question (lowvram/ship.py anchor_requests)."""
+    small = VAE_TILE_ANCHOR_SIDES if comp.role == "vae" and req.op == "decode" and not req.vae_tile else ()
+    return small + ANCHOR_SIDES
+
+
+def _tiled(comp: ComponentSpec, req: SimRequest) -> bool:
+    """diffusers' AutoencoderKL tiled decode: composed from its tiles (simulate/tiled.py)."""
+    return comp.class_name == "AutoencoderKL" and req.op == "decode" and bool(req.vae_tile)
+
+
+class _TooFew(Exception):
+    pass
 
 
 def known_points(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
@@ -42,7 +65,7 @@ def known_points(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
     """Exact answers for the same question at other sizes: the anchors, the model's default size and
     whatever this user's cache simulated."""
     req = normalised(comp, req)
-    sizes = {(s, s) for s in ANCHOR_SIDES} | {(model.width, model.height)}
+    sizes = {(s, s) for s in anchor_sides(comp, req)} | {(model.width, model.height)}
     sizes |= set(simulated_sizes(model, comp, req, config_overrides))
     sizes.discard((req.width, req.height))
     out = []
@@ -55,8 +78,33 @@ def known_points(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
 
 def estimate_result(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
                     config_overrides: dict | None = None) -> Estimate | None:
-    """The quadratic through the MIN_POINTS known sizes nearest `req`'s (in log pixel count), or None
-    when fewer than MIN_POINTS distinct pixel counts are known."""
+    """The quadratic through the MIN_POINTS known sizes nearest `req`'s (in log pixel count) — for a tiled
+    decode, composed from its tiles' known or fitted answers — or None when fewer than MIN_POINTS distinct
+    pixel counts are known."""
+    if not _tiled(comp, req):
+        return _fit(model, comp, req, config_overrides)
+    from .tiled import compose_tiled_decode
+
+    fitted: list[Estimate] = []
+
+    def tile(model: ModelSpec, comp: ComponentSpec, treq: SimRequest, config_overrides: dict | None = None) -> SimResult:
+        found = known_result(model, comp, treq, config_overrides)
+        if found is not None:
+            return found
+        est = _fit(model, comp, treq, config_overrides)
+        if est is None:
+            raise _TooFew
+        fitted.append(est)
+        return est.result
+
+    try:
+        result = compose_tiled_decode(model, comp, normalised(comp, req), config_overrides, tile)
+    except _TooFew:
+        return None
+    return Estimate(result, tuple(dict.fromkeys(s for e in fitted for s in e.sizes)), any(e.extrapolated for e in fitted))
+
+
+def _fit(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None) -> Estimate | None:
     import numpy as np
 
     points = known_points(model, comp, req, config_overrides)

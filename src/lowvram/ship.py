@@ -28,8 +28,8 @@ from dataclasses import replace
 
 FP16_CARD = "GTX 1060 6GB"  # the fp16-only card whose questions ship (any fp16 card asks the same ones)
 # Models whose estimate anchors ship (a series needs 3 known sizes). HiDream-I1, Qwen-Image and DeepFloyd IF
-# do not (minutes per anchor on fake tensors): their readout estimates once the user's cache holds two more
-# sizes, and is exact (simulated) before that.
+# do not (minutes per anchor on fake tensors), nor the SDXL refiner (rarely planned at other sizes): their
+# readout estimates once the user's cache holds two more sizes, and is exact (simulated) before that.
 ANCHOR_MODELS = ("sd15", "sd21", "sdxl", "flux-dev", "flux-schnell", "sd35-large", "sd35-medium", "sd3-medium",
                  "chroma", "pixart-sigma", "pixart-alpha")
 

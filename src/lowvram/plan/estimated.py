@@ -14,6 +14,7 @@ from ..catalogue import ComponentSpec, ModelSpec
 from ..contract import Machine, Plan, Policy, Workload
 from ..simulate.api import SimRequest, SimResult, known_result
 from ..simulate.estimate import Estimate, estimate_result
+from .facts import facts_known
 from .planner import make_plan
 
 
@@ -46,7 +47,10 @@ class KnownOrEstimated:
 def estimated_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy(),
                    find_smallest: bool = True, file_weights: dict | None = None) -> Plan | None:
     """The plan from known and estimated simulations (exact, unmarked, when every answer is known);
-    None when some simulation can be neither looked up nor estimated."""
+    None when some simulation can be neither looked up nor estimated, or a component's unit sizes are not
+    known yet (computing them builds the module: the exact path does that, under the server's plan lock)."""
+    if not all(facts_known(spec) for spec in model.components):
+        return None
     source = KnownOrEstimated()
     try:
         plan = make_plan(model, wl, machine, policy, find_smallest=find_smallest, file_weights=file_weights,

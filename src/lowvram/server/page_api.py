@@ -58,7 +58,9 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
             loras: str = "", img2img: bool = False) -> dict:
     """The plan of the page's form as it stands (`loras`: the server's LoRA names, comma-separated), and
     the other quality policies that would be faster, each as one line ("balanced: fp8 transformer,
-    2.4x faster, lossy")."""
+    2.4x faster, lossy"). A size never simulated is answered at once from estimates (`estimated`: true,
+    plan/estimated.py) while the exact plans run in the background (`exact`: "pending", then "done" or
+    "failed"); asked again, the readout is exact once they are in."""
     from ..checkpoints.lora_size import lora_file_bytes
     from ..plan.alternatives import alternatives
     from ..contract import POLICIES

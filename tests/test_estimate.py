@@ -125,3 +125,32 @@ def test_the_session_plans_from_exact_simulations_only(monkeypatch):
     assert {(name, r.width, r.height) for name, r in asked if name == "unet"} == {("unet", 576, 448)}
     for q in POLICIES:  # so does every planner entry point with its default source
         assert not make_plan(spec, replace(wl, steps=10), machine_from_card(find_card(GPU)), Policy(q)).estimated
+
+
+def test_exact_plans_run_once_per_key_in_the_background_and_report_failures():
+    import threading
+
+    from lowvram.server.exact_plans import DONE, FAILED, PENDING, ExactPlans
+
+    plans, gate, runs = ExactPlans(), threading.Event(), []
+
+    def slow():
+        runs.append("slow")
+        assert gate.wait(30)
+
+    def broken():
+        raise ValueError("no such size")
+
+    try:
+        assert plans.request("a", slow) == PENDING
+        assert plans.request("a", slow) == PENDING  # queued or running: not queued again
+        assert plans.request("b", broken) == PENDING  # one worker: waits behind "a"
+        gate.set()
+        deadline = time.monotonic() + 30
+        while plans.state("b") == PENDING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert plans.state("a") == DONE and runs == ["slow"]
+        assert plans.state("b") == FAILED and plans.error("b") == "no such size"
+        assert plans.request("a", slow) == DONE and runs == ["slow"]
+    finally:
+        plans.close()

@@ -2,6 +2,7 @@
 fitted to, and how long the readout of an unseen size takes.
 
     python bench/estimate_error.py [--json out.json] [--models sd15,sdxl,flux-dev,sd35-large] [--cache DIR]
+                                   [--batch N] [--first]   # N images (anchors ship batch 1 and 2); one size each
 
 For each model and held-out size (none of them an anchor, simulate/estimate.py), on the machines whose
 plans ship (lowvram/ship.py) under every policy: the estimated plan, planned first in an empty cache (so
@@ -66,7 +67,10 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--models", default=",".join(HELD_OUT))
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "lowvram-bench-exact"))
+    ap.add_argument("--batch", type=int, default=1, help="images per workload (the denoiser sees twice that with CFG)")
+    ap.add_argument("--first", action="store_true", help="only each model's first held-out size")
     a = ap.parse_args()
+    held_out = {k: v[:1] if a.first else v for k, v in HELD_OUT.items()}
     names = [n for n in a.models.split(",") if n]
     empty = tempfile.mkdtemp(prefix="lowvram-bench-estimate-")
     os.environ["LOWVRAM_CACHE_DIR"] = empty  # the estimates know only the shipped answers
@@ -85,13 +89,13 @@ def main() -> None:
     estimates, readout_s, sim_estimates = {}, [], {}
     for name in names:
         model = get_model(name)
-        for w, h in HELD_OUT[name]:
+        for w, h in held_out[name]:
             # each simulation the anchors cover, estimated at this size (compared below where it was simulated)
             for comp, req in anchor_requests(model):
-                held = replace(req, width=w, height=h)  # the anchors repeat each series per size: keyed once
+                held = replace(req, width=w, height=h, batch=req.batch * a.batch)  # the anchors repeat each series per size: keyed once
                 if (name, comp, held) not in sim_estimates and (not held.vae_tile or held.vae_tile < max(w, h)):
                     sim_estimates[(name, comp, held)] = estimate_result(model, comp, held)
-            wl = Workload(w, h, 1, model.steps)
+            wl = Workload(w, h, a.batch, model.steps)
             t0 = time.perf_counter()
             for q in POLICIES:  # the readout: three plans on the server's machine
                 estimated_plan(model, wl, ms[0], Policy(q))
@@ -106,7 +110,7 @@ def main() -> None:
         model = get_model(name)
         m = next(x for x in ms if x.name == mname and x.vram_bytes == vram)
         t0 = time.perf_counter()
-        exact = make_plan(model, Workload(w, h, 1, model.steps), m, Policy(q))
+        exact = make_plan(model, Workload(w, h, a.batch, model.steps), m, Policy(q))
         row = {"model": name, "width": w, "height": h, "machine": mname, "vram_gib": vram / 2**30, "policy": q,
                "estimated": est is not None and est.estimated, "exact_s": time.perf_counter() - t0}
         if est is None:
@@ -144,7 +148,7 @@ def main() -> None:
         r = subprocess.run([sys.executable, "-c", COLD_SCRIPT, name, str(w), str(h)], env=env, capture_output=True,
                            text=True, timeout=600)
         cold.append(float(r.stdout.split()[0]))
-    print(f"date {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores; held-out sizes {HELD_OUT}")
+    print(f"date {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores; held-out sizes {held_out}, batch {a.batch}")
     print(f"{len(ms)} machines x {len(POLICIES)} policies per size")
     print("| model | plans | no estimate | max peak VRAM error | max s/step error | max s/image error | fits differs |")
     print("|---|---|---|---|---|---|---|")

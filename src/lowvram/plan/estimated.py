@@ -68,5 +68,6 @@ def _note(estimates: dict[tuple, Estimate]) -> str:
         name = comp.name
         sizes = ", ".join(f"{w}x{h}" for w, h in est.sizes)
         what = f"{name} {req.op}" + (f" in {req.vae_tile}px tiles" if req.vae_tile else "") + f" (batch {req.batch})"
-        parts.append(f"{what} from {sizes}" + (" — extrapolated beyond the known sizes" if est.extrapolated else ""))
+        batches = f" scaled from batch {' and '.join(map(str, est.batches))}" if est.batches else ""
+        parts.append(f"{what}{' from ' + sizes if sizes else ''}{batches}" + (" — extrapolated beyond the known sizes" if est.extrapolated else ""))
     return "estimated from nearby sizes; exact in a moment: " + "; ".join(dict.fromkeys(parts))

@@ -38,11 +38,12 @@ class Estimate:
     result: SimResult
     sizes: tuple[tuple[int, int], ...]  # the known sizes it was fitted to (none: composed from known tiles only)
     extrapolated: bool  # the asked pixel count lies beyond them by more than EXTRAPOLATION_LIMIT
+    batches: tuple[int, ...] = ()  # the batches it was scaled from, when its own batch was never simulated
 
     @property
     def exact(self) -> bool:
         """A tiled decode whose every tile was known: the exact simulation's own composition."""
-        return not self.sizes
+        return not self.sizes and not self.batches
 
 
 def anchor_sides(comp: ComponentSpec, req: SimRequest) -> tuple[int, ...]:
@@ -82,7 +83,7 @@ def estimate_result(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
     decode, composed from its tiles' known or fitted answers — or None when fewer than MIN_POINTS distinct
     pixel counts are known."""
     if not _tiled(comp, req):
-        return _fit(model, comp, req, config_overrides)
+        return _fit_or_scale(model, comp, req, config_overrides)
     from .tiled import compose_tiled_decode
 
     fitted: list[Estimate] = []
@@ -91,7 +92,7 @@ def estimate_result(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
         found = known_result(model, comp, treq, config_overrides)
         if found is not None:
             return found
-        est = _fit(model, comp, treq, config_overrides)
+        est = _fit_or_scale(model, comp, treq, config_overrides)
         if est is None:
             raise _TooFew
         fitted.append(est)
@@ -101,7 +102,38 @@ def estimate_result(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
         result = compose_tiled_decode(model, comp, normalised(comp, req), config_overrides, tile)
     except _TooFew:
         return None
-    return Estimate(result, tuple(dict.fromkeys(s for e in fitted for s in e.sizes)), any(e.extrapolated for e in fitted))
+    return Estimate(result, tuple(dict.fromkeys(s for e in fitted for s in e.sizes)), any(e.extrapolated for e in fitted),
+                    tuple(dict.fromkeys(b for e in fitted for b in e.batches)))
+
+
+def _fit_or_scale(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
+                  config_overrides: dict | None) -> Estimate | None:
+    """Fitted over sizes at req's batch; else, for a batch never simulated, scaled from batches 1 and 2
+    (each known or fitted): every activation of these models is per image, so each quantity is affine in
+    the batch — through batch 1 and 2 where both are known, else proportional to batch 1's."""
+    est = _fit(model, comp, req, config_overrides)
+    if est is not None or req.batch == 1:
+        return est
+    one = _known_or_fit(model, comp, replace(req, batch=1), config_overrides)
+    if one is None:
+        return None
+    two = _known_or_fit(model, comp, replace(req, batch=2), config_overrides) if req.batch != 2 else None
+    b = req.batch
+    values = {}
+    for field in FITTED:
+        v1 = getattr(one.result, field)
+        values[field] = v1 + (b - 1) * (getattr(two.result, field) - v1) if two is not None else b * v1
+    result = replace(one.result, **values)
+    parts = [one] + ([two] if two is not None else [])
+    return Estimate(result, tuple(dict.fromkeys(s for e in parts for s in e.sizes)), any(e.extrapolated for e in parts),
+                    (1, 2) if two is not None else (1,))
+
+
+def _known_or_fit(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None) -> Estimate | None:
+    found = known_result(model, comp, req, config_overrides)
+    if found is not None:
+        return Estimate(found, (), False)
+    return _fit(model, comp, req, config_overrides)
 
 
 def _fit(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None) -> Estimate | None:

@@ -13,7 +13,7 @@ from .config import ServerConfig, ServerState
 def create_app(config: ServerConfig) -> FastAPI:
     """The app for one GPU: its Session and worker start with the app and stop (model unloaded) with it."""
     from ..generate.session import LONG_LIVED_IMAGES_PER_LOAD, Session, planner_for
-    from . import a1111, errors, lowvram_api, page_api
+    from . import a1111, controlnet_api, errors, lowvram_api, page_api
     from .auth import BasicAuth
     from .bodylimit import BodyLimit
     from .jobs import JobQueue
@@ -35,6 +35,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(a1111.router)
     app.include_router(lowvram_api.router)
     app.include_router(page_api.router)
+    app.include_router(controlnet_api.router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.credentials:
         app.add_middleware(BasicAuth, credentials=config.credentials)  # added last: runs first

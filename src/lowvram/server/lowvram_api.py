@@ -37,7 +37,7 @@ def _spec_for(st, model: str):
 
 
 def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, quality=None, lora_bytes=(),
-          guidance=True, img2img=False):
+          guidance=True, img2img=False, controlnet_path=""):
     from ..plan import Policy, Workload, make_plan
     from ..contract import POLICIES
     from ..units import check_count, check_resolution
@@ -50,7 +50,8 @@ def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, 
     n = spec.steps if steps is None else steps
     check_count(n, 1, 1000, "steps", "steps")
     check_count(batch, 1, 64, "batch", "images")
-    wl = Workload(w, h, batch, n, guidance=guidance, img2img=img2img, lora_bytes=tuple(lora_bytes))
+    wl = Workload(w, h, batch, n, guidance=guidance, img2img=img2img, lora_bytes=tuple(lora_bytes),
+                  controlnet=bool(controlnet_path), controlnet_path=controlnet_path)
     with st.plan_lock:
         return make_plan(spec, wl, st.config.machine, Policy(quality), file_weights=file_weights)
 

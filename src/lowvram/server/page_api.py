@@ -55,8 +55,9 @@ def asset(name: str) -> Response:
 @router.get("/lowvram/v1/readout")
 def readout(request: Request, model: str = "", width: int | None = None, height: int | None = None,
             steps: int | None = None, batch: int = 1, quality: str | None = None, guidance: float | None = None,
-            loras: str = "", img2img: bool = False) -> dict:
-    """The plan of the page's form as it stands (`loras`: the server's LoRA names, comma-separated), and
+            loras: str = "", img2img: bool = False, controlnet: str = "") -> dict:
+    """The plan of the page's form as it stands (`loras`: the server's LoRA names, comma-separated;
+    `controlnet`: a ControlNet's listed name), and
     the other quality policies that would be faster, each as one line ("balanced: fp8 transformer,
     2.4x faster, lossy")."""
     from ..checkpoints.lora_size import lora_file_bytes
@@ -69,10 +70,29 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     names = [n.strip() for n in loras.split(",") if n.strip()]
     lora_bytes = tuple(lora_file_bytes(st.registry.lora(n)) for n in names)
     cfg = guidance is None or guidance > 1  # guidance <= 1 turns classifier-free guidance off, as in generate
-    extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img)
+    extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img, controlnet_path=_controlnet_path(st, model, spec, controlnet))
     current = _plan(st, spec, fw, width, height, steps, batch, quality, **extra)
     others = [_plan(st, spec, fw, width, height, steps, batch, q, **extra) for q in POLICIES if q != current.policy]
     return {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)]}
+
+
+def _controlnet_path(st, model: str, spec, name: str) -> str:
+    """The folder of the ControlNet the form names ("" for none), once it is known to fit the model."""
+    from ..errors import UserError
+    from .models import UnknownName
+
+    if not name.strip():
+        return ""
+    reg = st.registry
+    cn = reg.controlnet(name)
+    try:
+        served = reg.get(model)
+    except UnknownName:
+        served = None  # a catalogue model: planned before it is installed
+    problem = reg.controlnet_misfit(cn, served, spec)
+    if problem:
+        raise UserError(f"{problem}: pick a ControlNet listed for this model.")
+    return cn.path
 
 
 # -- the catalogue ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ VIEWPORT = {"width": 1280, "height": 860}
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return models_tree(tmp_path_factory.mktemp("page"), {"tiny-sd15": "sd15"})
+    return models_tree(tmp_path_factory.mktemp("page"), {"tiny-sd15": "sd15"}, controlnets={"tiny-cn": "tiny-sd15"})
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,17 @@ def _drive(page, server, shots):
     page.uncheck("#seed-random")
     page.fill("#seed", "42")
     page.fill("#prompt", "a lighthouse at dawn")
+    # with the ControlNet made for this model and its control image, asked of the plan readout
+    from tiny_pipelines import edges_image
+
+    edges_image(shots.parent / "edges.png")
+    page.click("#cn-box summary")
+    # (the readout's plan itself is tests/test_server.py's: a new size is simulated, slow on a loaded machine)
+    with page.expect_request(lambda r: "/lowvram/v1/readout" in r.url and "controlnet=tiny-cn" in r.url):
+        page.select_option("#cn-model", "tiny-cn")
+    page.set_input_files("#cn-file", str(shots.parent / "edges.png"))
+    expect(page.locator("#cn-img")).to_be_visible()
+    page.fill("#cn-weight", "0.8")
     page.click("#generate")
     _wait_for_end(page, "Done")
     expect(page.locator("#run-result table")).to_contain_text("predicted")
@@ -140,11 +151,14 @@ def _drive(page, server, shots):
     params = page.locator("#detail-params")
     expect(params).to_contain_text("a lighthouse at dawn")
     expect(params).to_contain_text("42")
+    expect(page.locator("#detail .infotext")).to_contain_text("ControlNet 0: \"Module: none, Model: tiny-cn [")
     page.screenshot(path=str(shots / "page-gallery.png"))
     # Its parameters go back into the form.
     page.click("#send-to-prompt")
     expect(page.locator("#prompt")).to_have_value("a lighthouse at dawn")
     expect(page.locator("#seed")).to_have_value("42")
+    expect(page.locator("#cn-model")).to_have_value("tiny-cn")
+    expect(page.locator("#cn-weight")).to_have_value("0.8")
     # A long run shows progress and a preview, then Stop ends it.
     page.fill("#steps", "400")
     page.click("#generate")

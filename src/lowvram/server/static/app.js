@@ -12,7 +12,8 @@ const UNREACHABLE = "The server is unreachable: check that lowvram serve is stil
 
 const $ = (id) => document.getElementById(id);
 const ui = {models: [], loras: [], machine: null, job: null, events: null, planSeq: 0, planTimer: null,
-            gallery: [], catalogue: [], initDataUrl: null, maskDirty: false, lastPlan: null};
+            gallery: [], catalogue: [], initDataUrl: null, maskDirty: false, lastPlan: null,
+            controlnets: [], controlDataUrl: null};
 
 // -- talking to the server ----------------------------------------------------------------------------
 class ApiError extends Error {}
@@ -154,6 +155,7 @@ async function refreshPlan() {
   const loras = chosenLoras().map((l) => l.name);
   if (loras.length) q.set("loras", loras.join(","));
   if (ui.initDataUrl) q.set("img2img", "true");
+  if ($("cn-model").value) q.set("controlnet", $("cn-model").value);
   const seq = ++ui.planSeq;
   const box = $("plan-body");
   box.classList.add("stale");
@@ -317,6 +319,48 @@ function readFile(file) {
   });
 }
 
+// -- the ControlNet ------------------------------------------------------------------------------------
+// Sent as A1111's ControlNet extension takes a unit (server/controlnet_api.py): one unit, no preprocessor.
+function fillControlNets() {
+  const pick = $("cn-model");
+  const was = pick.value;
+  const fit = ui.controlnets.filter((c) => c.models.includes($("model").value));
+  pick.replaceChildren(el("option", {value: ""}, fit.length ? "none" : "none made for this model"),
+    ...fit.map((c) => el("option", {value: c.name}, c.name)));
+  pick.value = fit.some((c) => c.name === was) ? was : "";
+  $("cn-box").hidden = !ui.controlnets.length;
+  controlState();
+}
+
+function controlState() {
+  const name = $("cn-model").value;
+  $("cn-state").textContent = name ? `(${name}${ui.controlDataUrl ? "" : ", no image yet"})` : "";
+}
+
+function setControlImage(dataUrl) {
+  ui.controlDataUrl = dataUrl;
+  const img = $("cn-img");
+  img.hidden = !dataUrl;
+  if (dataUrl) img.src = dataUrl; else img.removeAttribute("src");
+  controlState();
+}
+
+function controlUnit() {
+  return {image: ui.controlDataUrl || "", model: $("cn-model").value, module: "none",
+          weight: Number($("cn-weight").value || 1)};
+}
+
+function controlFromInfotext(text) {
+  // "Module: none, Model: NAME [hash], Weight: 1.0, ..." (A1111's `ControlNet 0` field) back into the picker.
+  const pick = $("cn-model");
+  const fields = Object.fromEntries((text || "").split(", ").map((kv) => kv.split(": ")));
+  const model = (fields.Model || "").replace(/ \[[0-9a-f]+\]$/, "");
+  pick.value = [...pick.options].some((o) => o.value === model && model) ? model : "";
+  if (pick.value && fields.Weight) $("cn-weight").value = fields.Weight;
+  if (pick.value) $("cn-box").open = true;
+  controlState();
+}
+
 // -- running a job --------------------------------------------------------------------------------------
 function requestBody() {
   const loraTags = chosenLoras().map((l) => ` <lora:${l.name}:${l.weight}>`).join("");
@@ -336,6 +380,7 @@ function requestBody() {
     body.denoising_strength = Number($("strength").value);
     if (ui.maskDirty) body.mask = maskDataUrl();
   }
+  if ($("cn-model").value) body.alwayson_scripts = {controlnet: {args: [controlUnit()]}};
   return body;
 }
 
@@ -503,6 +548,8 @@ function sendToPrompt(p) {
   if (p.Seed !== undefined) { $("seed").value = p.Seed; $("seed-random").checked = false; }
   if (p.Sampler && [...$("sampler").options].some((o) => o.value === p.Sampler)) $("sampler").value = p.Sampler;
   if (p.Model && ui.models.some((m) => m.name === p.Model)) $("model").value = p.Model;
+  fillControlNets();
+  controlFromInfotext(p["ControlNet 0"]);
   showTab("generate");
   schedulePlan();
 }
@@ -565,7 +612,7 @@ async function init() {
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showTab(b.dataset.tab));
   $("form").addEventListener("submit", generate);
   $("stop").addEventListener("click", stop);
-  $("model").addEventListener("change", () => { applyModelDefaults(); updateGenerateButton(); schedulePlan(); });
+  $("model").addEventListener("change", () => { applyModelDefaults(); updateGenerateButton(); fillControlNets(); schedulePlan(); });
   for (const id of ["width", "height", "batch", "steps", "guidance"]) $(id).addEventListener("input", schedulePlan);
   for (const r of document.querySelectorAll("input[name=quality]")) r.addEventListener("change", schedulePlan);
   $("seed-random").addEventListener("change", () => { $("seed").disabled = $("seed-random").checked; });
@@ -577,10 +624,18 @@ async function init() {
     if (f) setInitImage(await readFile(f));
   });
   $("init-clear").addEventListener("click", () => { $("init-file").value = ""; setInitImage(null); });
+  $("cn-model").addEventListener("change", () => { controlState(); schedulePlan(); });
+  $("cn-file").addEventListener("change", async () => {
+    const f = $("cn-file").files[0];
+    if (f) setControlImage(await readFile(f));
+  });
+  $("cn-clear").addEventListener("click", () => { $("cn-file").value = ""; setControlImage(null); });
   setupMask();
   try {
-    const [models, samplers, loras, catalogue] = await Promise.all([
-      api("/lowvram/v1/models"), api("/sdapi/v1/samplers"), api("/sdapi/v1/loras"), api("/lowvram/v1/catalogue")]);
+    const [models, samplers, loras, catalogue, controlnets] = await Promise.all([
+      api("/lowvram/v1/models"), api("/sdapi/v1/samplers"), api("/sdapi/v1/loras"), api("/lowvram/v1/catalogue"),
+      api("/lowvram/v1/controlnets")]);
+    ui.controlnets = controlnets;
     ui.models = models;
     ui.loras = loras;
     ui.catalogue = catalogue.filter((c) => !models.some((m) => m.name === c.name)).map((c) => ({...c, runnable: false}));
@@ -596,6 +651,7 @@ async function init() {
     $("lora-box").hidden = !loras.length;
     if (!models.length) showError("The server offers no models: start lowvram serve with --model or --models-dir.");
     renderModels();
+    fillControlNets();
     applyModelDefaults();
     updateGenerateButton();
     refreshPlan();

@@ -234,6 +234,11 @@ def test_webuiapi_controlnet_unit_unchanged_gets_a_controlled_image(server, tmp_
     plain = api.txt2img(prompt="a lighthouse", seed=3, cfg_scale=5, alwayson_scripts={}, **SMALL)
     assert "ControlNet" not in plain.image.text["parameters"]
     assert list(plain.image.getdata()) != list(res.image.getdata())  # the ControlNet changed the image
+    # guidance_end 0.5 of one step: diffusers keeps the ControlNet out of that step, so the image is the plain one
+    late = webuiapi.ControlNetUnit(image=edges, module="none", model=title, weight=1.5, guidance_end=0.5)
+    half = api.txt2img(prompt="a lighthouse", seed=3, cfg_scale=5, controlnet_units=[late], alwayson_scripts={}, **SMALL)
+    assert "Guidance End: 0.5" in half.image.text["parameters"]
+    assert list(half.image.getdata()) == list(plain.image.getdata())
 
 
 def test_controlnet_units_lowvram_cannot_run_get_one_sentence(server, tmp_path):

@@ -209,7 +209,8 @@ def test_controlnets_are_listed_as_the_extension_lists_them_with_the_models_they
         {"name": "tiny-cn", "title": titles[0], "class_name": "ControlNetModel", "models": ["tiny-sd15"]}]
     assert "controlnet" in server.get("/sdapi/v1/scripts").json()["txt2img"]
     # the plan readout counts it, sized from the folder's own weights
-    r = server.get("/lowvram/v1/readout", params={"model": "tiny-sd15", "width": 64, "height": 64, "controlnet": "tiny-cn"})
+    r = server.get("/lowvram/v1/readout",
+                   params={"model": "tiny-sd15", "width": 64, "height": 64, "controlnet": "tiny-cn"})
     assert r.status_code == 200, r.text
     plan = r.json()["plan"]
     assert plan["workload"]["controlnet"] and plan["workload"]["controlnet_path"].endswith("ControlNet/tiny-cn")
@@ -236,7 +237,8 @@ def test_webuiapi_controlnet_unit_unchanged_gets_a_controlled_image(server, tmp_
     assert list(plain.image.getdata()) != list(res.image.getdata())  # the ControlNet changed the image
     # guidance_end 0.5 of one step: diffusers keeps the ControlNet out of that step, so the image is the plain one
     late = webuiapi.ControlNetUnit(image=edges, module="none", model=title, weight=1.5, guidance_end=0.5)
-    half = api.txt2img(prompt="a lighthouse", seed=3, cfg_scale=5, controlnet_units=[late], alwayson_scripts={}, **SMALL)
+    half = api.txt2img(prompt="a lighthouse", seed=3, cfg_scale=5, controlnet_units=[late], alwayson_scripts={},
+                       **SMALL)
     assert "Guidance End: 0.5" in half.image.text["parameters"]
     assert list(half.image.getdata()) == list(plain.image.getdata())
 

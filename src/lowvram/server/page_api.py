@@ -70,7 +70,8 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     names = [n.strip() for n in loras.split(",") if n.strip()]
     lora_bytes = tuple(lora_file_bytes(st.registry.lora(n)) for n in names)
     cfg = guidance is None or guidance > 1  # guidance <= 1 turns classifier-free guidance off, as in generate
-    extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img, controlnet_path=_controlnet_path(st, model, spec, controlnet))
+    extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img,
+                 controlnet_path=_controlnet_path(st, model, spec, controlnet))
     current = _plan(st, spec, fw, width, height, steps, batch, quality, **extra)
     others = [_plan(st, spec, fw, width, height, steps, batch, q, **extra) for q in POLICIES if q != current.policy]
     return {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)]}

@@ -612,7 +612,9 @@ async function init() {
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showTab(b.dataset.tab));
   $("form").addEventListener("submit", generate);
   $("stop").addEventListener("click", stop);
-  $("model").addEventListener("change", () => { applyModelDefaults(); updateGenerateButton(); fillControlNets(); schedulePlan(); });
+  $("model").addEventListener("change", () => {
+    applyModelDefaults(); updateGenerateButton(); fillControlNets(); schedulePlan();
+  });
   for (const id of ["width", "height", "batch", "steps", "guidance"]) $(id).addEventListener("input", schedulePlan);
   for (const r of document.querySelectorAll("input[name=quality]")) r.addEventListener("change", schedulePlan);
   $("seed-random").addEventListener("change", () => { $("seed").disabled = $("seed-random").checked; });

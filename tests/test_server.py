@@ -198,6 +198,32 @@ def _edges_b64(tmp_path) -> str:
     return base64.b64encode((tmp_path / "edges.png").read_bytes()).decode()
 
 
+def test_controlnet_folders_are_found_and_matched_to_the_catalogue_models_they_fit(tmp_path):
+    """The published ControlNets' configs (catalogue/configs) as folders in A1111's and ComfyUI's places:
+    each fits its own model only; a damaged config or another class is not listed."""
+    from lowvram.catalogue import MODELS
+    from lowvram.catalogue.build import load_config
+    from lowvram.server.controlnets import find_controlnets, misfit
+
+    for sub, name, config in (("ControlNet", "cn-sd15", "sd15-controlnet-canny"),
+                              ("controlnet", "cn-sdxl", "sdxl-controlnet-canny"),
+                              ("controlnet", "cn-flux", "flux-dev-controlnet-canny")):
+        (tmp_path / sub / name).mkdir(parents=True)
+        (tmp_path / sub / name / "config.json").write_text(json.dumps(load_config(config)))
+    (tmp_path / "controlnet" / "broken").mkdir()
+    (tmp_path / "controlnet" / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "controlnet" / "a-unet").mkdir()
+    (tmp_path / "controlnet" / "a-unet" / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
+    found = find_controlnets(str(tmp_path))
+    assert [(c.name, c.class_name) for c in found] == [
+        ("cn-sd15", "ControlNetModel"), ("cn-flux", "FluxControlNetModel"), ("cn-sdxl", "ControlNetModel")]
+    fits = {c.name: [m for m in ("sd15", "sdxl", "flux-dev", "flux-schnell", "sd35-medium")
+                     if misfit(c, MODELS[m], None) is None] for c in found}
+    assert fits == {"cn-sd15": ["sd15"], "cn-sdxl": ["sdxl"], "cn-flux": ["flux-dev", "flux-schnell"]}
+    assert "made for another model than sdxl (block_out_channels" in misfit(found[0], MODELS["sdxl"], None)
+    assert "not sd35-medium" in misfit(found[0], MODELS["sd35-medium"], None)
+
+
 def test_controlnets_are_listed_as_the_extension_lists_them_with_the_models_they_fit(server):
     titles = server.get("/controlnet/model_list").json()["model_list"]
     assert len(titles) == 1 and titles[0].startswith("tiny-cn [") and len(titles[0]) == len("tiny-cn [12345678]")
@@ -273,7 +299,10 @@ def test_controlnet_units_lowvram_cannot_run_get_one_sentence(server, tmp_path):
         detail = r.json()["detail"]
         assert words in detail and "Traceback" not in r.text and detail.count(". ") == 0, (words, detail)
     # disabled and empty units (A1111's UI sends its unused slots) are no ControlNet at all
-    quiet = server.post("/sdapi/v1/txt2img", body(dict(unit, enabled=False), {"model": "None", "image": ""}))
+    # (nor is another extension's script, which A1111 would run and this server ignores)
+    quiet = body(dict(unit, enabled=False), {"model": "None", "image": ""})
+    quiet = server.post("/sdapi/v1/txt2img", dict(quiet, alwayson_scripts={**quiet["alwayson_scripts"],
+                                                                           "ADetailer": {"args": [True]}}))
     assert quiet.status_code == 200 and "ControlNet" not in json.loads(quiet.json()["info"])["infotexts"][0]
 
 

@@ -241,6 +241,12 @@ def test_controlnets_are_listed_as_the_extension_lists_them_with_the_models_they
     plan = r.json()["plan"]
     assert plan["workload"]["controlnet"] and plan["workload"]["controlnet_path"].endswith("ControlNet/tiny-cn")
     assert "controlnet" in [c["name"] for c in plan["components"]]
+    plan = server.get("/lowvram/v1/plan", params={"model": "tiny-sd15", "width": 64, "height": 64,
+                                                  "controlnet": titles[0]}).json()
+    assert plan["workload"]["controlnet"] and "controlnet" in [c["name"] for c in plan["components"]]
+    # a catalogue model, planned before it is installed: the tiny ControlNet does not fit the real SD1.5's widths
+    r = server.get("/lowvram/v1/plan", params={"model": "sd15", "controlnet": "tiny-cn"})
+    assert r.status_code == 400 and "made for another model than sd15" in r.json()["detail"], r.text
 
 
 def test_webuiapi_controlnet_unit_unchanged_gets_a_controlled_image(server, tmp_path):

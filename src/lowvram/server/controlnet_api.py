@@ -139,6 +139,25 @@ def _control_mode(value) -> None:
     raise UserError(f"The ControlNet control_mode {value!r} is not supported here: send \"{CONTROL_MODES[0]}\".")
 
 
+def planned_controlnet(st, model: str, spec, name: str) -> str:
+    """The folder of the ControlNet a plan request names ("" for none), once it is known to fit the model
+    (`model`: a listed name, or a catalogue name planned before it is installed; `spec`: its ModelSpec)."""
+    from .models import UnknownName
+
+    if not name.strip():
+        return ""
+    reg = st.registry
+    cn = reg.controlnet(name)
+    try:
+        served = reg.get(model)
+    except UnknownName:
+        served = None
+    problem = reg.controlnet_misfit(cn, served, spec)
+    if problem:
+        raise UserError(f"{problem}: pick a ControlNet listed for this model in GET /lowvram/v1/controlnets.")
+    return cn.path
+
+
 # -- the extension's discovery routes ------------------------------------------------------------------
 def _registry(request: Request):
     return request.app.state.lowvram.registry

@@ -58,10 +58,14 @@ def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, 
 
 @router.get("/plan")
 def plan(request: Request, model: str = "", width: int | None = None, height: int | None = None,
-         steps: int | None = None, batch: int = 1, quality: str | None = None):
+         steps: int | None = None, batch: int = 1, quality: str | None = None, controlnet: str = ""):
+    """`controlnet`: a listed ControlNet's name, planned beside the model."""
+    from .controlnet_api import planned_controlnet
+
     st = state(request)
     spec, fw = _spec_for(st, model)
-    return _plan(st, spec, fw, width, height, steps, batch, quality).to_json()
+    cn = planned_controlnet(st, model, spec, controlnet)
+    return _plan(st, spec, fw, width, height, steps, batch, quality, controlnet_path=cn).to_json()
 
 
 @router.get("/models")

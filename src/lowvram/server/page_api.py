@@ -63,6 +63,7 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     from ..checkpoints.lora_size import lora_file_bytes
     from ..plan.alternatives import alternatives
     from ..contract import POLICIES
+    from .controlnet_api import planned_controlnet
     from .lowvram_api import _plan, _spec_for
 
     st = state(request)
@@ -71,29 +72,10 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     lora_bytes = tuple(lora_file_bytes(st.registry.lora(n)) for n in names)
     cfg = guidance is None or guidance > 1  # guidance <= 1 turns classifier-free guidance off, as in generate
     extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img,
-                 controlnet_path=_controlnet_path(st, model, spec, controlnet))
+                 controlnet_path=planned_controlnet(st, model, spec, controlnet))
     current = _plan(st, spec, fw, width, height, steps, batch, quality, **extra)
     others = [_plan(st, spec, fw, width, height, steps, batch, q, **extra) for q in POLICIES if q != current.policy]
     return {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)]}
-
-
-def _controlnet_path(st, model: str, spec, name: str) -> str:
-    """The folder of the ControlNet the form names ("" for none), once it is known to fit the model."""
-    from ..errors import UserError
-    from .models import UnknownName
-
-    if not name.strip():
-        return ""
-    reg = st.registry
-    cn = reg.controlnet(name)
-    try:
-        served = reg.get(model)
-    except UnknownName:
-        served = None  # a catalogue model: planned before it is installed
-    problem = reg.controlnet_misfit(cn, served, spec)
-    if problem:
-        raise UserError(f"{problem}: pick a ControlNet listed for this model.")
-    return cn.path
 
 
 # -- the catalogue ---------------------------------------------------------------------------------------

@@ -222,6 +222,14 @@ def test_controlnet_folders_are_found_and_matched_to_the_catalogue_models_they_f
     assert fits == {"cn-sd15": ["sd15"], "cn-sdxl": ["sdxl"], "cn-flux": ["flux-dev", "flux-schnell"]}
     assert "made for another model than sdxl (block_out_channels" in misfit(found[0], MODELS["sdxl"], None)
     assert "not sd35-medium" in misfit(found[0], MODELS["sd35-medium"], None)
+    # the same folder name in A1111's and ComfyUI's places: both listed, the later one numbered
+    from lowvram.server.models import Registry
+
+    (tmp_path / "controlnet" / "cn-sd15").mkdir()
+    (tmp_path / "controlnet" / "cn-sd15" / "config.json").write_text(json.dumps(load_config("sd15-controlnet-canny")))
+    reg = Registry([], {}, find_controlnets(str(tmp_path)))
+    assert list(reg.controlnets) == ["cn-sd15", "cn-flux", "cn-sd15-2", "cn-sdxl"]
+    assert reg.controlnet("CN-SD15-2").path == str(tmp_path / "controlnet" / "cn-sd15")
 
 
 def test_controlnets_are_listed_as_the_extension_lists_them_with_the_models_they_fit(server):

@@ -2,8 +2,8 @@
 
 Three sources, in this order: `--model` (a path, or a catalogue name pulled into the HF cache), the
 `--models-dir` tree (ComfyUI / A1111 `models/`: single files in diffusion_models/, unet/, checkpoints/,
-Stable-diffusion/, and diffusers folders in `diffusers/NAME/`; its LoRAs and ControlNets beside them), and the Hugging Face cache
-(`lowvram pull`). Each gets A1111's title "name [hash]": the hash is A1111's legacy short model hash
+Stable-diffusion/, and diffusers folders in `diffusers/NAME/`; its LoRAs and ControlNets beside them), and
+the Hugging Face cache (`lowvram pull`). Each gets A1111's title "name [hash]": the hash is A1111's legacy short model hash
 (sha256 of the 64 KiB at 1 MiB, 8 hex digits), which reads 64 KiB instead of hashing gigabytes.
 """
 
@@ -78,15 +78,9 @@ class Registry:
     """The names the server lists, built once at start (a restart picks up new files, as in A1111)."""
 
     def __init__(self, models: list[ServedModel], loras: dict[str, str], controlnets: list | None = None) -> None:
-        self.models: dict[str, ServedModel] = {}
-        for m in models:
-            name, k = m.name, 2
-            while name in self.models:  # the same name from two sources: keep both, the later one numbered
-                name, k = f"{m.name}-{k}", k + 1
-            m.name = name
-            self.models[name] = m
+        self.models: dict[str, ServedModel] = _by_unique_name(models)
         self.loras = loras  # name -> file
-        self.controlnets = {c.name: c for c in controlnets or ()}  # name -> controlnets.ServedControlNet
+        self.controlnets = _by_unique_name(controlnets or [])  # name -> controlnets.ServedControlNet
         self.current: str | None = next(iter(self.models), None)
 
     def get(self, name: str | None) -> ServedModel:
@@ -162,6 +156,18 @@ class Registry:
                 except UserError:
                     continue
         return None
+
+
+def _by_unique_name(items: list) -> dict:
+    """Items with a `name` by name; the same name from two places: both kept, the later one numbered."""
+    out = {}
+    for m in items:
+        name, k = m.name, 2
+        while name in out:
+            name, k = f"{m.name}-{k}", k + 1
+        m.name = name
+        out[name] = m
+    return out
 
 
 def discover(model: str | None, models_dir: str | None) -> Registry:

@@ -47,7 +47,7 @@ from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
 
 from host_memory import PeakRSS  # noqa: E402
-from peers import PEERS, unpin_  # noqa: E402
+from peers import PEERS, PIN_THEIR_OWN, pinned_bytes, unpin_  # noqa: E402
 from random_models import build_random, pinned_bandwidth  # noqa: E402
 
 GiB = 2**30
@@ -88,8 +88,9 @@ class Bench:
                            "date": time.strftime("%Y-%m-%d"), "tiny": args.tiny}
 
     # ------------------------------------------------------------------ plumbing
-    def save(self) -> None:
-        print(json.dumps(self.rows[-1], default=str) if self.rows else "", flush=True)
+    def save(self, echo: bool = True) -> None:
+        if echo and self.rows:
+            print(json.dumps(self.rows[-1], default=str), flush=True)
         if self.args.json:
             tmp = self.args.json + ".tmp"
             with open(tmp, "w") as f:
@@ -282,7 +283,10 @@ class Bench:
 
     def peer_row(self, name, apply, budget_gib, kw, ref, limit) -> None:
         row = {"mode": name, "budget_GiB": budget_gib, "physical_limit_s": limit}
-        row["unpinned_GiB"] = unpin_(self.module) / GiB
+        if name in PIN_THEIR_OWN:
+            row["prepinned_GiB"] = pinned_bytes(self.module) / GiB
+        else:
+            row["unpinned_GiB"] = unpin_(self.module) / GiB
         self.set_budget(int(budget_gib * GiB))
         undo = None
         try:
@@ -342,7 +346,7 @@ def main() -> None:
     finally:
         bench.meta["seconds"] = time.perf_counter() - t0
         if bench.rows:
-            bench.save()
+            bench.save(echo=False)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ by its time limit keeps what it measured):
   (c) the peers (bench/peers.py: diffusers' model / sequential / group offloading, mmgp) at one budget;
   (d) every lowvram row next to its plan: `make_plan(model, 1024², this card with --vram BUDGET and the
       measured link, lossless)` — predicted s/step and peak VRAM of the denoiser's phase vs measured.
-lowvram's rows run the plan's own placement: the resident prefix and pinning the plan chose, through
-the runtime's StreamingEngine and BudgetAccountant, exactly as runtime/executor.py places a denoiser.
+lowvram's rows run the plan through the runtime's PlanExecutor, as `generate` does (its activation hook,
+its out-of-memory guard, its StreamingEngine and BudgetAccountant): what a user's step costs.
 
     python bench/gpu_offload.py --model flux-dev --json out.json        # CUDA; bench/gpu_session.sh runs all
     python bench/gpu_offload.py --model flux-dev --tiny --json out.json # dry run on CPU, tiny configs
@@ -28,7 +28,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,9 +40,7 @@ from lowvram.contract import Workload  # noqa: E402
 from lowvram.kernels.dtypes import COMPUTE_DTYPES  # noqa: E402
 from lowvram.plan import Policy, make_plan  # noqa: E402
 from lowvram.plan.machine import resolve_machine  # noqa: E402
-from lowvram.runtime.accountant import BudgetAccountant  # noqa: E402
-from lowvram.runtime.executor import RESIDENT_ALL, _runtime_units  # noqa: E402
-from lowvram.runtime.streaming import StreamingEngine  # noqa: E402
+from lowvram.runtime.executor import PlanExecutor  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
 
@@ -60,7 +58,8 @@ class Case:
 
 
 CASES = {
-    "sdxl": Case((4,), 4),
+    # 6 GiB: all resident under a budget (the 2026-11-26 H100 run measured 1.19x unconstrained there)
+    "sdxl": Case((4, 6), 4),
     "flux-dev": Case((8, 12), 8),
     "sd35-large": Case((8, 12), 8),
 }
@@ -250,36 +249,44 @@ class Bench:
         kw = self.inputs(b, dtype_name)
         budget_bytes = int(budget * GiB) if budget else None
         self.set_budget(budget_bytes)
-        eng = None
+        ex = None
         try:
             with PeakRSS() as ram:
                 t0 = time.perf_counter()
-                k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, self.module)
-                # as PlanExecutor: the weight budget is the plan's peak less its reserve
-                accountant = BudgetAccountant(plan.peak_vram_bytes - plan.reserve_bytes, self.device)
-                eng = StreamingEngine(self.module, self.device, k, accountant, owner=self.comp.name,
-                                      pin_memory=False if cp.source == "disk" else None).apply()
+                ex = PlanExecutor(self.runnable(plan), {self.comp.name: self.module}, self.device).apply()
+                ex.activate(self.comp.name)  # the placement, timed apart from the steps
                 self.sync()
                 row["setup_s"] = time.perf_counter() - t0
                 s, n, out = self.time_steps(kw, calls, self.args.cap_s)
+            eng = ex.engines[self.comp.name]
             streamed = eng.streamed_bytes
             ref = refs.get(b)
             lim = self.limit(base_s[b] * calls, streamed * calls)
             row.update(s_per_step=s, steps_timed=n, peak_vram_GiB=self.peak_vram() / GiB, peak_ram_GiB=ram.peak_bytes / GiB,
                        streamed_GiB=streamed * calls / GiB, physical_limit_s=lim, ratio_to_limit=s / lim,
-                       vs_unconstrained=s / (base_s[b] * calls), sync_loads=eng.stats.sync_loads,
+                       vs_unconstrained=s / (base_s[b] * calls), sync_loads=eng.stats.sync_loads, replans=list(ex.replans),
                        max_abs_diff=(out - ref).abs().max().item() if ref is not None else None,
                        bit_identical=bool(torch.equal(out, ref)) if ref is not None else None,
                        predicted_error_pct=100 * (plan.seconds_per_step - s) / s)
         except Exception as e:  # one budget failing must not cost the others (device time is scarce)
             row["note"] = f"{type(e).__name__}: {e}"[:300]
         finally:
-            if eng is not None:
-                eng.remove()
+            if ex is not None:
+                ex.remove()
             self.module.to("cpu")
             self.set_budget(None)
         self.rows.append(row)
         self.save()
+
+    def runnable(self, plan):
+        """The plan as the executor should run it here: unchanged on the GPU; in the tiny CPU dry run with
+        the denoiser in fp32 (what the module is built in there: a CPU without bf16 instructions is ~150x
+        slower in bf16, docs/benchmarks.md), so the executor's dtype check holds."""
+        if not self.args.tiny:
+            return plan
+        comps = tuple(replace(c, precision="fp32", compute_dtype="fp32") if c.name == self.comp.name else c
+                      for c in plan.components)
+        return replace(plan, components=comps)
 
     def peer_row(self, name, apply, budget_gib, kw, ref, limit) -> None:
         row = {"mode": name, "budget_GiB": budget_gib, "physical_limit_s": limit}

@@ -7,12 +7,14 @@
 #   here, first:   bash bench/gpu_wheels.sh                  # .whl/: diffusers, mmgp, ... (git-ignored)
 #   on the device: bash bench/gpu_session.sh                 # run(command=..., carry=[".whl"], timeout_s=540)
 #   dry run here:  bash bench/gpu_session.sh --dry-run       # or LOWVRAM_BENCH_TINY=1: CPU, tiny configs
+#   a subset:      LOWVRAM_BENCH_MODELS="flux-dev" bash bench/gpu_session.sh
 #   then, here:    python bench/gpu_report.py DIR --docs docs/benchmarks.md   # DIR: the files that came back
 #
 # $OUT comes back as at most 8 files: env.json, sdxl.json, flux-dev.json, sd35-large.json, one JSON per
 # extra part, session.log (every part's output) and benchmarks_gpu.md (bench/gpu_report.py's section).
-# Extra parts: bench/gpu_streaming.py (another engineer's hook measurements) runs if it exists, called as
-# `python3 bench/gpu_streaming.py --json FILE [--tiny]`; LOWVRAM_BENCH_EXTRA names others (space-separated).
+# Extra parts: bench/gpu_streaming.py (another engineer's hook measurements) runs if it exists, with
+# `--json FILE` and (dry run) `--tiny` where its --help lists them; LOWVRAM_BENCH_EXTRA names others,
+# space-separated (e.g. "sim_vs_cuda gpu_generate": the earlier session's scripts, 60 s each at most).
 set -u
 cd "$(dirname "$0")/.."
 O=${OUT:-/tmp/lowvram-gpu-out}
@@ -24,7 +26,7 @@ TOTAL=${LOWVRAM_BENCH_SECONDS:-$([ -n "$TINY" ] && echo 1500 || echo 450)}
 SCALE=$([ -n "$TINY" ] && echo 4 || echo 1)  # the dry run's CPU (2 shared cores) is slower than the device
 REPORT_S=15  # kept back for the report at the end
 LOG="$O/session.log"
-export PYTHONUNBUFFERED=1 LOWVRAM_CACHE_DIR=${LOWVRAM_CACHE_DIR:-/tmp/lowvram-cache}
+export PYTHONUNBUFFERED=1 LOWVRAM_CACHE_DIR=${LOWVRAM_CACHE_DIR:-/tmp/lowvram-cache} LOWVRAM_BENCH_TINY=$TINY
 if [ -z "$TINY" ]; then
   if [ -d .whl ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -57,11 +59,22 @@ part() {  # name, seconds, command...: runs it under min(seconds, what is left),
 }
 
 # (a) all-resident vs unconstrained, (b) budgets vs the physical limit, (c) peers, (d) plan vs measured
-part sdxl 75 "$PY" bench/gpu_offload.py --model sdxl $T --json "$O/sdxl.json"
-part flux-dev 180 "$PY" bench/gpu_offload.py --model flux-dev $T --json "$O/flux-dev.json"
-part sd35-large 110 "$PY" bench/gpu_offload.py --model sd35-large $T --json "$O/sd35-large.json"
+# seconds each model's part may take on the device (estimates for an H200, the pinning of 16-24 GB of
+# host memory being most of Flux's and SD3.5-Large's: see docs/benchmarks.md, "Next GPU session")
+declare -A LIMIT=([sdxl]=75 [flux-dev]=180 [sd35-large]=110)
+for m in ${LOWVRAM_BENCH_MODELS:-sdxl flux-dev sd35-large}; do
+  part "$m" "${LIMIT[$m]:-120}" "$PY" bench/gpu_offload.py --model "$m" $T --json "$O/$m.json"
+done
+# Extra parts: their flags are not ours to fix, so --json / --tiny are passed only where the script's
+# --help names them; OUT and LOWVRAM_BENCH_TINY are in the environment either way, and the output is logged.
 for extra in gpu_streaming ${LOWVRAM_BENCH_EXTRA:-}; do
-  [ -f "bench/$extra.py" ] && part "$extra" 60 "$PY" "bench/$extra.py" $T --json "$O/$extra.json"
+  [ -f "bench/$extra.py" ] || continue
+  [ $((TOTAL - REPORT_S - SECONDS)) -ge 30 ] || { echo "== $extra: skipped, too little time left" | tee -a "$LOG"; continue; }
+  help=$(timeout 60 "$PY" "bench/$extra.py" --help 2>/dev/null)
+  flags=()
+  grep -q -- '--json' <<< "$help" && flags+=(--json "$O/$extra.json")
+  [ -n "$TINY" ] && grep -q -- '--tiny' <<< "$help" && flags+=(--tiny)
+  part "$extra" 60 "$PY" "bench/$extra.py" "${flags[@]}"
 done
 
 rm -f "$O"/*.tmp  # a part killed mid-write leaves its previous complete file and this

@@ -72,8 +72,14 @@ def _remove_group_offload(module: torch.nn.Module) -> None:
 def apply_mmgp(module: torch.nn.Module, device: torch.device, profile: int) -> Undo:
     from mmgp import offload  # imported here: optional (a wheel on the device), and it prints a banner
 
+    default_device = torch.get_default_device()
     handle = offload.profile({"transformer": module}, profile, quantizeTransformer=False, verboseLevel=0)
-    return handle.release
+    torch.set_default_device(default_device)  # mmgp 3.8.2 leaves torch's default device set to "cuda"
+
+    def undo() -> None:
+        handle.release()
+        torch.set_default_device(default_device)
+    return undo
 
 
 def unpin_(module: torch.nn.Module) -> int:

@@ -74,10 +74,11 @@ def apply_mmgp(module: torch.nn.Module, device: torch.device, profile: int) -> U
 
     default_device = torch.get_default_device()
     handle = offload.profile({"transformer": module}, profile, quantizeTransformer=False, verboseLevel=0)
-    torch.set_default_device(default_device)  # mmgp 3.8.2 leaves torch's default device set to "cuda"
 
     def undo() -> None:
         handle.release()
+        # mmgp 3.8.2's configure ends with torch.set_default_device("cuda") and its apps run that way, so
+        # it stays while mmgp is measured; afterwards it would move every later tensor of the process
         torch.set_default_device(default_device)
     return undo
 

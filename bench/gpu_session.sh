@@ -14,7 +14,8 @@
 # extra part, session.log (every part's output) and benchmarks_gpu.md (bench/gpu_report.py's section).
 # Extra parts: bench/gpu_streaming.py (another engineer's hook measurements) runs if it exists, with
 # `--json FILE` and (dry run) `--tiny` where its --help lists them; LOWVRAM_BENCH_EXTRA names others,
-# space-separated (e.g. "sim_vs_cuda gpu_generate": the earlier session's scripts, 60 s each at most).
+# space-separated (e.g. "sim_vs_cuda": the earlier session's script, 60 s at most) — one more at most with
+# gpu_streaming present, or a file would not come back.
 set -u
 cd "$(dirname "$0")/.."
 O=${OUT:-/tmp/lowvram-gpu-out}

@@ -339,7 +339,7 @@ def main() -> None:
                     help="dry run on CPU with tiny configs (also LOWVRAM_BENCH_TINY=1)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per row at most (after one warm-up step)")
     ap.add_argument("--cap-s", type=float, default=4.0, help="stop timing a lowvram row after this many seconds")
-    ap.add_argument("--peer-cap-s", type=float, default=6.0, help="stop timing a peer after this many seconds")
+    ap.add_argument("--peer-cap-s", type=float, default=4.0, help="stop timing a peer after this many seconds")
     ap.add_argument("--peers", default="", help="comma-separated peer names to run (default: all)")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--json", help="rows written here after each measurement")

@@ -46,7 +46,7 @@ def header(env: dict, runs: dict) -> list[str]:
 
 def lowvram_table(runs: dict) -> list[str]:
     out = ["| model | budget | plan | s/step | unconstrained | vs unconstrained | physical limit | vs limit | "
-           "predicted s/step (error) | peak VRAM meas / pred GiB | peak RAM GiB | identical |",
+           "predicted s/step ((pred - meas) / meas) | peak VRAM meas / pred GiB | peak RAM GiB | identical |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, run in runs.items():
         base = {r["batch"]: r for r in run["rows"] if r["mode"] == "unconstrained"}

@@ -40,7 +40,7 @@ class PullOrder:
         parts = ["lowvram pull", self.spec.name]
         if gguf:
             parts.append(f"--gguf {gguf}")
-        if self.policy != pull_policy(None, gguf):
+        if self.policy != pull_policy(None, gguf) and self.spec.gguf is not None:  # without quants it changes nothing
             parts.append(f"--quality {self.policy}")
         return " ".join(parts)
 

@@ -13,7 +13,7 @@ const UNREACHABLE = "The server is unreachable: check that lowvram serve is stil
 const $ = (id) => document.getElementById(id);
 const ui = {models: [], loras: [], machine: null, job: null, events: null, planSeq: 0, planTimer: null,
             gallery: [], catalogue: [], initDataUrl: null, maskDirty: false, lastPlan: null,
-            allCatalogue: [], pulls: {}};
+            allCatalogue: [], pulls: {}, pullNotes: {}};
 
 // -- talking to the server ----------------------------------------------------------------------------
 class ApiError extends Error {}
@@ -65,6 +65,9 @@ function gib(bytes) {
   if (bytes == null) return "?";
   const g = bytes / 2 ** 30;
   return g >= 10 ? `${g.toFixed(0)} GiB` : g >= 1 ? `${g.toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}
+function mib(bytes) {  // a download's sizes: a tenth of a MiB still moves the numbers
+  return bytes >= 2 ** 30 ? gib(bytes) : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 function secs(s) {
   if (s == null || !isFinite(s)) return "?";
@@ -541,7 +544,7 @@ function renderModels() {
     const tracked = ui.pulls[m.name];
     if (tracked) showPull(m.name, tracked.status);
     else if (m.pulling) followPull(m.pulling);
-    else showPullChoice(m);
+    else showPullChoice(m, ...(ui.pullNotes[m.name] || []));
   }
 }
 
@@ -552,6 +555,8 @@ function pullCell(name) {
 // The Pull button with what it fetches for this machine (the server plans it as
 // `lowvram pull NAME --quality balanced` does: a GGUF quant only when the full weights do not fit well).
 function showPullChoice(m, note = null, bad = false) {
+  if (note) ui.pullNotes[m.name] = [note, bad];  // kept when the table is drawn again
+  else delete ui.pullNotes[m.name];
   const cell = pullCell(m.name);
   if (!cell) return;
   const p = m.pull || {};
@@ -559,10 +564,10 @@ function showPullChoice(m, note = null, bad = false) {
     p.weights === "full weights" ? "full weights" : `${p.weights} (chosen for this machine)`);
   const button = p.problem || (m.installed.length && !note) ? null
     : el("button", {type: "button", class: "small pull-start", onclick: () => startPull(m.name)}, "Pull");
-  cell.replaceChildren(button, what,
+  cell.replaceChildren(...[button, what,
     p.problem ? el("span", {class: "bad"}, p.problem) : null,
     note ? el("div", {class: `pull-note${bad ? " bad" : ""}`}, note) : null,
-    p.command && !m.installed.length ? el("code", {class: "pull"}, p.command) : null);
+    p.command && !m.installed.length ? el("code", {class: "pull"}, p.command) : null].filter(Boolean));
 }
 
 async function startPull(name) {
@@ -599,12 +604,13 @@ function followPull(status) {
 function showPull(name, s) {
   const tracked = ui.pulls[name];
   if (tracked) tracked.status = s;
+  delete ui.pullNotes[name];
   const cell = pullCell(name);
   if (!cell) return;
   const frac = s.bytes_total ? s.bytes_done / s.bytes_total : 0;
   const label = s.state === "queued" ? `Pulling ${s.weights}: checking the hub…`
-    : `Pulling ${s.weights}: ${gib(s.bytes_done)} / ${gib(s.bytes_total)}`;
-  const meta = s.state === "downloading" ? [s.bytes_per_second ? `${gib(s.bytes_per_second)}/s` : null,
+    : `Pulling ${s.weights}: ${mib(s.bytes_done)} / ${mib(s.bytes_total)}`;
+  const meta = s.state === "downloading" ? [s.bytes_per_second ? `${(s.bytes_per_second / 1e6).toFixed(1)} MB/s` : null,
     s.eta_seconds != null ? `ETA ${secs(s.eta_seconds)}` : null, `${s.files_done} / ${s.files_total} files`]
     .filter(Boolean).join(" · ") : "";
   const bar = el("div", {class: "pull-bar"});
@@ -633,7 +639,7 @@ async function endPull(name, s) {
   const m = ui.allCatalogue.find((c) => c.name === name);
   if (!m) return;
   if (s.state === "failed") showPullChoice(m, s.error, true);
-  else showPullChoice(m, `Cancelled after ${gib(s.bytes_done)}; Pull again resumes it.`);
+  else showPullChoice(m, `Cancelled after ${mib(s.bytes_done)}; Pull again resumes it.`);
 }
 
 function planFor(name) {

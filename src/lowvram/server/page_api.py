@@ -99,15 +99,16 @@ def catalogue(request: Request) -> list[dict]:
     return out
 
 
-def _pull_choice(st, spec) -> dict:
+def _pull_choice(st, spec) -> dict | None:
     """What the page's Pull button fetches for this machine, as `lowvram pull NAME --quality balanced` would
     choose it: the full weights, or a GGUF quant when they do not fit well (or the sentence why neither)."""
     from ..errors import UserError
-    from ..pull_order import PAGE_POLICY, order_pull
 
+    pulls = getattr(st, "pulls", None)
+    if pulls is None:
+        return None
     try:
-        with st.plan_lock:
-            order = order_pull(spec, PAGE_POLICY, None, st.config.machine)
+        order = pulls.order(spec.name)
     except UserError as e:
         return {"problem": str(e)}
     return {"weights": order.weights, "reason": order.choice.reason, "command": order.command()}

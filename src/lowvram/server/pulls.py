@@ -74,11 +74,13 @@ class Pulls:
         self.plan_lock = plan_lock
         self.on_pulled = on_pulled  # on_pulled(pull): runs on the pull's thread after it ends well
         self.pulls: dict[str, Pull] = {}
+        self._orders: dict[tuple, object] = {}  # (model, policy, quant) -> PullOrder: plans are pure, the machine fixed
         self._lock = threading.Lock()
         self._closed = False
 
-    def start(self, name: str, quality: str | None = None, gguf: str | None = None) -> Pull:
-        """Start pulling catalogue model `name` (or join its running pull); UserError for what cannot be pulled."""
+    def order(self, name: str, quality: str | None = None, gguf: str | None = None):
+        """What pulling catalogue model `name` fetches on this machine (a pull_order.PullOrder), planned
+        once per server: the catalogue shows it on each row and the Pull button then fetches exactly that."""
         from ..catalogue import get_model
         from ..contract import POLICIES
         from ..plan.weights_choice import check_request
@@ -87,25 +89,33 @@ class Pulls:
         if quality is not None and quality not in POLICIES:
             raise UserError(f"Unknown quality {quality!r}: choose lossless, balanced or fast.")
         spec = get_model(name)
-        running = self.running(spec.name)
+        policy = quality or PAGE_POLICY
+        key = (spec.name, policy, gguf.strip().upper() if gguf else None)
+        if key not in self._orders:
+            check_request(spec, policy, gguf)
+            with self.plan_lock:
+                self._orders[key] = order_pull(spec, policy, gguf, self.machine)
+        return self._orders[key]
+
+    def start(self, name: str, quality: str | None = None, gguf: str | None = None) -> Pull:
+        """Start pulling catalogue model `name` (or join its running pull); UserError for what cannot be pulled."""
+        from ..catalogue import get_model
+
+        running = self.running(get_model(name).name)
         if running is not None:
             return running
-        policy = quality or PAGE_POLICY
-        if gguf is not None and policy == "lossless":
-            policy = "balanced"  # as `lowvram pull --gguf` without --quality: a quant is lossy
-        check_request(spec, policy, gguf)
-        with self.plan_lock:
-            order = order_pull(spec, policy, gguf, self.machine)
+        order = self.order(name, quality, gguf)
         with self._lock:
             if self._closed:
                 raise UserError("The server is shutting down: pull the model again once it is back.")
-            running = self._running_locked(spec.name)
+            running = self._running_locked(order.spec.name)
             if running is not None:  # another request planned the same model meanwhile
                 return running
             pull = Pull(order, gguf)
             self.pulls[pull.id] = pull
             self._prune_locked()
-            pull.thread = threading.Thread(target=self._run, args=(pull,), name=f"lowvram-pull-{spec.name}", daemon=True)
+            pull.thread = threading.Thread(target=self._run, args=(pull,), name=f"lowvram-pull-{order.spec.name}",
+                                           daemon=True)
             pull.thread.start()
         return pull
 

@@ -558,8 +558,8 @@ function showPullChoice(m, note = null, bad = false) {
   if (note) ui.pullNotes[m.name] = [note, bad];  // kept when the table is drawn again
   else delete ui.pullNotes[m.name];
   const cell = pullCell(m.name);
-  if (!cell) return;
-  const p = m.pull || {};
+  if (!cell || !m.pull) return;  // a server that does not pull (the Ray cluster's) says nothing here
+  const p = m.pull;
   const what = p.problem ? null : el("span", {class: "pull-what", title: p.reason || ""},
     p.weights === "full weights" ? "full weights" : `${p.weights} (chosen for this machine)`);
   const button = p.problem || (m.installed.length && !note) ? null

@@ -7,27 +7,38 @@ import os
 import shutil
 import time
 
+import gguf
 import pytest
 import requests
 from fake_hub import FakeHub
 from lowvram_serve import REQUEST_TIMEOUT_S, start_server, stop_server
-from tiny_pipelines import build_pipeline
+from tiny_pipelines import build_pipeline, component_state
 
+import layouts as L
+from checkpoints import write_gguf
 from lowvram.catalogue import MODELS
 
 AUTH = ("lv", "secret")
 PULL_TIMEOUT_S = 120  # a few MB from loopback, on a loaded 2-core machine
 SLOW_BYTES_PER_S = 400_000  # the fake hub's pace while progress and cancel are watched: the tiny SD1.5 takes ~15 s
 SD15 = MODELS["sd15"]
+FLUX = MODELS["flux-dev"]
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("pull-repo") / "sd15"
-    build_pipeline("sd15", str(repo))
-    for junk in ("_tok1", "_tok2"):
-        shutil.rmtree(repo / junk, ignore_errors=True)
-    with FakeHub({SD15.hf_repo: str(repo)}) as h:
+    """The tiny SD1.5 repo, and the tiny flux-dev repo with its GGUF repo (Q8_0 only, what tests/test_pull_gguf.py
+    writes); SDXL is missing, so its pull fails."""
+    root = tmp_path_factory.mktemp("pull-repo")
+    for arch in ("sd15", "flux-dev"):
+        build_pipeline(arch, str(root / arch))
+        for junk in ("_tok1", "_tok2"):
+            shutil.rmtree(root / arch / junk, ignore_errors=True)
+    ggufs = root / "gguf"
+    ggufs.mkdir()
+    write_gguf(ggufs / FLUX.gguf.filename("Q8_0"), L.flux_to_bfl(component_state(str(root / "flux-dev"), "transformer")),
+               gguf.GGMLQuantizationType.Q8_0)
+    with FakeHub({SD15.hf_repo: str(root / "sd15"), FLUX.hf_repo: str(root / "flux-dev"), FLUX.gguf.repo: str(ggufs)}) as h:
         yield h
 
 
@@ -144,3 +155,20 @@ def test_pull_progress_cancel_resume_then_listed_without_restart(server, hub):
     row = _catalogue(server)["sd15"]
     assert row["installed"] == ["diffusers"] and row["served"] and row["pulling"] is None
     assert "sd15" in {m["model_name"] for m in server.get("/sdapi/v1/sd-models").json()}
+
+
+def test_the_page_pull_of_flux_fetches_the_quant_chosen_for_this_machine(server, hub):
+    """Flux's full weights do not fit the server's RTX 2060 well: its Pull fetches the GGUF quant (and the base
+    repo without its transformer weights), as `lowvram pull flux-dev --quality balanced` would."""
+    r = server.post("/lowvram/v1/pulls", {"model": "flux-dev"})
+    assert r.status_code == 202 and r.json()["weights"] == "GGUF Q8_0", r.text
+    s = _wait(server, r.json()["id"], lambda s: s["state"] not in ("queued", "downloading"))
+    assert s["state"] == "done" and s["path"].endswith(FLUX.gguf.filename("Q8_0")), s
+    assert s["bytes_done"] == s["bytes_total"] > 0 and s["files_done"] == s["files_total"], s
+    got = {x.split("/resolve/", 1)[1].split("/", 1)[1] for x in hub.requests
+           if x.startswith("GET /") and "/resolve/" in x and FLUX.gguf.repo in x}
+    assert got == {FLUX.gguf.filename("Q8_0")}
+    assert not [x for x in hub.requests if x.startswith(f"GET /{FLUX.hf_repo}/resolve/") and "transformer/diffusion_" in x]
+    models = {m["name"]: m for m in server.get("/lowvram/v1/models").json()}
+    assert models["flux-dev-Q8_0"]["source"] == "hf-cache" and models["flux-dev-Q8_0"]["architecture"] == "flux-dev"
+    assert _catalogue(server)["flux-dev"]["installed"] == ["GGUF Q8_0"]

@@ -1,9 +1,10 @@
 """A pull's progress as numbers, through huggingface_hub's own hook: snapshot_download's `tqdm_class`.
 
-snapshot_download (huggingface_hub 1.x/2.x) makes three bars from the class it is given: the files
+snapshot_download (huggingface_hub 2.4, the version this was written against and tested with; older
+ones gave the class only their files bar, so bytes stay 0 there) makes three bars from the class it is given: the files
 ("Fetching N files", one update per finished file), the bytes written ("Reconstructing...", fed with
-every chunk by the download threads, a resumed file's bytes credited when it starts) and the bytes
-received ("Downloading bytes": over plain HTTP the same chunks a second time, so not counted here).
+every chunk by the download threads, a resumed file's earlier bytes credited when it starts: the
+progress) and the bytes received ("Downloading bytes": only what comes over the network: the speed).
 A `Meter` adds them up for a server to report, and cancels a download by raising from `update`: the
 file being written stays huggingface_hub's `.incomplete` blob (the next pull resumes it) and never
 reaches the snapshot. Hand-written because tqdm has no "report to a callback" class and polling the
@@ -28,7 +29,8 @@ class Meter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.bytes_done = 0
+        self.bytes_done = 0  # written, a resumed file's earlier bytes included: progress
+        self.bytes_received = 0  # over the network by this pull: speed
         self.files_done = 0
         self.cancelled = False
 
@@ -41,6 +43,8 @@ class Meter:
         with self._lock:
             if kind == "bytes":
                 self.bytes_done += int(n)
+            elif kind == "received":
+                self.bytes_received += int(n)
             elif kind == "files":
                 self.files_done += int(n)
 
@@ -65,8 +69,8 @@ class _Bar:
         self.desc, self.total, self.n, self.unit = desc or "", total, initial or 0, unit
         if self.desc.startswith(FILES_DESC):
             self.kind = "files"
-        elif unit == "B" and not self.desc.startswith(TRANSFER_DESC):
-            self.kind = "bytes"
+        elif unit == "B":
+            self.kind = "received" if self.desc.startswith(TRANSFER_DESC) else "bytes"
         else:
             self.kind = "other"
         if initial:

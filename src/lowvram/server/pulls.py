@@ -21,7 +21,6 @@ from ..hub_progress import Meter, PullCancelled
 
 JOIN_SECONDS = 15.0  # how long closing waits for a cancelled pull's threads (a chunk read has a 10 s timeout)
 KEEP_FINISHED = 32  # finished pulls kept for GET /lowvram/v1/pulls/{id} before the oldest go
-FINISHED = ("done", "failed", "cancelled")
 
 log = logging.getLogger("lowvram.server")
 
@@ -48,13 +47,20 @@ class Pull:
         self.thread: threading.Thread | None = None
 
     def status(self) -> dict:
-        m, elapsed = self.meter, None
+        """What the page shows: state, bytes and files done of their totals, speed (bytes received since the
+        download began, over its time: a resumed file's earlier bytes are not speed) and seconds left at
+        that speed (None until there is a speed)."""
+        m = self.meter
         done = min(m.bytes_done, self.bytes_total) if self.bytes_total else m.bytes_done
-        if self.download_started is not None:
+        rate = None
+        if self.download_started is not None and m.bytes_received > 0:
             elapsed = (self.finished or time.time()) - self.download_started
-        rate = done / elapsed if elapsed and done else None
-        left = max(0, self.bytes_total - done)
-        eta = (left / rate if rate else None) if self.state == "downloading" else 0.0 if self.state == "done" else None
+            rate = m.bytes_received / elapsed if elapsed > 0 else None
+        eta = None
+        if self.state == "done":
+            eta = 0.0
+        elif self.state == "downloading" and rate:
+            eta = max(0, self.bytes_total - done) / rate
         out = {"id": self.id, "model": self.model, "state": self.state, "weights": self.order.weights,
                "reason": self.order.choice.reason, "command": self.order.command(self.gguf),
                "bytes_done": done, "bytes_total": self.bytes_total, "bytes_cached": self.bytes_cached,

@@ -120,7 +120,7 @@ def test_a_failing_pull_says_its_one_sentence(server):
     assert "\n" not in s["error"] and "Traceback" not in s["error"]
 
 
-def test_pull_progress_cancel_resume_then_listed_without_restart(server, hub):
+def test_pull_progress_cancel_pull_again_then_listed_without_restart(server, hub):
     hub.bytes_per_second = SLOW_BYTES_PER_S
     try:
         first = server.post("/lowvram/v1/pulls", {"model": "sd15"})
@@ -136,7 +136,8 @@ def test_pull_progress_cancel_resume_then_listed_without_restart(server, hub):
         assert s["state"] == "cancelled" and s["bytes_done"] < s["bytes_total"], s
         _complete_blobs(server.hf)
         assert "sd15" not in {m["name"] for m in server.get("/lowvram/v1/models").json()}
-        # Pulled again, it resumes; its progress rises to the total and the model is then served.
+        # Pulled again, it fetches only what the cancelled pull did not finish; its progress rises to the
+        # total and the model is then served.
         again = server.post("/lowvram/v1/pulls", {"model": "sd15"}).json()
         assert again["id"] != pull_id
         events = _events(server, again["id"])
@@ -149,6 +150,7 @@ def test_pull_progress_cancel_resume_then_listed_without_restart(server, hub):
     last = events[-1][1]
     assert last["bytes_done"] == last["bytes_total"] > 0 and last["files_done"] == last["files_total"] > 0, last
     assert last["eta_seconds"] == 0 and last["bytes_per_second"] > 0
+    assert last["bytes_cached"] > 0  # the files the cancelled pull finished
     _complete_blobs(server.hf)
     models = {m["name"]: m for m in server.get("/lowvram/v1/models").json()}
     assert models["sd15"]["source"] == "hf-cache" and models["sd15"]["fits"], models["sd15"]

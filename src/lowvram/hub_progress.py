@@ -3,11 +3,12 @@
 snapshot_download (huggingface_hub 2.4, the version this was written against and tested with; older
 ones gave the class only their files bar, so bytes stay 0 there) makes three bars from the class it is given: the files
 ("Fetching N files", one update per finished file), the bytes written ("Reconstructing...", fed with
-every chunk by the download threads, a resumed file's earlier bytes credited when it starts: the
-progress) and the bytes received ("Downloading bytes": only what comes over the network: the speed).
-A `Meter` adds them up for a server to report, and cancels a download by raising from `update`: the
-file being written stays huggingface_hub's `.incomplete` blob (the next pull resumes it) and never
-reaches the snapshot. Hand-written because tqdm has no "report to a callback" class and polling the
+every chunk by the download threads, and rolled back when a broken download restarts from zero: the
+progress) and the bytes received ("Downloading bytes": what came over the network: the speed).
+A `Meter` adds them up for a server to report, and cancels a download by raising from `update`
+(called every huggingface_hub DOWNLOAD_CHUNK_SIZE, 10 MiB): huggingface_hub deletes the file it was
+writing (a temporary `.incomplete` file, never the blob or the snapshot), keeps the files it finished,
+and the next pull fetches only the rest. Hand-written because tqdm has no "report to a callback" class and polling the
 cache's folder could not tell a half-written blob from a finished one.
 """
 
@@ -29,7 +30,7 @@ class Meter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.bytes_done = 0  # written, a resumed file's earlier bytes included: progress
+        self.bytes_done = 0  # written to disk: progress
         self.bytes_received = 0  # over the network by this pull: speed
         self.files_done = 0
         self.cancelled = False

@@ -61,7 +61,7 @@ def pull_status(pull_id: str, request: Request) -> dict:
 
 @router.post("/pulls/{pull_id}/cancel")
 def cancel_pull(pull_id: str, request: Request) -> dict:
-    """Stop a pull at its next chunk; what it fetched stays in the cache for the next pull to resume."""
+    """Stop a pull at its next chunk; the files it finished stay in the cache, so the next pull skips them."""
     return _pulls(request).cancel(pull_id).status()
 
 

@@ -4,8 +4,8 @@ A pull is planned when it is asked for (an unknown model or a quant the model do
 refused at once, with its sentence), then previewed and downloaded on its own thread by the same
 code as `lowvram pull` (pull_order.py, hub.py), into the same place: the Hugging Face cache. Progress
 comes from huggingface_hub's own progress hook (hub_progress.Meter). A second request for a model
-being pulled joins the first; cancel stops it at its next chunk, leaving only huggingface_hub's
-`.incomplete` file, which the next pull resumes. When a pull ends well, `on_pulled` runs (the server
+being pulled joins the first; cancel stops it at its next chunk: the files it finished stay in the
+cache (the next pull skips them), the one it was writing is deleted by huggingface_hub. When a pull ends well, `on_pulled` runs (the server
 lists the new model without a restart).
 """
 
@@ -48,8 +48,7 @@ class Pull:
 
     def status(self) -> dict:
         """What the page shows: state, bytes and files done of their totals, speed (bytes received since the
-        download began, over its time: a resumed file's earlier bytes are not speed) and seconds left at
-        that speed (None until there is a speed)."""
+        download began, over its time) and seconds left at that speed (None until there is a speed)."""
         m = self.meter
         done = min(m.bytes_done, self.bytes_total) if self.bytes_total else m.bytes_done
         rate = None
@@ -186,7 +185,7 @@ class Pulls:
 
             log.exception("pull of %s failed", pull.model)
             pull.state, pull.error = "failed", (f"Pulling {pull.model} failed ({type(e).__name__}: {first_line(e)}); "
-                                                "pull it again to resume.")
+                                                "pull it again: the files it finished are kept.")
         finally:
             pull.finished = time.time()
             pull.done.set()

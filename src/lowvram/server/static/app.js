@@ -639,7 +639,7 @@ async function endPull(name, s) {
   const m = ui.allCatalogue.find((c) => c.name === name);
   if (!m) return;
   if (s.state === "failed") showPullChoice(m, s.error, true);
-  else showPullChoice(m, `Cancelled after ${mib(s.bytes_done)}; Pull again resumes it.`);
+  else showPullChoice(m, `Cancelled after ${mib(s.bytes_done)}; the finished files are kept: Pull again fetches the rest.`);
 }
 
 function planFor(name) {

@@ -85,7 +85,8 @@ class Registry:
 
     def add_pulled(self) -> list[ServedModel]:
         """List the Hugging Face cache's models that are not listed yet (a pull from the page just ended).
-        The dict is replaced, never changed in place, so a route reading the old one is not disturbed."""
+        The dict is replaced, never changed in place, so a route reading the old one is not disturbed; the
+        caller runs one at a time (server/pulls.py). No lock here: the Ray ingress pickles the registry."""
         known = {os.path.realpath(m.path) for m in self.models.values()}
         new = [m for m in _from_hf_cache() if os.path.realpath(m.path) not in known]
         for m in new:

@@ -19,7 +19,7 @@ import uuid
 from ..errors import UserError
 from ..hub_progress import Meter, PullCancelled
 
-JOIN_SECONDS = 15.0  # how long closing waits for a cancelled pull's threads (a chunk read has a 10 s timeout)
+JOIN_SECONDS = 15.0  # how long closing waits for cancelled pulls' threads, all together (a read times out after 10 s)
 KEEP_FINISHED = 32  # finished pulls kept for GET /lowvram/v1/pulls/{id} before the oldest go
 
 log = logging.getLogger("lowvram.server")
@@ -81,6 +81,7 @@ class Pulls:
         self.pulls: dict[str, Pull] = {}
         self._orders: dict[tuple, object] = {}  # (model, policy, quant) -> PullOrder: plans are pure, the machine fixed
         self._lock = threading.Lock()
+        self._announcing = threading.Lock()  # on_pulled one at a time: two pulls may end together
         self._closed = False
 
     def order(self, name: str, quality: str | None = None, gguf: str | None = None):
@@ -156,8 +157,9 @@ class Pulls:
             running = [p for p in self.pulls.values() if not p.done.is_set()]
         for p in running:
             p.meter.cancel()
+        deadline = time.monotonic() + JOIN_SECONDS
         for p in running:
-            p.thread.join(JOIN_SECONDS)
+            p.thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self, pull: Pull) -> None:
         from ..hub import download, preview
@@ -174,7 +176,8 @@ class Pulls:
             pulled = download(pull.order.spec, list(pull.order.fetches), tqdm_class=pull.meter.bar_class())
             pull.path = pulled.path
             if self.on_pulled is not None:
-                self.on_pulled(pull)
+                with self._announcing:
+                    self.on_pulled(pull)
             pull.state = "done"
         except PullCancelled:
             pull.state = "cancelled"

@@ -174,3 +174,19 @@ def test_the_page_pull_of_flux_fetches_the_quant_chosen_for_this_machine(server,
     models = {m["name"]: m for m in server.get("/lowvram/v1/models").json()}
     assert models["flux-dev-Q8_0"]["source"] == "hf-cache" and models["flux-dev-Q8_0"]["architecture"] == "flux-dev"
     assert _catalogue(server)["flux-dev"]["installed"] == ["GGUF Q8_0"]
+
+
+def test_stopping_the_server_cancels_its_running_pull(server, hub):
+    """Last in this file: the server stops (Ctrl-C / SIGTERM) within its pull-cancel wait, not after the download."""
+    from lowvram.server.pulls import JOIN_SECONDS
+
+    hub.bytes_per_second = SLOW_BYTES_PER_S / 10  # the full flux-dev weights would take minutes
+    try:
+        r = server.post("/lowvram/v1/pulls", {"model": "flux-dev", "quality": "lossless"})
+        assert r.status_code == 202 and r.json()["weights"] == "full weights", r.text
+        _wait(server, r.json()["id"], lambda s: s["state"] == "downloading")
+        started = time.monotonic()
+        stop_server(server)
+        assert server.proc.returncode != -9 and time.monotonic() - started < JOIN_SECONDS + 15, server.proc.returncode
+    finally:
+        hub.bytes_per_second = None

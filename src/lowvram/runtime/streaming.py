@@ -92,6 +92,12 @@ class StreamingEngine:
             self.units.append(unit)
         for i in shared:
             self.units[i].resident = True
+        # the resident part is one placement, counted once and before any copy: a plan that does not fit
+        # fails here with nothing half-placed
+        resident_bytes = sum(t.numel() * t.element_size() for u in self.units if u.resident for _, _, _, t, _ in u.tensors)
+        if resident_bytes:
+            self.accountant.reserve(resident_bytes, self.owner)
+            self._resident_bytes = resident_bytes
         for u in self.units:
             if u.resident:
                 self._make_resident(u)
@@ -112,8 +118,7 @@ class StreamingEngine:
         for entry in u.tensors:
             owner_mod, kind, name, t, _ = entry
             host = t.detach()  # the data itself: `t` may be the Parameter, whose .data is replaced below
-            dev = self.accountant.to_device(t, self.owner)
-            self._resident_bytes += t.numel() * t.element_size()
+            dev = t.detach().to(self.device)  # its bytes were reserved with the whole resident part in apply()
             _set(owner_mod, kind, name, dev)
             entry[3] = dev
             # keep the host copy (the plan counts it in RAM): eviction then re-points the weight at it

@@ -18,6 +18,7 @@ import torch
 from ..errors import InternalError
 from ..contract import ComponentPlan, Plan
 from .accountant import BudgetAccountant
+from .regional_compile import RegionalCompile, apply_regional_compile
 from .precision import COMPUTE_DTYPES, STORAGE_DTYPES, PrecisionConfig, apply_weight_precision
 from .streaming import StreamingEngine
 from .vae import guard_decode
@@ -43,6 +44,7 @@ class PlanExecutor:
         # each component's activation pre-hook, by name; in "hookless" mode a placed component has none
         self._activation: dict[str, object] = {}
         self._hookless = False
+        self._compiled: list[RegionalCompile] = []  # components whose repeated blocks the plan compiles
         self.by_name = {c.name: c for c in plan.components}
         self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
@@ -63,6 +65,8 @@ class PlanExecutor:
                 apply_weight_precision(module, PrecisionConfig(cp.precision, COMPUTE_DTYPES[cp.compute_dtype]))
             if name in self.planned:  # a companion the plan does not list takes its partner's dtype, unchecked
                 check_loaded(name, module, cp)
+            if cp.compile_blocks:  # compiled lazily, at the first call; the streaming hooks stay eager around it
+                self._compiled.append(apply_regional_compile(module))
             self._hook_activation(name)
             if cp.role == "vae":  # the plan's tile size, and smaller tiles if a decode still runs out of memory
                 guard_decode(module, self.plan.vae_tile, on_retry=self._vae_retry(name))
@@ -237,6 +241,9 @@ class PlanExecutor:
             h.remove()
         for name in list(self._activation):
             self._unhook_activation(name)
+        for compiled in self._compiled:
+            compiled.remove()
+        self._compiled = []
         for module, method in self._wrapped:
             if method in module.__dict__:
                 delattr(module, method)  # the instance attribute shadowed the class method

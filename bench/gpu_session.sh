@@ -28,3 +28,9 @@ run() {  # name, limit in seconds, command...: the log goes to $OUT, the table (
 run sim_vs_cuda 90 python3 bench/sim_vs_cuda.py $T --json "$O/sim_vs_cuda.json"
 run gpu_offload 180 python3 bench/gpu_offload.py $T --steps 3 --json "$O/gpu_offload.json"
 run gpu_generate 120 python3 bench/gpu_generate.py $T --budgets 0,6,4 --steps 20 --json "$O/gpu_generate.json"
+# issue #13 items 1-2: all-resident vs unconstrained, wrap-around prefetch on/off, pinned vs staged pageable
+run gpu_streaming 240 python3 bench/gpu_streaming.py $T --steps 10 --json "$O/gpu_streaming.json"
+# item 3a (regional torch.compile, cold compile seconds in "first call s"): SDXL only, when asked
+if [ -n "${COMPILE:-}" ]; then
+  run gpu_compile 300 python3 bench/gpu_streaming.py $T --steps 10 --compile --models sdxl --json "$O/gpu_compile.json"
+fi

@@ -72,7 +72,8 @@ class StreamingEngine:
 
     def __init__(self, module: torch.nn.Module, device: torch.device | str, resident_units: int,
                  accountant: BudgetAccountant, owner: str = "component", pin_memory: bool | None = None,
-                 pinned_cap_bytes: int | None = None, stage_pageable: bool | None = None) -> None:
+                 pinned_cap_bytes: int | None = None, stage_pageable: bool | None = None,
+                 wraparound: bool = True) -> None:
         self.module = module
         self.device = torch.device(device)
         self.resident_units = resident_units
@@ -98,6 +99,7 @@ class StreamingEngine:
         # (tests), where the same path runs with plain host buffers
         self.stage_pageable = self.cuda if stage_pageable is None else stage_pageable
         self._staging: StagingBuffers | None = None
+        self.wraparound = wraparound  # False: the next call's first unit is fetched only after the call returns (A/B benches)
         self._worker: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -192,7 +194,7 @@ class StreamingEngine:
                     self._pos += 1
                     if self._pos < len(self._order):
                         expected_next = self._order[self._pos]
-                    else:  # the call's last unit: the next call starts with the first one, fetch it now
+                    elif self.wraparound:  # the call's last unit: the next call starts with the first one, fetch it now
                         expected_next = self._order[0]
                         if expected_next != u.idx and self.units[expected_next].slot is None:
                             self.stats.wraparound += 1

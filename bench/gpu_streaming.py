@@ -42,7 +42,7 @@ from lowvram.plan.planner import _fit_units  # noqa: E402
 from lowvram.runtime.accountant import BudgetAccountant  # noqa: E402
 from lowvram.runtime.executor import PlanExecutor  # noqa: E402
 from lowvram.runtime.regional_compile import apply_regional_compile  # noqa: E402
-from lowvram.runtime.streaming import StreamingEngine  # noqa: E402
+from lowvram.runtime.streaming import StreamingEngine, StreamStats  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
 from lowvram.structure import streamable_units  # noqa: E402
@@ -204,6 +204,7 @@ def run_model(name: str, args, device, bw: float) -> list[dict]:
             row(f"{mode} ({fit[0]}/{len(ub)} units resident)", s, base, out, first, diff=diff, budget=b, eng=eng)
             if args.compile and opts.get("wraparound") and b == min(budgets):
                 handle = apply_regional_compile(module)
+                eng.stats = StreamStats(order=eng.stats.order)  # this row's copies only
                 s, base, out, first, diff = ab(module, kw, device, args.steps, kw, plain_fn)
                 row(f"{mode}, blocks compiled", s, base, out, first, diff=diff, budget=b, eng=eng, compiled_blocks=len(handle.blocks))
                 handle.remove()

@@ -132,3 +132,19 @@ def test_plan_states_the_choice_and_the_executor_carries_it_out():
     assert all("forward" in b.__dict__ for b in m.blocks)  # compiled lazily: nothing is built until a call
     ex.remove()
     assert all("forward" not in b.__dict__ for b in m.blocks)
+
+
+def test_a_failing_compiler_leaves_the_blocks_eager():
+    """No C compiler or no Triton must not cost the image: the blocks run eagerly and the handle says why."""
+    m, x, ref = _stack()
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("no C compiler (injected)")
+
+    handle = apply_regional_compile(m, CompileConfig(backend=broken))
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.equal(m(x), ref)
+    assert "no C compiler" in handle.failed
+    handle.remove()
+    torch._dynamo.reset()

@@ -12,6 +12,10 @@ attribute, removed again by `remove()`), and the hooks keep running eagerly arou
 A block that holds a streaming unit boundary inside it (a unit of `structure.streamable_units` strictly
 below it) would carry hooks inside its forward; such blocks are left eager.
 
+If the compiler itself fails on the first call (no C compiler, no Triton for the card), every block of
+the model goes back to its eager forward, the call runs eagerly, and `RegionalCompile.failed` says why:
+a run is never lost to an optional speed-up. Errors of the model's own code propagate as they would eagerly.
+
 CUDA graphs (`mode="reduce-overhead"`) are not allowed: a graph replays the device addresses it
 captured, and a streamed block's weights live in whichever of two buffer slots the copy used.
 """
@@ -48,6 +52,7 @@ class RegionalCompile:
     module: torch.nn.Module
     blocks: list[str] = field(default_factory=list)  # dotted names of the compiled blocks
     classes: tuple[str, ...] = ()
+    failed: str = ""  # why the compiler failed, when it did (the blocks then run eagerly)
 
     def remove(self) -> None:
         for name in self.blocks:
@@ -88,8 +93,25 @@ def apply_regional_compile(module: torch.nn.Module, config: CompileConfig = Comp
     handle = RegionalCompile(module)
     for name in compile_targets(module):
         block = module.get_submodule(name)
-        block.forward = torch.compile(block.forward, backend=config.backend, mode=config.mode,
-                                      dynamic=config.dynamic, fullgraph=config.fullgraph)
+        compiled = torch.compile(block.forward, backend=config.backend, mode=config.mode,
+                                 dynamic=config.dynamic, fullgraph=config.fullgraph)
+        block.forward = _falls_back(compiled, block.forward, handle)
         handle.blocks.append(name)
     handle.classes = tuple(sorted({type(module.get_submodule(n)).__name__ for n in handle.blocks}))
     return handle
+
+
+def _falls_back(compiled, eager, handle: RegionalCompile):
+    """`compiled`, or `eager` for good once the compiler has failed (for this block and all the others)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    def forward(*args, **kwargs):
+        if handle.failed:
+            return eager(*args, **kwargs)
+        try:
+            return compiled(*args, **kwargs)
+        except BackendCompilerFailed as e:
+            handle.failed = f"{type(e.inner_exception).__name__}: {e.inner_exception}"[:300]
+            return eager(*args, **kwargs)
+
+    return forward

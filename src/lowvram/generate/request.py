@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEED_RANDOM = -1  # A1111's meaning: pick a random seed, and report the one used
+MAX_BATCH = 64  # images per request: a batch past this is a typo, not a workload
+MAX_STEPS = 1000  # denoising steps per image
+MAX_GUIDANCE = 100.0  # A1111's slider stops at 30; anything past 100 only saturates the image
 MAX_SEED = 2**63 - 1 - 64  # torch generators take 64-bit seeds; a batch adds its position to the seed
 
 

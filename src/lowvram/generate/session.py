@@ -23,12 +23,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..errors import UserError
-from .request import MAX_SEED, SEED_RANDOM, GenerateRequest, GenerateResult
+from .request import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, SEED_RANDOM, GenerateRequest, GenerateResult
 
 IMG2IMG_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux")
-MAX_BATCH = 64
-MAX_STEPS = 1000
-MAX_GUIDANCE = 100.0  # A1111's slider stops at 30; anything past 100 only saturates the image
 # A server, a batch or a Ray replica keeps its model for many images: placing the weights (copies,
 # page-locking the streamed part) is charged over this many images, not to each one (Workload.images_per_load).
 LONG_LIVED_IMAGES_PER_LOAD = 100

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from ..generate.request import MAX_SEED, GenerateRequest
-from ..generate.session import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS
+from ..generate.request import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS
 from ..units import MAX_SIDE_PIXELS
 from .jobs import Job, wait_for
 

@@ -40,6 +40,7 @@ def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, 
           guidance=True, img2img=False):
     from ..plan import Policy, Workload, make_plan
     from ..contract import POLICIES
+    from ..generate.request import MAX_BATCH, MAX_STEPS
     from ..units import check_count, check_resolution
 
     quality = quality or st.config.quality
@@ -48,8 +49,8 @@ def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, 
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
     n = spec.steps if steps is None else steps
-    check_count(n, 1, 1000, "steps", "steps")
-    check_count(batch, 1, 64, "batch", "images")
+    check_count(n, 1, MAX_STEPS, "steps", "steps")
+    check_count(batch, 1, MAX_BATCH, "batch", "images")
     wl = Workload(w, h, batch, n, guidance=guidance, img2img=img2img, lora_bytes=tuple(lora_bytes))
     with st.plan_lock:
         return make_plan(spec, wl, st.config.machine, Policy(quality), file_weights=file_weights)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..regular_file import open_regular
 
 DIFFUSERS_DIR = "diffusers"  # models/diffusers/NAME/model_index.json: lowvram's place for diffusers folders
 LORA_DIRS = ("loras", "Lora")  # ComfyUI's and A1111's LoRA folders
@@ -56,7 +57,7 @@ def legacy_hash(path: str) -> str:
     if f is None:
         return ""
     h = hashlib.sha256()
-    with open(f, "rb") as fh:
+    with open_regular(f, "weights file") as fh:
         fh.seek(LEGACY_HASH_OFFSET)
         h.update(fh.read(LEGACY_HASH_BYTES))
     return h.hexdigest()[:8]
@@ -75,18 +76,27 @@ def _hash_file(path: str) -> str | None:
 
 
 class Registry:
-    """The names the server lists, built once at start (a restart picks up new files, as in A1111)."""
+    """The names the server lists, built at start (a restart picks up new files, as in A1111); models
+    pulled from the page are added when their pull ends."""
 
     def __init__(self, models: list[ServedModel], loras: dict[str, str]) -> None:
-        self.models: dict[str, ServedModel] = {}
-        for m in models:
-            name, k = m.name, 2
-            while name in self.models:  # the same name from two sources: keep both, the later one numbered
-                name, k = f"{m.name}-{k}", k + 1
-            m.name = name
-            self.models[name] = m
+        self.models: dict[str, ServedModel] = _named({}, models)
         self.loras = loras  # name -> file
         self.current: str | None = next(iter(self.models), None)
+
+    def add_pulled(self) -> list[ServedModel]:
+        """List the Hugging Face cache's models that are not listed yet (a pull from the page just ended).
+        The dict is replaced, never changed in place, so a route reading the old one is not disturbed; the
+        caller runs one at a time (server/pulls.py). No lock here: the Ray ingress pickles the registry."""
+        known = {os.path.realpath(m.path) for m in self.models.values()}
+        new = [m for m in _from_hf_cache() if os.path.realpath(m.path) not in known]
+        for m in new:
+            m.hash = legacy_hash(m.path)
+        if new:
+            self.models = _named(dict(self.models), new)
+            if self.current is None:
+                self.current = new[0].name
+        return new
 
     def get(self, name: str | None) -> ServedModel:
         """A listed model by name, title ("name [hash]") or hash; None: the current one."""
@@ -145,6 +155,17 @@ class Registry:
                 except UserError:
                     continue
         return None
+
+
+def _named(listed: dict[str, ServedModel], models: list[ServedModel]) -> dict[str, ServedModel]:
+    """`listed` with `models` added by name; the same name from two sources: both kept, the later numbered."""
+    for m in models:
+        name, k = m.name, 2
+        while name in listed:
+            name, k = f"{m.name}-{k}", k + 1
+        m.name = name
+        listed[name] = m
+    return listed
 
 
 def discover(model: str | None, models_dir: str | None) -> Registry:

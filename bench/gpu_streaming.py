@@ -14,8 +14,12 @@ so a busy machine's drift hits both; on a GPU the unconstrained module is timed 
 the one lowvram runs (two copies of Flux would not leave the budgets to measure). Prints a markdown table (s/step, x unconstrained, x physical limit, peak GiB,
 max abs diff vs unconstrained, per-call stream stats) and writes JSON.
 
-    python bench/gpu_streaming.py --json out.json                      # CUDA: SDXL then Flux, ~4 min on an H100
-    python bench/gpu_streaming.py --tiny --steps 200 --json out.json   # CPU dry run / hook overhead on CPU
+    python bench/gpu_streaming.py --json out.json                          # CUDA: SDXL (bench/gpu_session.sh's 60-s part)
+    python bench/gpu_streaming.py --models sdxl,flux-dev --compile --json out.json   # CUDA, a longer session
+    python bench/gpu_streaming.py --tiny --steps 40 --threads 1 --json out.json     # CPU: dry run / CPU figures
+
+The JSON ({"device", "bandwidth", "rows"}) is rewritten after every row, whole (a temporary file renamed),
+so a run cut short by its time limit keeps the rows measured so far.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def resident_plan(model: str, cname: str, role: str, dtype_name: str, budget: in
                 seconds_per_step=0, seconds_per_image=0, reserve_bytes=0)
 
 
-def run_model(name: str, args, device, bw: float) -> list[dict]:
+def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> list[dict]:
     cname, dtype_name, batch, budgets = CASES[name]
     model = MODELS[name]
     comp = model.component(cname)
@@ -161,6 +165,7 @@ def run_model(name: str, args, device, bw: float) -> list[dict]:
                 limit = max(base, eng.streamed_bytes / bw)
                 r.update(physical_limit_s=limit, x_limit=s / limit)
         rows.append(r)
+        save(rows)
         print(r, flush=True)
 
     total_budget = weights + (8 * GiB if device.type == "cuda" else GiB)  # room for all of it: no eviction
@@ -269,8 +274,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (dry run, or the CPU overhead figures)")
-    ap.add_argument("--steps", type=int, default=10, help="calls timed per mode (after one warm-up call)")
-    ap.add_argument("--models", default="sdxl,flux-dev")
+    ap.add_argument("--steps", type=int, default=5, help="calls timed per mode (after one warm-up call)")
+    ap.add_argument("--models", default="sdxl", help="comma-separated: sdxl, flux-dev")
     ap.add_argument("--compile", action="store_true", help="also time regional torch.compile (item 3a)")
     ap.add_argument("--hook-cost", action="store_true", help="also time the executor's per-call price on a trivial module")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -283,20 +288,22 @@ def main() -> None:
     rows: list[dict] = []
     t0 = time.perf_counter()
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (tiny configs)"
+    def save(model_rows: list[dict], extra: dict | None = None) -> None:
+        if args.json:
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"device": card, "bandwidth": bw if bw == bw else None, "rows": rows + model_rows, **(extra or {})}, f, indent=2)
+            os.replace(tmp, args.json)
+
     for name in filter(None, args.models.split(",")):
-        rows += run_model(name, args, device, bw)
-        if args.json:  # after each model: a run cut short still leaves its figures
-            with open(args.json, "w") as f:
-                json.dump({"device": card, "bandwidth": bw, "rows": rows}, f, indent=2)
+        rows += run_model(name, args, device, bw, save)
     print(f"device: {card}; pinned host->device {bw / 1e9:.1f} GB/s; torch {torch.__version__}; "
           f"date {time.strftime('%Y-%m-%d')}; {time.perf_counter() - t0:.0f} s")
     print(table(rows))
     if args.hook_cost:
         costs = hook_cost_us()
         print("per call, Linear(1, 1) on the CPU: " + "; ".join(f"{k} {v:.1f} us" for k, v in costs.items()))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"device": card, "bandwidth": bw, "rows": rows, "hook_cost_us": costs}, f, indent=2)
+        save([], {"hook_cost_us": costs})
 
 
 if __name__ == "__main__":

@@ -127,6 +127,23 @@ def test_next_call_first_unit_is_fetched_while_the_last_unit_runs():
     eng.remove()
 
 
+def test_out_of_order_calls_wait_for_a_staged_copy_before_reusing_its_slot():
+    """A block called on its own between whole calls takes a slot that may hold a unit whose staged copy is
+    still in flight: the engine waits for that copy first, and every result stays exact."""
+    torch.manual_seed(0)
+    m = Backwards()
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        ref, ref_block = m(x), m.blocks[3](x)
+    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9), stage_pageable=True).apply()
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(m(x), ref)
+            assert torch.equal(m.blocks[3](x), ref_block)  # out of order: loaded synchronously
+    assert eng.stats.staged > 0 and eng.stats.sync_loads >= 3
+    eng.remove()
+
+
 @pytest.mark.parametrize("model,component,req", CASES[:2], ids=[f"{m}-{c}" for m, c, _ in CASES[:2]])
 def test_pageable_units_through_reused_staging_buffers_are_bit_exact(model, component, req):
     """Units that are not pinned go through two reused staging buffers on a worker thread; on the CPU the

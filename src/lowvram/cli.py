@@ -372,19 +372,20 @@ def pull(name: str = typer.Argument(..., help="Catalogue name, e.g. flux-schnell
                                                "(a GGUF quant when the full weights do not fit well); --gguf implies balanced.")) -> None:
     """Download a catalogue model into the Hugging Face cache: only what the plan needs; resumable."""
     from .catalogue import get_model
-    from .hub import download, fetches, preview
-    from .plan.weights_choice import check_request, choose_weights
+    from .hub import download, preview
+    from .plan.weights_choice import check_request
+    from .pull_order import order_pull, pull_policy
 
     spec = get_model(name)
     if quality is not None:
         _check_quality(quality)
-    policy = quality or ("balanced" if gguf else "lossless")
+    policy = pull_policy(quality, gguf)
     check_request(spec, policy, gguf)  # before probing a machine: these need none to be refused
     machine = _pull_machine(spec, policy, gguf, gpu, vram, ram)
-    choice = choose_weights(spec, policy, gguf, machine)
+    order = order_pull(spec, policy, gguf, machine, variant)
     err = Console(stderr=True, soft_wrap=True)
-    _print_choice(err, spec, choice, machine, policy)
-    todo = fetches(spec, variant, choice.quant)
+    _print_choice(err, spec, order.choice, machine, policy)
+    todo = list(order.fetches)
     _print_downloads(err, spec, [(f, preview(f)) for f in todo])
     pulled = download(spec, todo)
     out.print(f"{spec.name}: {pulled.path}")

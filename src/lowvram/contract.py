@@ -92,6 +92,9 @@ class ComponentPlan:
     calls_per_image: int = 1  # denoiser: steps (x2 with split CFG); others: 1
     notes: str = ""
     weight_bytes: int = 0  # all its weights at `precision`: what the executor checks the loaded module against
+    # denoiser: torch.compile its repeated blocks (runtime/regional_compile.py), chosen where the compile time
+    # pays back over the images a load serves (plan/compile_choice.py)
+    compile_blocks: bool = False
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ class GenerateRequest:
     controlnet: str | None = None  # a diffusers ControlNet folder
     control_image: object = None  # a path or a PIL image
     control_scale: float = 1.0
+    control_start: float = 0.0  # the fraction of the steps the ControlNet starts and stops acting at (diffusers'
+    control_end: float = 1.0  # control_guidance_start / _end, A1111's guidance_start / guidance_end)
+    control_label: str | None = None  # the ControlNet's name in infotext (the server's title); default: the folder's
     models_dir: str | None = None  # a ComfyUI / A1111 models/ tree to find the model and its parts in
     quality: str | None = None  # lossless / balanced / fast; None: the Session's default
     resize_mode: int = 1  # init image to another size: 0 stretch, 1 crop and resize, 2 resize and pad (A1111's)

@@ -167,6 +167,9 @@ class Session:
                 raise UserError("ControlNet with --init-image is not supported yet: use one or the other.")
             if not os.path.isfile(os.path.join(req.controlnet, "config.json")):
                 raise UserError(f"{req.controlnet} is not a diffusers ControlNet folder (no config.json).")
+            if not 0.0 <= req.control_start < req.control_end <= 1.0:
+                raise UserError(f"The ControlNet acts from {req.control_start:g} to {req.control_end:g} of the steps: give "
+                                "a start below its end, both from 0 to 1.")
             control = inputs.read_image(req.control_image, "control image", "RGB")
 
         width, height = req.width, req.height
@@ -410,7 +413,8 @@ class Session:
         if negative and (spec.uses_cfg or spec.call.negative_default is not None):
             kwargs["negative_prompt"] = [negative] * req.batch
         if r.control is not None:
-            kwargs.update({spec.call.control_image_arg: r.control, "controlnet_conditioning_scale": req.control_scale})
+            kwargs.update({spec.call.control_image_arg: r.control, "controlnet_conditioning_scale": req.control_scale,
+                           "control_guidance_start": req.control_start, "control_guidance_end": req.control_end})
         if r.init is not None:
             kwargs.update(image=r.init, strength=req.strength)
             if r.mask is not None:
@@ -436,6 +440,12 @@ class Session:
         loras = tuple(LoraUse(os.path.splitext(os.path.basename(p))[0], w, lora_hash(p)) for p, w in req.loras)
         mhash = model_hash(req.model)  # None for a folder
         extra = {k: v for k, v in params.items() if k.startswith("Stage ")}
+        if r.control is not None:
+            from .infotext import controlnet_unit
+
+            label = req.control_label or os.path.basename(os.path.normpath(req.controlnet))
+            extra["ControlNet 0"] = controlnet_unit(label, req.control_scale, req.resize_mode, req.control_start,
+                                                    req.control_end)
         out = []
         for k, arr in enumerate(images):
             batch = {"Batch size": len(images), "Batch pos": k} if len(images) > 1 else {}

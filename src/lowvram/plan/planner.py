@@ -21,6 +21,7 @@ from ..catalogue import ComponentSpec, ModelSpec
 from ..simulate import SimRequest, simulate_component
 from ..units import format_bytes
 from . import cost, explain
+from .compile_choice import with_compile_choice
 from .controlnet import PlannedControlNet, resolve_controlnet
 from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
@@ -568,10 +569,10 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
     cfg_mode = next((o.cfg_mode for o in den), "none")
     vae_tile = next((o.vae_tile for o in chosen if o.plan.role == "vae"), 0)
     components = tuple(p for o in chosen for p in (o.plan, o.companion) if p is not None)
-    return Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine, components=components, attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
+    return with_compile_choice(Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine, components=components, attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
                 vae_tile=vae_tile, peak_vram_bytes=peak_vram, peak_ram_bytes=peak_ram, seconds_per_step=sps,
                 seconds_per_image=per_image, reserve_bytes=reserve, decisions=tuple(decisions),
-                rejected=tuple(rejected), lossy_reason=reason, tradeoffs=tuple(dict.fromkeys(tradeoffs)))
+                rejected=tuple(rejected), lossy_reason=reason, tradeoffs=tuple(dict.fromkeys(tradeoffs))))
 
 
 def _lora_bytes(wl: Workload) -> int:

@@ -34,6 +34,7 @@ class ServerState:
     # cache builds modules through diffusers' and transformers' lazy modules, whose concurrent first use
     # from two threads fails ("module 'diffusers' has no attribute ...", the race of cpython#114763's kind).
     plan_lock: object = field(default_factory=threading.Lock)
+    pulls: object = None  # server.pulls.Pulls: models pulled from the page (None: this server does not pull)
     # The readout's exact plans, run in the background behind its estimates (server/exact_plans.py)
     exact_plans: object = field(default_factory=lambda: _exact_plans())
 

@@ -85,6 +85,8 @@ def test_a_stopped_batch_resumes_and_makes_the_same_images(model, tmp_path, monk
 @pytest.mark.parametrize("line, words", [
     ("{not json", "Line 2 of"),
     ("[1, 2]", "is a JSON list, not an object"),
+    ("[" * 100_000, "nested too deeply"),  # past the parser's stack: a RecursionError, not a traceback
+    ('{"seed": ' + "9" * 5000 + "}", "integer string conversion"),  # past int_max_str_digits
     ('{"prompt": "x", "steps": "many"}', "Line 2 of"),
     ('{"prompt": "x", "width": 100, "height": 64}', "multiple of 8"),
     ('{"prompt": "x", "sampler_name": "Heun++ 9000"}', "Unknown sampler 'Heun++ 9000'"),

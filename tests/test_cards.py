@@ -85,3 +85,18 @@ def test_unified_memory_is_one_budget():
     assert d.vram_bytes + d.ram_bytes == apple.vram_bytes
     nvidia = next(c for c in CARDS if not c.unified)
     assert machine_from_card(nvidia, 32 * 2**30).vram_bytes == nvidia.vram_bytes
+
+
+def test_the_gpu_guide_names_only_lossy_precisions():
+    """fp32 on a card without bf16 (Pascal) is the exact dtype there: the guide's cell says how the denoiser runs
+    (resident / streamed), as for bf16 cards, and names only 8-bit or GGUF precisions."""
+    from lowvram.catalogue import get_model
+    from lowvram.guide import plan_class
+    from lowvram.plan import Policy, Workload, make_plan
+    from lowvram.plan.machine import machine_from_card
+
+    spec = get_model("sd3-medium")
+    plan = make_plan(spec, Workload(spec.width, spec.height), machine_from_card(find_card("GTX 1060 6GB"), 32 << 30),
+                     Policy("lossless"))
+    assert {c.precision for c in plan.components if c.role == "denoiser"} == {"fp32"}
+    assert plan_class(plan).split()[0] in ("resident", "streamed"), plan_class(plan)

@@ -114,3 +114,46 @@ def test_vae_decodes_at_the_plans_tile_size_and_retries_smaller_on_oom():
     assert ex.replans == ["vae: out of memory decoding in 256-px tiles; decoded again in 128-px tiles"]
     ex.remove()
     assert "decode" not in vae.__dict__  # the pipeline's VAE is left as it was
+
+
+def test_resident_components_run_without_hooks_when_nothing_can_be_evicted(monkeypatch):
+    """Issue #13 item 1: when every component is resident and all fit together, a placed component runs
+    with no hook at all (its calls cost what plain diffusers' cost), the accountant is charged once per
+    placement, and the output is the plain run's. With a budget that forces evictions, hooks stay."""
+    from lowvram.runtime.accountant import BudgetAccountant
+
+    spec, all_mods = _flux_tiny()
+    used = ("text_encoder_2", "transformer")
+    mods = {n: all_mods[n] for n in used}
+    size = {n: _nbytes(m) for n, m in mods.items()}
+    comps = tuple(replace(_cp(n, spec.component(n).role, "resident"), vram_bytes=size[n]) for n in used)
+    req = SimRequest(batch=1, width=128, height=128, dtype="fp32")
+    calls = {n: build_inputs(mods[n], spec, spec.component(n), req) for n in used}
+    with torch.no_grad():
+        ref = calls["transformer"][0](**calls["transformer"][1])[0].clone()
+    reserves = []
+    original = BudgetAccountant.reserve
+    monkeypatch.setattr(BudgetAccountant, "reserve", lambda self, n, owner: (reserves.append(owner), original(self, n, owner)))
+    for budget, hookless in ((sum(size.values()), True), (max(size.values()), False)):
+        reserves.clear()
+        plan = Plan(model="flux-dev", policy="lossless", fits=True, workload=Workload(128, 128),
+                    machine=Machine("cpu", 1 << 30, 1 << 34, 1e10, 1.0), components=comps, attention="sdpa",
+                    attention_chunk=0, cfg_mode="none", vae_tile=0, peak_vram_bytes=budget, peak_ram_bytes=0,
+                    seconds_per_step=0, seconds_per_image=0, reserve_bytes=0)
+        ex = PlanExecutor(plan, mods, "cpu").apply()
+        assert all(len(m._forward_pre_hooks) == 1 for m in mods.values())  # before placement: the activation hook
+        with torch.no_grad():
+            for _ in range(2):
+                for name in used:
+                    fn, kw = calls[name]
+                    out = fn(**kw)
+        assert torch.equal(out[0], ref)
+        if hookless:  # placed once each, charged once each, and no hook left on either
+            assert ex.phases == list(used) and reserves == list(used)
+            assert all(not m._forward_pre_hooks and not m._forward_hooks for m in mods.values())
+        else:  # evicted and placed again each image: the hook that places them must stay
+            assert ex.phases == list(used) * 2 and reserves == list(used) * 2
+            assert len(mods["text_encoder_2"]._forward_pre_hooks) == 1
+        ex.remove()
+        assert all(not m._forward_pre_hooks for m in mods.values())
+        assert all(p.device.type == "cpu" for m in mods.values() for p in m.parameters())

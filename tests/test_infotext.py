@@ -91,3 +91,17 @@ def test_hashes_are_a1111s(tmp_path):
     edited = tmp_path / "edited.safetensors"
     save_file({"w": torch.arange(64, dtype=torch.float32)}, str(edited), metadata={"ss_note": "second, longer"})
     assert lora_hash(str(edited)) == h and lora_name(str(lora)) == "my_style"
+
+
+def test_controlnet_unit_reads_back_as_the_extension_parses_it():
+    """`ControlNet 0` as A1111's ControlNet extension writes it: A1111's reader unquotes the field, and the
+    extension's own `parse_unit` (split on ", " then ": ") gets every field back, even from a name with
+    a colon and a comma in it (stripped, as the extension does not allow them)."""
+    from lowvram.generate.infotext import controlnet_unit
+
+    rec = GenerationRecord(prompt="a cat", steps=2, sampler="Euler", cfg_scale=7, seed=1, width=64, height=64,
+                           extra=(("ControlNet 0", controlnet_unit("cn:canny, v2 [abcd1234]", 0.8, 2, 0.1, 0.9)),))
+    value = parse_generation_parameters(infotext(rec))["ControlNet 0"]
+    unit = dict(item.strip().split(": ") for item in value.split(","))  # the extension's parse_unit
+    assert unit == {"Module": "none", "Model": "cncanny v2 [abcd1234]", "Weight": "0.8", "Resize Mode": "Resize and Fill",
+                    "Guidance Start": "0.1", "Guidance End": "0.9", "Pixel Perfect": "False", "Control Mode": "Balanced"}

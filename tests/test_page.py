@@ -8,7 +8,11 @@ import shutil
 
 import pytest
 import requests
+from fake_hub import FakeHub
 from lowvram_serve import models_tree, start_server, stop_server
+from tiny_pipelines import build_pipeline
+
+from lowvram.catalogue import MODELS
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (browser downloads are not possible here)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -23,7 +27,7 @@ VIEWPORT = {"width": 1280, "height": 860}
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return models_tree(tmp_path_factory.mktemp("page"), {"tiny-sd15": "sd15"})
+    return models_tree(tmp_path_factory.mktemp("page"), {"tiny-sd15": "sd15"}, controlnets={"tiny-cn": "tiny-sd15"})
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +74,29 @@ def test_page_routes_serve_the_page_the_readout_and_only_listed_outputs(server, 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: install Debian's chromium package "
                     "(.ci/run does) to run the browser test")
 def test_page_in_a_browser_plans_generates_shows_the_gallery_and_stops(tree, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
 
-    server = start_server(tree, "--models-dir", str(tree / "models"))
+    # A fake hub with a tiny SD1.5 for the Models tab's Pull button (tests/test_server_pull.py tests pulls in full).
+    repo = tmp_path / "hub-sd15"
+    build_pipeline("sd15", str(repo))
     shots = tmp_path / "shots"
     shots.mkdir()
+    with FakeHub({MODELS["sd15"].hf_repo: str(repo)}) as hub:
+        server = start_server(tree, "--models-dir", str(tree / "models"), env={"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1"})
+        _browse(server, shots)
+    names = ("page-plan.png", "page-running.png", "page-gallery.png")
+    assert all((shots / f).stat().st_size > 0 for f in names)
+    if os.environ.get(SCREENSHOTS_ENV):
+        os.makedirs(os.environ[SCREENSHOTS_ENV], exist_ok=True)
+        for f in names:
+            shutil.copy(shots / f, os.path.join(os.environ[SCREENSHOTS_ENV], f))
+
+
+def _browse(server, shots):
+    from playwright.sync_api import expect, sync_playwright
+
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=UI_TIMEOUT_MS)
@@ -84,6 +104,7 @@ def test_page_in_a_browser_plans_generates_shows_the_gallery_and_stops(tree, tmp
                 page = browser.new_page(viewport=VIEWPORT)
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 _drive(page, server, shots)
+                _pull(page)
                 # The server goes away: the page says so instead of hanging.
                 stop_server(server)
                 expect(page.locator("#banner")).to_contain_text("unreachable", timeout=UI_TIMEOUT_MS)
@@ -91,12 +112,6 @@ def test_page_in_a_browser_plans_generates_shows_the_gallery_and_stops(tree, tmp
                 browser.close()
     finally:
         stop_server(server)
-    names = ("page-plan.png", "page-running.png", "page-gallery.png")
-    assert all((shots / f).stat().st_size > 0 for f in names)
-    if os.environ.get(SCREENSHOTS_ENV):
-        os.makedirs(os.environ[SCREENSHOTS_ENV], exist_ok=True)
-        for f in names:
-            shutil.copy(shots / f, os.path.join(os.environ[SCREENSHOTS_ENV], f))
 
 
 def _drive(page, server, shots):
@@ -130,6 +145,17 @@ def _drive(page, server, shots):
     page.uncheck("#seed-random")
     page.fill("#seed", "42")
     page.fill("#prompt", "a lighthouse at dawn")
+    # with the ControlNet made for this model and its control image, asked of the plan readout
+    from tiny_pipelines import edges_image
+
+    edges_image(shots.parent / "edges.png")
+    page.click("#cn-box summary")
+    # (the readout's plan itself is tests/test_server.py's: a new size is simulated, slow on a loaded machine)
+    with page.expect_request(lambda r: "/lowvram/v1/readout" in r.url and "controlnet=tiny-cn" in r.url):
+        page.select_option("#cn-model", "tiny-cn")
+    page.set_input_files("#cn-file", str(shots.parent / "edges.png"))
+    expect(page.locator("#cn-img")).to_be_visible()
+    page.fill("#cn-weight", "0.8")
     page.click("#generate")
     _wait_for_end(page, "Done")
     expect(page.locator("#run-result table")).to_contain_text("predicted")
@@ -140,11 +166,14 @@ def _drive(page, server, shots):
     params = page.locator("#detail-params")
     expect(params).to_contain_text("a lighthouse at dawn")
     expect(params).to_contain_text("42")
+    expect(page.locator("#detail .infotext")).to_contain_text("ControlNet 0: \"Module: none, Model: tiny-cn [")
     page.screenshot(path=str(shots / "page-gallery.png"))
     # Its parameters go back into the form.
     page.click("#send-to-prompt")
     expect(page.locator("#prompt")).to_have_value("a lighthouse at dawn")
     expect(page.locator("#seed")).to_have_value("42")
+    expect(page.locator("#cn-model")).to_have_value("tiny-cn")
+    expect(page.locator("#cn-weight")).to_have_value("0.8")
     # A long run shows progress and a preview, then Stop ends it.
     page.fill("#steps", "400")
     page.click("#generate")
@@ -155,6 +184,20 @@ def _drive(page, server, shots):
     page.click("#stop")
     _wait_for_end(page, "Stopped at step")
     assert server.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0
+
+
+def _pull(page):
+    """The Models tab's Pull button on one catalogue row: the bar runs to done, the row says installed and the
+    model joins the picker, without a restart."""
+    from playwright.sync_api import expect
+
+    page.click("button.tab[data-tab=models]")
+    row = page.locator('#catalogue-table tr[data-model="sd15"]')
+    expect(row.locator(".pull-what")).to_have_text("full weights")
+    row.locator("button.pull-start").click()
+    expect(row.locator(".pull-done")).to_contain_text("installed", timeout=RUN_TIMEOUT_MS)
+    expect(row.locator("td.installed")).to_contain_text("installed")
+    expect(page.locator('#model optgroup[label="On this server"] option[value="sd15"]')).to_have_count(1)
 
 
 def _wait_for_end(page, want: str) -> None:

@@ -21,7 +21,8 @@ SMALL = {"width": 64, "height": 64, "steps": 1}
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return models_tree(tmp_path_factory.mktemp("serve"), {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}, lora_scale=4)
+    return models_tree(tmp_path_factory.mktemp("serve"), {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}, lora_scale=4,
+                       controlnets={"tiny-cn": "tiny-sd15"})
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,135 @@ def test_lowvram_api_plans_and_models(server):
     assert [r["name"] for r in rows] == ["tiny-sd15", "tiny-sdxl"]
     assert all(r["fits"] and r["seconds_per_image"] > 0 for r in rows)
     assert rows[0]["architecture"] == "sd15"
+
+
+def _edges_b64(tmp_path) -> str:
+    from tiny_pipelines import edges_image
+
+    edges_image(tmp_path / "edges.png")
+    return base64.b64encode((tmp_path / "edges.png").read_bytes()).decode()
+
+
+def test_controlnet_folders_are_found_and_matched_to_the_catalogue_models_they_fit(tmp_path):
+    """The published ControlNets' configs (catalogue/configs) as folders in A1111's and ComfyUI's places:
+    each fits its own model only; a damaged config or another class is not listed."""
+    from lowvram.catalogue import MODELS
+    from lowvram.catalogue.build import load_config
+    from lowvram.server.controlnets import find_controlnets, misfit
+
+    for sub, name, config in (("ControlNet", "cn-sd15", "sd15-controlnet-canny"),
+                              ("controlnet", "cn-sdxl", "sdxl-controlnet-canny"),
+                              ("controlnet", "cn-flux", "flux-dev-controlnet-canny")):
+        (tmp_path / sub / name).mkdir(parents=True)
+        (tmp_path / sub / name / "config.json").write_text(json.dumps(load_config(config)))
+    (tmp_path / "controlnet" / "broken").mkdir()
+    (tmp_path / "controlnet" / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "controlnet" / "a-unet").mkdir()
+    (tmp_path / "controlnet" / "a-unet" / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
+    found = find_controlnets(str(tmp_path))
+    assert [(c.name, c.class_name) for c in found] == [
+        ("cn-sd15", "ControlNetModel"), ("cn-flux", "FluxControlNetModel"), ("cn-sdxl", "ControlNetModel")]
+    fits = {c.name: [m for m in ("sd15", "sdxl", "flux-dev", "flux-schnell", "sd35-medium")
+                     if misfit(c, MODELS[m], None) is None] for c in found}
+    assert fits == {"cn-sd15": ["sd15"], "cn-sdxl": ["sdxl"], "cn-flux": ["flux-dev", "flux-schnell"]}
+    assert "made for another model than sdxl (block_out_channels" in misfit(found[0], MODELS["sdxl"], None)
+    assert "not sd35-medium" in misfit(found[0], MODELS["sd35-medium"], None)
+    # the same folder name in A1111's and ComfyUI's places: both listed, the later one numbered
+    from lowvram.server.models import Registry
+
+    (tmp_path / "controlnet" / "cn-sd15").mkdir()
+    (tmp_path / "controlnet" / "cn-sd15" / "config.json").write_text(json.dumps(load_config("sd15-controlnet-canny")))
+    reg = Registry([], {}, find_controlnets(str(tmp_path)))
+    assert list(reg.controlnets) == ["cn-sd15", "cn-flux", "cn-sd15-2", "cn-sdxl"]
+    assert reg.controlnet("CN-SD15-2").path == str(tmp_path / "controlnet" / "cn-sd15")
+
+
+def test_controlnets_are_listed_as_the_extension_lists_them_with_the_models_they_fit(server):
+    titles = server.get("/controlnet/model_list").json()["model_list"]
+    assert len(titles) == 1 and titles[0].startswith("tiny-cn [") and len(titles[0]) == len("tiny-cn [12345678]")
+    assert server.get("/controlnet/module_list").json()["module_list"] == ["none"]
+    assert server.get("/controlnet/settings").json() == {"control_net_unit_count": 1}
+    assert server.get("/controlnet/version").json() == {"version": 2}
+    # made from tiny-sd15's UNet: tiny-sdxl's cross-attention is wider, so it fits tiny-sd15 only
+    assert server.get("/lowvram/v1/controlnets").json() == [
+        {"name": "tiny-cn", "title": titles[0], "class_name": "ControlNetModel", "models": ["tiny-sd15"]}]
+    assert "controlnet" in server.get("/sdapi/v1/scripts").json()["txt2img"]
+    # the plan readout counts it, sized from the folder's own weights
+    r = server.get("/lowvram/v1/readout",
+                   params={"model": "tiny-sd15", "width": 64, "height": 64, "controlnet": "tiny-cn"})
+    assert r.status_code == 200, r.text
+    plan = r.json()["plan"]
+    assert plan["workload"]["controlnet"] and plan["workload"]["controlnet_path"].endswith("ControlNet/tiny-cn")
+    assert "controlnet" in [c["name"] for c in plan["components"]]
+    plan = server.get("/lowvram/v1/plan", params={"model": "tiny-sd15", "width": 64, "height": 64,
+                                                  "controlnet": titles[0]}).json()
+    assert plan["workload"]["controlnet"] and "controlnet" in [c["name"] for c in plan["components"]]
+    # a catalogue model, planned before it is installed: the tiny ControlNet does not fit the real SD1.5's widths
+    r = server.get("/lowvram/v1/plan", params={"model": "sd15", "controlnet": "tiny-cn"})
+    assert r.status_code == 400 and "made for another model than sd15" in r.json()["detail"], r.text
+
+
+def test_webuiapi_controlnet_unit_unchanged_gets_a_controlled_image(server, tmp_path):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port)
+    title = api.controlnet_model_list()[0]
+    edges = Image.open(io.BytesIO(base64.b64decode(_edges_b64(tmp_path))))
+    unit = webuiapi.ControlNetUnit(image=edges, module="none", model=title, weight=1.5)
+    res = api.txt2img(prompt="a lighthouse", seed=3, cfg_scale=5, controlnet_units=[unit], **SMALL)
+    assert res.image.size == (64, 64)
+    text = res.image.text["parameters"]
+    assert (f'ControlNet 0: "Module: none, Model: {title}, Weight: 1.5, Resize Mode: Resize and Fill, '
+            'Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced"') in text
+    fields = server.post("/sdapi/v1/png-info", {"image": webuiapi.raw_b64_img(res.image)}).json()["parameters"]
+    assert fields["ControlNet 0"].startswith("Module: none, Model: tiny-cn")
+    # a fresh alwayson_scripts: webuiapi's default dict is shared between calls and keeps the unit it was given
+    plain = api.txt2img(prompt="a lighthouse", seed=3, cfg_scale=5, alwayson_scripts={}, **SMALL)
+    assert "ControlNet" not in plain.image.text["parameters"]
+    assert list(plain.image.getdata()) != list(res.image.getdata())  # the ControlNet changed the image
+    # guidance_end 0.5 of one step: diffusers keeps the ControlNet out of that step, so the image is the plain one
+    late = webuiapi.ControlNetUnit(image=edges, module="none", model=title, weight=1.5, guidance_end=0.5)
+    half = api.txt2img(prompt="a lighthouse", seed=3, cfg_scale=5, controlnet_units=[late], alwayson_scripts={},
+                       **SMALL)
+    assert "Guidance End: 0.5" in half.image.text["parameters"]
+    assert list(half.image.getdata()) == list(plain.image.getdata())
+
+
+def test_controlnet_units_lowvram_cannot_run_get_one_sentence(server, tmp_path):
+    edges = _edges_b64(tmp_path)
+
+    def body(*units, **extra):
+        return dict(SMALL, prompt="x", alwayson_scripts={"controlnet": {"args": list(units)}}, **extra)
+
+    unit = {"image": edges, "model": "tiny-cn", "module": "none", "weight": 1.0}
+    cases = [
+        (body(dict(unit, module="canny")), "preprocessor 'canny'"),
+        (body(unit, dict(unit, weight=0.5)), "2 ControlNet units are enabled"),
+        (body(dict(unit, model="control_v11p_sd15_canny [d14c016b]")), "no ControlNet named"),
+        (body(dict(unit, image="bm90IGFuIGltYWdl")), "not an image"),
+        (body(dict(unit, image="")), "has no image"),
+        (body(dict(unit, weight="strong")), "weight 'strong'"),
+        (body(dict(unit, guidance_start=0.8, guidance_end=0.2)), "not below"),
+        (body(dict(unit, control_mode="ControlNet is more important")), "control_mode"),
+        (body(unit, override_settings={"sd_model_checkpoint": "tiny-sdxl"}), "made for another model"),
+        ({**SMALL, "alwayson_scripts": {"controlnet": {"args": "tiny-cn"}}}, '{"args"'),
+    ]
+    responses = [(server.post("/sdapi/v1/txt2img", b), words) for b, words in cases]
+    responses.append((server.post("/sdapi/v1/img2img", body(unit, init_images=[edges])), "txt2img only"))
+    responses.append((server.get("/lowvram/v1/readout", params={"model": "tiny-sdxl", "controlnet": "tiny-cn"}),
+                      "made for another model"))
+    responses.append((server.get("/lowvram/v1/readout", params={"model": "tiny-sd15", "controlnet": "nope"}),
+                      "no ControlNet named"))
+    for r, words in responses:
+        assert r.status_code == 400, (words, r.status_code, r.text)
+        detail = r.json()["detail"]
+        assert words in detail and "Traceback" not in r.text and detail.count(". ") == 0, (words, detail)
+    # disabled and empty units (A1111's UI sends its unused slots) are no ControlNet at all
+    # (nor is another extension's script, which A1111 would run and this server ignores)
+    quiet = body(dict(unit, enabled=False), {"model": "None", "image": ""})
+    quiet = server.post("/sdapi/v1/txt2img", dict(quiet, alwayson_scripts={**quiet["alwayson_scripts"],
+                                                                           "ADetailer": {"args": [True]}}))
+    assert quiet.status_code == 200 and "ControlNet" not in json.loads(quiet.json()["info"])["infotexts"][0]
 
 
 @pytest.fixture(scope="module")

@@ -147,3 +147,17 @@ def test_random_seed_is_reported(folders):
         s.unload()
     assert 0 <= res.seeds[0] < 2**32 and res.seeds[1] == res.seeds[0] + 1
     assert f"Seed: {res.seeds[1]}" in res.infotexts[1]
+
+
+def test_controlnet_guidance_window_is_checked_before_any_weight_is_read(folders, tmp_path):
+    """The fraction of the steps a ControlNet acts in (A1111's guidance_start / guidance_end) must be a
+    window inside 0..1: one sentence, and nothing loaded."""
+    from PIL import Image
+
+    (tmp_path / "config.json").write_text('{"_class_name": "ControlNetModel"}')
+    s = _session()
+    for start, end in ((0.6, 0.4), (0.0, 1.5), (float("nan"), 1.0)):
+        with pytest.raises(UserError, match="start below its end"):
+            s.run(_req(folders["sd15"], controlnet=str(tmp_path), control_image=Image.new("RGB", (64, 64)),
+                       control_start=start, control_end=end))
+    assert s.loaded is None

@@ -83,7 +83,9 @@ def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
     return value
 
 
-def _cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+def lookup_json(kind: str, key: Any) -> Any:
+    """The value cached under (kind, key) in the user cache or shipped with the package, or None: never
+    computes (the readout's estimates look for answers known at other sizes this way)."""
     from .errors import UserError
     from .jsonfile import read_json
 
@@ -91,12 +93,18 @@ def _cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
     try:
         if os.path.exists(path):
             return read_json(path, "a lowvram cache entry", object)
-    except UserError:  # damaged: recomputed below and overwritten
+    except UserError:  # damaged: as if missing (cached_json recomputes and overwrites it)
         pass
     if os.environ.get("LOWVRAM_NO_SHIPPED") != "1":  # tests of the simulator itself switch it off
-        found = shipped(kind, key)
-        if found is not None:
-            return found
+        return shipped(kind, key)
+    return None
+
+
+def _cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+    found = lookup_json(kind, key)
+    if found is not None:
+        return found
+    path = cache_path(kind, _digest(_user_key(key)) + ".json")
     value = compute()
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -142,6 +142,7 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     """Will it fit, how, and how fast: the plan for MODEL on this (or a named) machine."""
     from .plan import Policy, Workload, make_plan
     from .plan.machine import resolve_machine
+    from .generate.request import MAX_BATCH, MAX_STEPS
     from .units import check_count, check_resolution, parse_size
 
     _check_quality(quality)
@@ -149,9 +150,9 @@ def plan(model: str = typer.Argument(..., help="Catalogue name (see `lowvram mod
     spec, file_weights = _model_spec(model)
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
-    check_count(batch, 1, 64, "--batch", "images")
+    check_count(batch, 1, MAX_BATCH, "--batch", "images")
     n_steps = spec.steps if steps is None else steps
-    check_count(n_steps, 1, 1000, "--steps", "steps")
+    check_count(n_steps, 1, MAX_STEPS, "--steps", "steps")
     if loras < 0:
         raise UserError(f"--loras {loras} is negative: give the number of LoRAs, 0 or more.")
     if lora and loras:
@@ -393,19 +394,20 @@ def pull(name: str = typer.Argument(..., help="Catalogue name, e.g. flux-schnell
                                                "(a GGUF quant when the full weights do not fit well); --gguf implies balanced.")) -> None:
     """Download a catalogue model into the Hugging Face cache: only what the plan needs; resumable."""
     from .catalogue import get_model
-    from .hub import download, fetches, preview
-    from .plan.weights_choice import check_request, choose_weights
+    from .hub import download, preview
+    from .plan.weights_choice import check_request
+    from .pull_order import order_pull, pull_policy
 
     spec = get_model(name)
     if quality is not None:
         _check_quality(quality)
-    policy = quality or ("balanced" if gguf else "lossless")
+    policy = pull_policy(quality, gguf)
     check_request(spec, policy, gguf)  # before probing a machine: these need none to be refused
     machine = _pull_machine(spec, policy, gguf, gpu, vram, ram)
-    choice = choose_weights(spec, policy, gguf, machine)
+    order = order_pull(spec, policy, gguf, machine, variant)
     err = Console(stderr=True, soft_wrap=True)
-    _print_choice(err, spec, choice, machine, policy)
-    todo = fetches(spec, variant, choice.quant)
+    _print_choice(err, spec, order.choice, machine, policy)
+    todo = list(order.fetches)
     _print_downloads(err, spec, [(f, preview(f)) for f in todo])
     pulled = download(spec, todo)
     out.print(f"{spec.name}: {pulled.path}")

@@ -104,6 +104,9 @@ class ComponentPlan:
     # How its fp8 Linear weights multiply: "" (dequantised to compute_dtype per layer, runtime/precision.py),
     # "fp8_rowwise" or "fp8_tensorwise" (torch._scaled_mm on fp8 tensor cores, runtime/fp8_matmul.py).
     matmul: str = ""
+    # denoiser: torch.compile its repeated blocks (runtime/regional_compile.py), chosen where the compile time
+    # pays back over the images a load serves (plan/compile_choice.py)
+    compile_blocks: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,10 @@ class Plan:
     # seconds_per_step already counts; the runtime reports the real fraction.
     step_cache: float = 0.0
     step_cache_skip: float = 0.0
+    # True only for the page's quick readout (plan/estimated.py): some simulations were estimated from the
+    # same component's exact answers at nearby sizes; what generates always plans from exact ones.
+    estimated: bool = False
+    estimate_note: str = ""  # which answers were estimated, from which sizes ("" when exact)
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -26,8 +26,10 @@ def plan_class(p) -> str:
     """One cell: how the denoiser runs (resident / streamed / its 8-bit precision) and s/step."""
     if not p.fits:
         return "does not fit"
+    from .plan.dtypes import FLOAT_DTYPES
+
     den = [c for c in p.components if c.role == "denoiser"]
-    lossy = sorted({c.precision for c in den} - {"bf16", "fp16"})
+    lossy = sorted({c.precision for c in den} - set(FLOAT_DTYPES))  # fp32 on a card without bf16 is exact too
     cls = lossy[0] if lossy else "streamed" if any(c.placement == "streamed" for c in den) else "resident"
     return f"{cls} {p.seconds_per_step:.2f}"
 

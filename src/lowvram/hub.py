@@ -122,15 +122,17 @@ class Pulled:
     config: str | None = None  # for a .gguf: the diffusers snapshot with the other components
 
 
-def download(spec: ModelSpec, todo: list[Fetch]) -> Pulled:
-    """Run the fetches (resumable; huggingface_hub's progress bars) and mark the result as pulled last."""
+def download(spec: ModelSpec, todo: list[Fetch], tqdm_class=None) -> Pulled:
+    """Run the fetches (resumable; huggingface_hub's progress bars, or `tqdm_class`'s — the server's
+    hub_progress.Meter) and mark the result as pulled last."""
     configure_hub()
     from huggingface_hub import snapshot_download
 
     folders = []
     for f in todo:
         with _hub_errors(f.repo):
-            folders.append(snapshot_download(f.repo, allow_patterns=list(f.allow), ignore_patterns=list(f.ignore)))
+            folders.append(snapshot_download(f.repo, allow_patterns=list(f.allow), ignore_patterns=list(f.ignore),
+                                             tqdm_class=tqdm_class))
     if todo[0].what.startswith("GGUF"):
         pulled = Pulled(os.path.join(folders[0], todo[0].allow[0]), folders[1])
         _touch([pulled.path])

@@ -9,6 +9,12 @@ depend on the workload and the compute dtype, and fp16 shares bf16's), which `te
 checks by planning every card cold. Anything else is simulated on first use and cached as before.
 
     python -m lowvram.ship          # after a change to the simulator, the configs or the planner's questions
+    python -m lowvram.ship --anchors sd15,sdxl   # add the page's estimate anchors (below) to the shipped file
+
+Anchors: the page's readout estimates a size never simulated from the same component's answers at other
+sizes (simulate/estimate.py), which needs three known sizes per series. `--anchors` adds, for the named
+models, the denoiser (batch 1 and 2), VAE decode (whole and in each tile size) and VAE encode simulations at
+estimate.ANCHOR_SIDES (and whole VAE decodes at the tile sizes below), keeping every answer already shipped (a full run above keeps them too).
 """
 
 from __future__ import annotations
@@ -21,9 +27,69 @@ from dataclasses import replace
 
 
 FP16_CARD = "GTX 1060 6GB"  # the fp16-only card whose questions ship (any fp16 card asks the same ones)
+# Models whose estimate anchors ship (a series needs 3 known sizes). HiDream-I1, Qwen-Image and DeepFloyd IF
+# do not (minutes per anchor on fake tensors), nor the SDXL refiner (rarely planned at other sizes): their
+# readout estimates once the user's cache holds two more sizes, and is exact (simulated) before that.
+ANCHOR_MODELS = ("sd15", "sd21", "sdxl", "flux-dev", "flux-schnell", "sd35-large", "sd35-medium", "sd3-medium",
+                 "chroma", "pixart-sigma", "pixart-alpha")
+
+
+def anchor_requests(model, dtype: str = "bf16"):
+    """(component, SimRequest) pairs the readout's estimates need known at each anchor size."""
+    from .plan import cost
+    from .simulate import SimRequest
+    from .simulate.estimate import ANCHOR_SIDES, VAE_TILE_ANCHOR_SIDES
+
+    for side in VAE_TILE_ANCHOR_SIDES:  # the tiles a tiled decode is composed from
+        for comp in model.components:
+            if comp.role == "vae" and comp.class_name == "AutoencoderKL":
+                yield comp, SimRequest(op="decode", width=side, height=side, dtype=dtype)
+    for side in ANCHOR_SIDES:
+        for comp in model.components:
+            if comp.role == "denoiser":
+                for batch in (1, 2):  # CFG split / CFG in one batch (also guidance off, batch 1)
+                    yield comp, SimRequest(batch=batch, width=side, height=side, dtype=dtype)
+            elif comp.role == "vae":
+                tiles = cost.VAE_TILES if comp.class_name == "AutoencoderKL" else ()
+                for tile in (0,) + tuple(t for t in tiles if t < side):
+                    yield comp, SimRequest(op="decode", width=side, height=side, dtype=dtype, vae_tile=tile)
+                yield comp, SimRequest(op="encode", width=side, height=side, dtype=dtype)
+
+
+def add_anchors(names: list[str]) -> None:
+    """Simulate the anchors of `names` (answers already shipped are reused) and merge them into the
+    shipped file after each model, so an interrupted run keeps what it finished."""
+    os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-anchors-")
+    from . import cache
+    from .catalogue import get_model
+    from .simulate import simulate_component
+
+    for name in names:
+        model = get_model(name)
+        cache.RECORD = {}
+        t0 = time.perf_counter()
+        for comp, req in anchor_requests(model):
+            simulate_component(model, comp, req)
+        with open(cache.SHIPPED) as f:
+            doc = json.load(f)
+        for kind, answers in cache.RECORD.items():
+            doc["answers"].setdefault(kind, {}).update(answers)
+        doc["answers"] = {k: dict(sorted(v.items())) for k, v in sorted(doc["answers"].items())}
+        tmp = cache.SHIPPED + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, separators=(",", ":"), sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, cache.SHIPPED)
+        cache._SHIPPED = None  # re-read: the next model's lookups see what was just merged
+        print(f"{name}: anchors in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def main() -> None:
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--anchors":
+        add_anchors([n for n in sys.argv[2].split(",") if n])
+        return
     os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-ship-")
     os.environ["LOWVRAM_NO_SHIPPED"] = "1"  # compute everything afresh
     from . import cache
@@ -34,6 +100,7 @@ def main() -> None:
     from .machines.cards import CARDS, find_card
     from .plan.machine import TIER_CARD, machine_from_card, tier_machines
     from .contract import POLICIES
+    from .simulate import simulate_component
 
     cache.RECORD = {}
     t0 = time.perf_counter()
@@ -55,6 +122,10 @@ def main() -> None:
                         make_plan(model, wl, m, Policy(q))
         print(f"{model.name}: {sum(len(v) for v in cache.RECORD.values())} answers, {time.perf_counter() - t0:.0f} s",
               flush=True)
+    for name in ANCHOR_MODELS:  # the page's estimates for sizes never simulated (module docstring)
+        model = MODELS[name]
+        for comp, req in anchor_requests(model):
+            simulate_component(model, comp, req)
     for model in MODELS.values():  # `lowvram models` lists every component's parameter count
         for comp in model.components:
             spec_params(comp)

@@ -53,6 +53,9 @@ def read_jobs(path: str, registry, quality: str | None) -> list[BatchLine]:
         except json.JSONDecodeError as e:
             raise UserError(f"{where} is not valid JSON ({e.msg} at column {e.colno}): "
                             "write one JSON object per line.") from None
+        except (ValueError, RecursionError) as e:  # integers past int_max_str_digits; nesting past the stack
+            reason = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split(":")[0].split())[:120]
+            raise UserError(f"{where} is not usable JSON ({reason}): write one JSON object per line.") from None
         if not isinstance(obj, dict):
             raise UserError(f"{where} is a JSON {type(obj).__name__}, not an object: write one object "
                             "with A1111's txt2img fields (prompt, seed, steps...) per line.")

@@ -26,7 +26,7 @@ def build_app(config, cluster, machine_flags: tuple):
     from fastapi import FastAPI
     from ray import serve
 
-    from ..server import a1111, errors, lowvram_api
+    from ..server import a1111, controlnet_api, errors, lowvram_api
     from ..server.app import saver
     from ..server.auth import BasicAuth
     from ..server.bodylimit import BodyLimit
@@ -48,6 +48,7 @@ def build_app(config, cluster, machine_flags: tuple):
     errors.install(app)
     app.include_router(a1111.router)
     app.include_router(lowvram_api.router)
+    app.include_router(controlnet_api.router)  # the ingress resolves units; replicas get the folder and image
 
     @app.get("/lowvram/v1/cluster")
     async def cluster_view(request: Request):

@@ -15,6 +15,8 @@ import functools
 import hashlib
 import os
 
+from ..regular_file import open_regular
+
 MODEL_HASH_DIGITS = 10  # A1111 CheckpointInfo.shorthash = sha256[0:10]
 LORA_HASH_DIGITS = 12  # A1111 NetworkOnDisk.shorthash = hash[0:12]
 CHUNK = 1 << 20  # bytes read per update, as A1111 reads (blksize = 1024 * 1024)
@@ -22,7 +24,7 @@ CHUNK = 1 << 20  # bytes read per update, as A1111 reads (blksize = 1024 * 1024)
 
 def _sha256(path: str, offset: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "weights file") as f:
         f.seek(offset)
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
@@ -31,7 +33,7 @@ def _sha256(path: str, offset: int) -> str:
 
 def _safetensors_data_offset(path: str) -> int:
     """Where a .safetensors file's tensor data starts: 8 bytes of header length, then the header."""
-    with open(path, "rb") as f:
+    with open_regular(path, "safetensors file") as f:
         return 8 + int.from_bytes(f.read(8), "little")
 
 

@@ -102,6 +102,21 @@ def lora_hashes(loras) -> str | None:
     return ", ".join(items) or None
 
 
+# The ControlNet extension's resize modes (its external_code.ResizeMode), by A1111's resize_mode number:
+# the numbers generate/inputs.py `fit` takes.
+CONTROL_RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
+
+
+def controlnet_unit(model: str, weight: float, resize_mode: int, start: float = 0.0, end: float = 1.0) -> str:
+    """The value of A1111's `ControlNet 0` field, as the ControlNet extension writes it (its
+    scripts/infotext.py `serialize_unit`: `Field Name: value` pairs joined by ", ", no ':' or ',' inside a
+    value); lowvram runs the control image as given, so the module is always "none"."""
+    fields = {"Module": "none", "Model": _alias(model), "Weight": float(weight),
+              "Resize Mode": CONTROL_RESIZE_MODES[resize_mode], "Guidance Start": float(start),
+              "Guidance End": float(end), "Pixel Perfect": False, "Control Mode": "Balanced"}
+    return ", ".join(f"{k}: {v}" for k, v in fields.items())
+
+
 def version_text() -> str:
     from .. import __version__
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEED_RANDOM = -1  # A1111's meaning: pick a random seed, and report the one used
+MAX_BATCH = 64  # images per request: a batch past this is a typo, not a workload
+MAX_STEPS = 1000  # denoising steps per image
+MAX_GUIDANCE = 100.0  # A1111's slider stops at 30; anything past 100 only saturates the image
 MAX_SEED = 2**63 - 1 - 64  # torch generators take 64-bit seeds; a batch adds its position to the seed
 
 
@@ -31,6 +34,9 @@ class GenerateRequest:
     controlnet: str | None = None  # a diffusers ControlNet folder
     control_image: object = None  # a path or a PIL image
     control_scale: float = 1.0
+    control_start: float = 0.0  # the fraction of the steps the ControlNet starts and stops acting at (diffusers'
+    control_end: float = 1.0  # control_guidance_start / _end, A1111's guidance_start / guidance_end)
+    control_label: str | None = None  # the ControlNet's name in infotext (the server's title); default: the folder's
     models_dir: str | None = None  # a ComfyUI / A1111 models/ tree to find the model and its parts in
     quality: str | None = None  # lossless / balanced / fast; None: the Session's default
     resize_mode: int = 1  # init image to another size: 0 stretch, 1 crop and resize, 2 resize and pad (A1111's)

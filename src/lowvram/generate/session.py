@@ -23,12 +23,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..errors import UserError
-from .request import MAX_SEED, SEED_RANDOM, GenerateRequest, GenerateResult
+from .request import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, SEED_RANDOM, GenerateRequest, GenerateResult
 
 IMG2IMG_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux")
-MAX_BATCH = 64
-MAX_STEPS = 1000
-MAX_GUIDANCE = 100.0  # A1111's slider stops at 30; anything past 100 only saturates the image
 # A server, a batch or a Ray replica keeps its model for many images: placing the weights (copies,
 # page-locking the streamed part) is charged over this many images, not to each one (Workload.images_per_load).
 LONG_LIVED_IMAGES_PER_LOAD = 100
@@ -170,6 +167,9 @@ class Session:
                 raise UserError("ControlNet with --init-image is not supported yet: use one or the other.")
             if not os.path.isfile(os.path.join(req.controlnet, "config.json")):
                 raise UserError(f"{req.controlnet} is not a diffusers ControlNet folder (no config.json).")
+            if not 0.0 <= req.control_start < req.control_end <= 1.0:
+                raise UserError(f"The ControlNet acts from {req.control_start:g} to {req.control_end:g} of the steps: give "
+                                "a start below its end, both from 0 to 1.")
             control = inputs.read_image(req.control_image, "control image", "RGB")
 
         width, height = req.width, req.height
@@ -417,7 +417,8 @@ class Session:
         if negative and (spec.uses_cfg or spec.call.negative_default is not None):
             kwargs["negative_prompt"] = [negative] * req.batch
         if r.control is not None:
-            kwargs.update({spec.call.control_image_arg: r.control, "controlnet_conditioning_scale": req.control_scale})
+            kwargs.update({spec.call.control_image_arg: r.control, "controlnet_conditioning_scale": req.control_scale,
+                           "control_guidance_start": req.control_start, "control_guidance_end": req.control_end})
         if r.init is not None:
             kwargs.update(image=r.init, strength=req.strength)
             if r.mask is not None:
@@ -443,6 +444,12 @@ class Session:
         loras = tuple(LoraUse(os.path.splitext(os.path.basename(p))[0], w, lora_hash(p)) for p, w in req.loras)
         mhash = model_hash(req.model)  # None for a folder
         extra = {k: v for k, v in params.items() if k.startswith("Stage ")}
+        if r.control is not None:
+            from .infotext import controlnet_unit
+
+            label = req.control_label or os.path.basename(os.path.normpath(req.controlnet))
+            extra["ControlNet 0"] = controlnet_unit(label, req.control_scale, req.resize_mode, req.control_start,
+                                                    req.control_end)
         out = []
         for k, arr in enumerate(images):
             batch = {"Batch size": len(images), "Batch pos": k} if len(images) > 1 else {}

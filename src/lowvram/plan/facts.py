@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..cache import cached_json
+from ..cache import cached_json, lookup_json
 from ..catalogue import ComponentSpec, build_component, load_config
 from ..catalogue.build import config_identity
 from ..structure import Unit
@@ -38,6 +38,16 @@ def component_facts(spec: ComponentSpec) -> ComponentFacts:
     return _facts(spec, config_identity(spec.config))
 
 
+def facts_known(spec: ComponentSpec) -> bool:
+    """Whether the facts are cached or shipped: looking them up builds no module (plan/estimated.py plans
+    without the server's plan lock only then)."""
+    return lookup_json("facts", _facts_key(spec)) is not None
+
+
+def _facts_key(spec: ComponentSpec) -> list:
+    return [spec.class_name, load_config(spec.config), 1]
+
+
 @lru_cache(maxsize=None)
 def _facts(spec: ComponentSpec, config: str) -> ComponentFacts:
     """Memoised per spec and config text (`config` is only the key: a user's config.json may change)."""
@@ -46,5 +56,5 @@ def _facts(spec: ComponentSpec, config: str) -> ComponentFacts:
 
         return [u.__dict__ for u in streamable_units(build_component(spec))]
 
-    units = cached_json("facts", [spec.class_name, load_config(spec.config), 1], compute)
+    units = cached_json("facts", _facts_key(spec), compute)
     return ComponentFacts(tuple(Unit(**u) for u in units))

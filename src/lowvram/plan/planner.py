@@ -15,16 +15,21 @@ load to the end, so every GPU phase leaves room for them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from ..catalogue import ComponentSpec, ModelSpec
 from ..simulate import SimRequest, simulate_component
 from ..units import format_bytes
 from . import cost, explain
+from .compile_choice import with_compile_choice
 from .controlnet import PlannedControlNet, resolve_controlnet
 from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
 from .fp8_matmul import fp8_matmul_mode, fp8_matmul_note, fp8_matmul_overhead
 from ..contract import ComponentPlan, Machine, Plan, Policy, Workload
+
+# (model, component, request) -> SimResult: simulate_component, or the readout's estimating source
+Simulate = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -356,7 +361,8 @@ def _cpu_options(spec: ComponentSpec, flops: int, act16: int, machine: Machine, 
 
 def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
                       precisions: list[str], stored: str, file_ratio: float | None = None,
-                      cn: PlannedControlNet | None = None, cn_precisions: list[str] = (), lora: int = 0) -> list[Option]:
+                      cn: PlannedControlNet | None = None, cn_precisions: list[str] = (), lora: int = 0,
+                      simulate: Simulate = simulate_component) -> list[Option]:
     cfg = model.uses_cfg and wl.guidance
     modes = ("batch", "split") if cfg else ("none",)
     steps = max(1, round(wl.steps * spec.step_ratio))  # what generation runs (IF's stages II and III: fewer)
@@ -365,42 +371,44 @@ def _denoiser_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machi
         batch = wl.batch * (2 if mode == "batch" else 1)
         calls = 2 if mode == "split" else 1
         req = SimRequest(batch=batch, width=wl.width, height=wl.height, dtype=_sim_dtype(machine))
-        sim = simulate_component(model, spec, req)
+        sim = simulate(model, spec, req)
         if cn is None:
             opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions,
                                 stored, steps, lora, file_ratio, wl.images_per_load)
         else:  # the ControlNet sees the same batch (the pipelines duplicate the control image for CFG)
-            cn_sim = simulate_component(model, cn.spec, req)
-            opts = _with_controlnet(spec, cn, calls, sim.flops, cn_sim.flops, _step_activation(model, cn, req, sim, cn_sim),
+            cn_sim = simulate(model, cn.spec, req)
+            opts = _with_controlnet(spec, cn, calls, sim.flops, cn_sim.flops,
+                                    _step_activation(model, cn, req, sim, cn_sim, simulate),
                                     cn_sim.activation_peak_bytes, machine, budget, precisions, list(cn_precisions),
                                     stored, steps, lora, file_ratio, wl.images_per_load)
         out += [replace(o, cfg_mode=mode) for o in opts]
     return out
 
 
-def _step_activation(model: ModelSpec, cn: PlannedControlNet, req: SimRequest, sim, cn_sim) -> int:
+def _step_activation(model: ModelSpec, cn: PlannedControlNet, req: SimRequest, sim, cn_sim,
+                     simulate: Simulate = simulate_component) -> int:
     """The phase's activation peak: the ControlNet's call, then the denoiser's with its residuals alive,
     simulated as one step. A ControlNet whose residuals do not fit the catalogue's denoiser (a variant or
     scaled-down model planned as the catalogue's) cannot run that step; its two calls are composed."""
     if cn.pairs:
-        return simulate_component(model, cn.spec, replace(req, op="step")).activation_peak_bytes
+        return simulate(model, cn.spec, replace(req, op="step")).activation_peak_bytes
     return max(cn_sim.activation_peak_bytes, sim.activation_peak_bytes + cn_sim.output_bytes)
 
 
 def _text_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
                   precisions: list[str], stored: str, file_ratio: float | None = None,
-                  lora: int = 0) -> list[Option]:
+                  lora: int = 0, simulate: Simulate = simulate_component) -> list[Option]:
     # Prompt and negative prompt are encoded as two batch-1 calls; count both.
     calls = 2 if (model.uses_cfg and wl.guidance) else 1
-    sim = simulate_component(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height,
-                                                     dtype=_sim_dtype(machine)))
+    sim = simulate(model, spec, SimRequest(batch=wl.batch, width=wl.width, height=wl.height, dtype=_sim_dtype(machine)))
     opts = _gpu_options(spec, calls, sim.flops, sim.activation_peak_bytes, machine, budget, precisions, stored, 1,
                         lora, file_ratio, wl.images_per_load)
     return opts + _cpu_options(spec, sim.flops * calls, sim.activation_peak_bytes, machine, stored)
 
 
 def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: Machine, budget: int,
-                 precision: str, stored: str, encode: bool = False, lora: int = 0) -> list[Option]:
+                 precision: str, stored: str, encode: bool = False, lora: int = 0,
+                 simulate: Simulate = simulate_component) -> list[Option]:
     """encode: the pipeline also VAE-encodes an image (img2img, or an InstantX Flux ControlNet's control image)."""
     out = []
     # diffusers' AutoencoderKL tiles cheaply to simulate; the Qwen-Image (3-D causal) VAE's tiled decode
@@ -410,12 +418,12 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
     for tile in (0,) + tiles:
         if tile and tile >= max(wl.width, wl.height):
             continue
-        sim = simulate_component(model, spec, SimRequest(op="decode", batch=wl.batch, width=wl.width, height=wl.height,
-                                                         dtype=dtype, vae_tile=tile))
+        sim = simulate(model, spec, SimRequest(op="decode", batch=wl.batch, width=wl.width, height=wl.height,
+                                               dtype=dtype, vae_tile=tile))
         act, flops = sim.activation_peak_bytes, sim.flops
         if encode:
-            enc = simulate_component(model, spec, SimRequest(op="encode", batch=wl.batch, width=wl.width,
-                                                             height=wl.height, dtype=dtype, vae_tile=tile))
+            enc = simulate(model, spec, SimRequest(op="encode", batch=wl.batch, width=wl.width,
+                                                   height=wl.height, dtype=dtype, vae_tile=tile))
             act, flops = max(act, enc.activation_peak_bytes), flops + enc.flops
         # the VAE is small; streaming it is never better than tiling
         for o in _gpu_options(spec, 1, flops * (cost.VAE_TILE_OVERHEAD if tile else 1), act, machine, budget,
@@ -429,30 +437,33 @@ def _vae_options(model: ModelSpec, spec: ComponentSpec, wl: Workload, machine: M
 
 
 def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy = Policy(),
-              find_smallest: bool = True, file_weights: dict | None = None) -> Plan:
+              find_smallest: bool = True, file_weights: dict | None = None,
+              simulate: Simulate = simulate_component) -> Plan:
     """The fastest feasible plan under the policy; `fits` False (with the reason) when none fits.
 
     find_smallest: when nothing fits, also search the smallest machine that would (a dozen more searches).
     file_weights: {component: (GGUF type, bytes per bf16 byte)} for components a file stores quantised.
+    simulate: where the simulations come from (exact by default; the page's readout passes estimates,
+    plan/estimated.py, and marks the plan so).
     """
     if policy.step_cache:  # an opt-in layer over the plan the policy would make without it
         from .step_cache import with_step_cache
 
-        plain = make_plan(model, wl, machine, replace(policy, step_cache=0.0), find_smallest, file_weights)
+        plain = make_plan(model, wl, machine, replace(policy, step_cache=0.0), find_smallest, file_weights, simulate)
         return with_step_cache(plain, model, policy.step_cache)
     # a CPU machine's budget is what the process leaves of RAM already (plan/machine.py cpu_machine)
     reserve = policy.reserve_bytes or (0 if machine.device == "cpu" else cost.DEFAULT_RESERVE_BYTES)
     cn = resolve_controlnet(model, wl)  # read once: every search below sizes the same ControlNet
 
     def smallest(quality: str) -> dict:
-        return _smallest_fitting(model, wl, machine, quality, reserve, file_weights, cn) if find_smallest else {}
+        return _smallest_fitting(model, wl, machine, quality, reserve, file_weights, cn, simulate) if find_smallest else {}
 
     if policy.quality == "balanced":
         # Lossy weights only when they are needed to fit, or make the whole image >= 1.3x faster.
-        lossless = _search(model, wl, machine, "lossless", reserve, file_weights, cn)
+        lossless = _search(model, wl, machine, "lossless", reserve, file_weights, cn, simulate)
         # fp8 matmuls quantise activations too (lossier than 8-bit storage) and their speed is a datasheet
         # estimate: the balanced policy's 8-bit weights are dequantised per layer (--quality fast takes them)
-        lossy = replace(_search(model, wl, replace(machine, fp8=False), "fast", reserve, file_weights, cn),
+        lossy = replace(_search(model, wl, replace(machine, fp8=False), "fast", reserve, file_weights, cn, simulate),
                         machine=machine)
         if lossless.fits and (not lossy.fits or lossless.seconds_per_image < cost.BALANCED_MIN_SPEEDUP * lossy.seconds_per_image):
             return _balanced_keeps_lossless(lossless, lossy)
@@ -466,10 +477,10 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
         return replace(lossy, policy="balanced", lossy_reason=f"8-bit weights: {why}",
                        decisions=lossy.decisions + (f"precision: 8-bit weights because {why}",),
                        rejected=lossy.rejected + (alt,))
-    plan = _search(model, wl, machine, policy.quality, reserve, file_weights, cn)
+    plan = _search(model, wl, machine, policy.quality, reserve, file_weights, cn, simulate)
     if plan.fits or policy.quality != "lossless":
         return plan if plan.fits else replace(plan, smallest_fitting=smallest(policy.quality))
-    lossy = _search(model, wl, machine, "fast", reserve, file_weights, cn)
+    lossy = _search(model, wl, machine, "fast", reserve, file_weights, cn, simulate)
     reason = ("no lossless plan fits: " + plan.lossy_reason) if plan.lossy_reason else "no lossless plan fits"
     if lossy.fits:
         lossy_precisions = sorted({c.precision for c in lossy.components} - set(FLOAT_DTYPES))
@@ -508,7 +519,8 @@ def _balanced_keeps_lossless(lossless: Plan, lossy: Plan) -> Plan:
 
 
 def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
-            file_weights: dict | None = None, cn: PlannedControlNet | None = None) -> Plan:
+            file_weights: dict | None = None, cn: PlannedControlNet | None = None,
+            simulate: Simulate = simulate_component) -> Plan:
     budget = machine.vram_bytes - reserve
     per_component: list[list[Option]] = []
     rejected: list[dict] = []
@@ -527,12 +539,12 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
         qtype, ratio = file_quant(spec, file_weights)
         mine = [qtype] if qtype else precisions
         if spec.role == "denoiser":
-            opts = _denoiser_options(model, spec, wl, machine, budget, mine, stored, ratio, cn, precisions, lora)
+            opts = _denoiser_options(model, spec, wl, machine, budget, mine, stored, ratio, cn, precisions, lora, simulate)
         elif spec.role == "text_encoder":
-            opts = _text_options(model, spec, wl, machine, budget, mine, stored, ratio, lora)
+            opts = _text_options(model, spec, wl, machine, budget, mine, stored, ratio, lora, simulate)
         else:
             opts = _vae_options(model, spec, wl, machine, budget, lossless, stored,
-                                wl.img2img or (cn is not None and cn.vae_encode), lora)
+                                wl.img2img or (cn is not None and cn.vae_encode), lora, simulate)
         if not opts:
             failed.append(spec.name)
             continue
@@ -579,10 +591,10 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
     cfg_mode = next((o.cfg_mode for o in den), "none")
     vae_tile = next((o.vae_tile for o in chosen if o.plan.role == "vae"), 0)
     components = tuple(p for o in chosen for p in (o.plan, o.companion) if p is not None)
-    return Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine, components=components, attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
+    return with_compile_choice(Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine, components=components, attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
                 vae_tile=vae_tile, peak_vram_bytes=peak_vram, peak_ram_bytes=peak_ram, seconds_per_step=sps,
                 seconds_per_image=per_image, reserve_bytes=reserve, decisions=tuple(decisions),
-                rejected=tuple(rejected), lossy_reason=reason, tradeoffs=tuple(dict.fromkeys(tradeoffs)))
+                rejected=tuple(rejected), lossy_reason=reason, tradeoffs=tuple(dict.fromkeys(tradeoffs))))
 
 
 def _lora_bytes(wl: Workload) -> int:
@@ -653,11 +665,13 @@ RAM_TIERS_GIB = (8, 16, 32, 48, 64, 96, 128, 192, 256)
 
 
 def _smallest_fitting(model: ModelSpec, wl: Workload, machine: Machine, quality: str, reserve: int,
-                      file_weights: dict | None = None, cn: PlannedControlNet | None = None) -> dict:
+                      file_weights: dict | None = None, cn: PlannedControlNet | None = None,
+                      simulate: Simulate = simulate_component) -> dict:
     """Smallest VRAM tier that fits with this RAM, else with the smallest larger RAM tier that allows one.
     More VRAM never hurts a plan, so each RAM level is a binary search over the VRAM tiers."""
     def fits(v: int, ram: int) -> bool:
-        return _search(model, wl, replace(machine, vram_bytes=v * 2**30, ram_bytes=ram), quality, reserve, file_weights, cn).fits
+        return _search(model, wl, replace(machine, vram_bytes=v * 2**30, ram_bytes=ram), quality, reserve, file_weights, cn,
+                       simulate).fits
 
     rams = [machine.ram_bytes] + [r * 2**30 for r in RAM_TIERS_GIB if r * 2**30 > machine.ram_bytes]
     for ram in rams:

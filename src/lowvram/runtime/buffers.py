@@ -36,3 +36,41 @@ class BufferPool:
     def free(self) -> None:
         self.buffers = []
         self.accountant.release(self.slot_bytes * self.slots, self.owner)
+
+
+class StagingBuffers:
+    """Reused host buffers that pageable weights pass through on their way to the device.
+
+    A copy from pageable memory cannot be asynchronous (the driver stages it through its own pinned
+    memory and blocks the calling thread), so units whose host copy is not pinned (past the pinned-RAM
+    cap, or memory-mapped from disk) are copied into one of these pinned buffers first, by a worker
+    thread, and from there to the device asynchronously. Each buffer is written again only once the
+    device copy that last read it has finished: the one place the copy path waits.
+    """
+
+    def __init__(self, slot_bytes: int, count: int, pin: bool) -> None:
+        self.slot_bytes = align(slot_bytes)
+        self.buffers = [torch.empty(self.slot_bytes, dtype=torch.uint8, pin_memory=pin) for _ in range(count)]
+        self._done: list = [None] * count  # per buffer: the event of the device copy that last read it
+        self._next = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.slot_bytes * len(self.buffers)
+
+    def acquire(self) -> int:
+        """The next buffer round-robin, once the device copy that last read it is done."""
+        i = self._next
+        self._next = (i + 1) % len(self.buffers)
+        if self._done[i] is not None:
+            self._done[i].synchronize()
+            self._done[i] = None
+        return i
+
+    def release(self, i: int, event) -> None:
+        """Buffer `i` is being read by the device copy `event` marks the end of (None: already read)."""
+        self._done[i] = event
+
+    def view(self, i: int, offset: int, like: torch.Tensor) -> torch.Tensor:
+        n = like.numel() * like.element_size()
+        return self.buffers[i][offset:offset + n].view(like.dtype).view(like.shape)

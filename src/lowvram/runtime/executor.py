@@ -18,6 +18,7 @@ import torch
 from ..errors import InternalError
 from ..contract import ComponentPlan, Plan
 from .accountant import BudgetAccountant
+from .regional_compile import RegionalCompile, apply_regional_compile
 from .precision import COMPUTE_DTYPES, STORAGE_DTYPES, PrecisionConfig, apply_weight_precision
 from .streaming import StreamingEngine
 from .vae import guard_decode
@@ -40,6 +41,10 @@ class PlanExecutor:
         self._wrapped: list[tuple[torch.nn.Module, str]] = []  # instance methods shadowing the class's
         self._cpu_hooked: set[str] = set()  # components with input/output moving hooks (placed on the CPU)
         self._guarded: set[str] = set()  # denoisers whose forward retries out-of-memory calls
+        # each component's activation pre-hook, by name; in "hookless" mode a placed component has none
+        self._activation: dict[str, object] = {}
+        self._hookless = False
+        self._compiled: list[RegionalCompile] = []  # components whose repeated blocks the plan compiles
         self.by_name = {c.name: c for c in plan.components}
         self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
@@ -70,7 +75,9 @@ class PlanExecutor:
                 from .step_cache import StepCache, StepCacheConfig
 
                 self.step_cache = StepCache(module, StepCacheConfig(self.plan.step_cache)).apply()
-            self._handles.append(module.register_forward_pre_hook(self._pre(name), prepend=True))
+            if cp.compile_blocks:  # compiled lazily, at the first call; the streaming hooks stay eager around it
+                self._compiled.append(apply_regional_compile(module))
+            self._hook_activation(name)
             if cp.role == "vae":  # the plan's tile size, and smaller tiles if a decode still runs out of memory
                 guard_decode(module, self.plan.vae_tile, on_retry=self._vae_retry(name))
                 self._wrapped.append((module, "decode"))
@@ -78,7 +85,39 @@ class PlanExecutor:
             # call `_hf_hook.pre_forward`, and pipelines read `_hf_hook.execution_device` to place inputs
             if not hasattr(module, "_hf_hook"):
                 module._hf_hook = _DeviceHook(self, name)
+        self._hookless = self._nothing_ever_evicted()
         return self
+
+    def _hook_activation(self, name: str) -> None:
+        if name not in self._activation:
+            self._activation[name] = self.modules[name].register_forward_pre_hook(self._pre(name), prepend=True)
+
+    def _unhook_activation(self, name: str) -> None:
+        handle = self._activation.pop(name, None)
+        if handle is not None:
+            handle.remove()
+
+    def _nothing_ever_evicted(self) -> bool:
+        """True when every component is planned resident and all of them fit on the device together, each
+        one's activation beside all the others' weights: then no placement ever evicts another, recency
+        never matters, and a placed component needs no per-call hook (issue #13: nothing paid for what is
+        not streamed). A component whose call must still be noticed — streamed, on the CPU — keeps hooks."""
+        names = [n for n in self.modules if n in self.by_name]
+        if not names or any(self.by_name[n].placement != "resident" for n in names):
+            return False
+        weights = {n: _module_bytes(self.modules[n]) for n in names}
+        total = sum(weights.values())
+        # activate() evicts while `used + need > budget`; `used` is at most the others' weights
+        return all(total - weights[n] + self._need(n) <= self.accountant.budget for n in names)
+
+    def _need(self, name: str) -> int:
+        """The bytes activate() makes room for before placing `name`."""
+        cp = self.by_name[name]
+        if name in self.companions and name not in self.planned:  # put on the device whole
+            return _module_bytes(self.modules[name])
+        if name in self.companions:  # its activations are in its partner's (the phase's) figure
+            return cp.vram_bytes
+        return cp.vram_bytes + cp.activation_bytes
 
     def _vae_retry(self, name: str):
         def note(tile: int, smaller: int) -> None:
@@ -104,12 +143,7 @@ class PlanExecutor:
         cp: ComponentPlan = self.by_name[name]
         module = self.modules[name]
         group = {name, self.companions.get(name)} | {c for c, p in self.companions.items() if p == name}
-        if name in self.companions and name not in self.planned:  # put on the device whole
-            need = sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-        elif name in self.companions:  # its activations are in its partner's (the phase's) figure
-            need = cp.vram_bytes
-        else:
-            need = cp.vram_bytes + cp.activation_bytes
+        need = self._need(name)
         for other in list(self.engines):
             if self.accountant.used + need <= self.accountant.budget:
                 break
@@ -120,6 +154,8 @@ class PlanExecutor:
         if name in self.companions:
             self.engines[name] = self._engine(name)
             self.phases.append(name)
+            if self._hookless:
+                self._unhook_activation(name)
             return  # the partner's phase goes on
         if cp.placement == "cpu":
             # the module stays in host memory and computes there; its inputs come to it and its
@@ -133,6 +169,8 @@ class PlanExecutor:
         else:
             self.engines[name] = self._engine(name)
             self.active = name
+            if self._hookless:  # placed for good: its calls cost nothing from here on
+                self._unhook_activation(name)
         self.phases.append(name)
 
     def _engine(self, name: str) -> StreamingEngine:
@@ -145,6 +183,7 @@ class PlanExecutor:
 
     def _evict(self, name: str) -> None:
         self.engines.pop(name).remove()
+        self._hook_activation(name)  # its next call places it again
         if self.active == name:
             self.active = None
 
@@ -216,6 +255,11 @@ class PlanExecutor:
         self._fp8_matmuls = []
         for h in self._handles:
             h.remove()
+        for name in list(self._activation):
+            self._unhook_activation(name)
+        for compiled in self._compiled:
+            compiled.remove()
+        self._compiled = []
         for module, method in self._wrapped:
             if method in module.__dict__:
                 delattr(module, method)  # the instance attribute shadowed the class method
@@ -279,6 +323,11 @@ def _runtime_units(cp: ComponentPlan, module: torch.nn.Module) -> int:
 
     n = len(streamable_units(module))
     return cp.resident_units if n == cp.total_units else round(cp.resident_units * n / cp.total_units)
+
+
+def _module_bytes(module: torch.nn.Module) -> int:
+    """Every parameter and buffer of `module`, each counted once, at its current dtype."""
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
 def _to(obj, device):

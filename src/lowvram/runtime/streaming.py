@@ -11,20 +11,28 @@ accelerate's hooks copy synchronously. Here:
   two reusable device buffers just before it runs; the copy of the next unit is issued on a side CUDA
   stream while the current one computes, ordered with events (never a global synchronize);
 - the order in which units run is recorded on the first call, so models whose forward order differs
-  from their creation order prefetch correctly; a unit called out of order is loaded synchronously.
+  from their creation order prefetch correctly; a unit called out of order is loaded synchronously;
+- the order wraps around: while the last unit of a call runs, the first streamed unit of the next call
+  (the next step's) is already being copied, so a step never starts by waiting for its first copy;
+- units whose host copy is not pinned (past the pinned-RAM cap, or memory-mapped from disk) go through
+  two reused pinned staging buffers (buffers.StagingBuffers), filled by one worker thread, so their
+  device copy is asynchronous too instead of blocking the thread that issues the compute.
 With device = CPU the same code path runs (copies into the pool still happen, synchronously), which is
 how the CPU tests check prefetch order, eviction and accounting.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
 from ..structure import streamable_units
 from .accountant import BudgetAccountant
-from .buffers import BufferPool, align
+from .buffers import BufferPool, StagingBuffers, align
+
+STAGING_BUFFERS = 2  # one being filled from pageable memory while the other is read by the device copy
 
 
 @dataclass
@@ -45,6 +53,8 @@ class _Unit:
     slot: int | None = None
     ready_event: object = None
     running: bool = False
+    pinned: bool = False  # every host tensor of the unit is in pinned memory
+    pending: Future | None = None  # an in-flight staged copy; resolves to its ready event
 
 
 @dataclass
@@ -52,6 +62,8 @@ class StreamStats:
     copies: int = 0  # unit copies host -> device buffer
     bytes_copied: int = 0
     sync_loads: int = 0  # units that were not prefetched in time (out-of-order calls)
+    wraparound: int = 0  # next-call prefetches issued while the last unit of a call ran
+    staged: int = 0  # unit copies that went through the pinned staging buffers
     order: list = field(default_factory=list)  # recorded unit order (names)
 
 
@@ -60,7 +72,8 @@ class StreamingEngine:
 
     def __init__(self, module: torch.nn.Module, device: torch.device | str, resident_units: int,
                  accountant: BudgetAccountant, owner: str = "component", pin_memory: bool | None = None,
-                 pinned_cap_bytes: int | None = None) -> None:
+                 pinned_cap_bytes: int | None = None, stage_pageable: bool | None = None,
+                 wraparound: bool = True) -> None:
         self.module = module
         self.device = torch.device(device)
         self.resident_units = resident_units
@@ -82,6 +95,12 @@ class StreamingEngine:
         self._resident_bytes = 0
         self._host: dict[int, torch.Tensor | None] = {}  # device copy id -> its host tensor (resident units)
         self._stream = torch.cuda.Stream(self.device) if self.cuda else None
+        # stage pageable units through pinned buffers: on CUDA by default; on the CPU only when asked
+        # (tests), where the same path runs with plain host buffers
+        self.stage_pageable = self.cuda if stage_pageable is None else stage_pageable
+        self._staging: StagingBuffers | None = None
+        self.wraparound = wraparound  # False: the next call's first unit is fetched only after the call returns (A/B benches)
+        self._worker: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ set-up
     def apply(self) -> "StreamingEngine":
@@ -92,6 +111,12 @@ class StreamingEngine:
             self.units.append(unit)
         for i in shared:
             self.units[i].resident = True
+        # the resident part is one placement, counted once and before any copy: a plan that does not fit
+        # fails here with nothing half-placed
+        resident_bytes = sum(t.numel() * t.element_size() for u in self.units if u.resident for _, _, _, t, _ in u.tensors)
+        if resident_bytes:
+            self.accountant.reserve(resident_bytes, self.owner)
+            self._resident_bytes = resident_bytes
         for u in self.units:
             if u.resident:
                 self._make_resident(u)
@@ -104,6 +129,10 @@ class StreamingEngine:
                 # prepend: weights must be in place before any other pre-hook (8-bit dequantisation) reads them
                 self._handles.append(u.module.register_forward_pre_hook(self._make_pre(u), prepend=True))
                 self._handles.append(u.module.register_forward_hook(self._make_post(u)))
+            pageable = [u for u in self.streamed if not u.pinned]
+            if self.stage_pageable and pageable:
+                self._staging = StagingBuffers(max(u.nbytes for u in pageable), STAGING_BUFFERS, pin=self.cuda)
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lowvram-stage-{self.owner}")
             self._handles.append(self.module.register_forward_pre_hook(self._root_pre))
             self._handles.append(self.module.register_forward_hook(self._root_post))
         return self
@@ -112,8 +141,7 @@ class StreamingEngine:
         for entry in u.tensors:
             owner_mod, kind, name, t, _ = entry
             host = t.detach()  # the data itself: `t` may be the Parameter, whose .data is replaced below
-            dev = self.accountant.to_device(t, self.owner)
-            self._resident_bytes += t.numel() * t.element_size()
+            dev = t.detach().to(self.device)  # its bytes were reserved with the whole resident part in apply()
             _set(owner_mod, kind, name, dev)
             entry[3] = dev
             # keep the host copy (the plan counts it in RAM): eviction then re-points the weight at it
@@ -135,6 +163,7 @@ class StreamingEngine:
             off += align(n)
             u.host_bytes += n
         u.nbytes = off
+        u.pinned = all(host.is_pinned() for _, _, _, host, _ in u.tensors)
         self.streamed.append(u)
 
     # ------------------------------------------------------------------ hooks
@@ -165,12 +194,18 @@ class StreamingEngine:
                     self._pos += 1
                     if self._pos < len(self._order):
                         expected_next = self._order[self._pos]
+                    elif self.wraparound:  # the call's last unit: the next call starts with the first one, fetch it now
+                        expected_next = self._order[0]
+                        if expected_next != u.idx and self.units[expected_next].slot is None:
+                            self.stats.wraparound += 1
             if u.slot is None:
                 if not self._recording:  # the recording call cannot prefetch: it does not know the order yet
                     self.stats.sync_loads += 1
                 self._load(u, self._free_slot(exclude=None), sync=True)
-            elif self.cuda:
-                torch.cuda.current_stream(self.device).wait_event(u.ready_event)
+            else:
+                self._settle(u)
+                if self.cuda:
+                    torch.cuda.current_stream(self.device).wait_event(u.ready_event)
             for owner_mod, kind, name, host, off in u.tensors:
                 _set(owner_mod, kind, name, self._pool.view(u.slot, off, host))
             u.running = True
@@ -199,7 +234,9 @@ class StreamingEngine:
                 return i
         # both slots hold prefetched (not running) units: drop the one that is not `exclude`
         i = 0 if exclude != 0 else 1
-        self.units[self._slots[i].owner].slot = None
+        dropped = self.units[self._slots[i].owner]
+        self._settle(dropped)  # its staged copy may still be writing the slot
+        dropped.slot = None
         self._slots[i].owner = None
         return i
 
@@ -210,11 +247,42 @@ class StreamingEngine:
         running = next((i for i, s in enumerate(self._slots) if s.owner is not None and self.units[s.owner].running), None)
         self._load(u, self._free_slot(exclude=running), sync=False)
 
+    def _settle(self, u: _Unit) -> None:
+        """Wait for `u`'s staged copy, if one is in flight, and take its ready event."""
+        if u.pending is not None:
+            u.ready_event = u.pending.result()
+            u.pending = None
+
+    def _staged_copy(self, u: _Unit, slot: int, free_event) -> object:
+        """On the worker thread: the unit's pageable host bytes into a reused staging buffer (a host
+        memcpy, off the thread that issues the compute), then one asynchronous copy into its device slot,
+        ordered after the slot's previous user. Returns the event that marks the copy done (None on CPU)."""
+        st = self._staging.acquire()
+        for _, _, _, host, off in u.tensors:
+            self._staging.view(st, off, host).copy_(host)
+        if not self.cuda:
+            for _, _, _, host, off in u.tensors:
+                self._pool.view(slot, off, host).copy_(self._staging.view(st, off, host))
+            self._staging.release(st, None)
+            return None
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            if free_event is not None:
+                self._stream.wait_event(free_event)
+            for _, _, _, host, off in u.tensors:
+                self._pool.view(slot, off, host).copy_(self._staging.view(st, off, host), non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(self._stream)
+        self._staging.release(st, ev)
+        return ev
+
     def _load(self, u: _Unit, slot: int, sync: bool) -> None:
         s = self._slots[slot]
         s.owner = u.idx
         u.slot = slot
-        if self.cuda and not sync:
+        if not sync and self._staging is not None and not u.pinned:
+            u.pending = self._worker.submit(self._staged_copy, u, slot, s.free_event)
+            self.stats.staged += 1
+        elif self.cuda and not sync:
             stream = self._stream
             if s.free_event is not None:
                 stream.wait_event(s.free_event)
@@ -246,6 +314,14 @@ class StreamingEngine:
         for h in self._handles:
             h.remove()
         self._handles = []
+        for u in self.units:
+            if u.pending is not None:  # let an in-flight staged copy finish before its buffers go
+                u.pending.result()
+                u.pending = None
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        self._staging = None
         for u in self.units:
             for entry in u.tensors:
                 owner_mod, kind, name, t, _ = entry

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from ..generate.request import MAX_SEED, GenerateRequest
-from ..generate.session import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS
+from ..generate.request import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS
 from ..units import MAX_SIDE_PIXELS
+from .controlnet_api import control_unit
 from .jobs import Job, wait_for
 
 router = APIRouter(prefix="/sdapi/v1")
@@ -48,6 +49,7 @@ class Txt2ImgBody(BaseModel):
     override_settings: dict = Field(default_factory=dict)
     send_images: bool = True
     quality: str | None = None  # lowvram's: lossless / balanced / fast for this request (None: the server's)
+    alwayson_scripts: dict = Field(default_factory=dict)  # only "controlnet" runs (server/controlnet_api.py)
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -125,6 +127,11 @@ def body_request(reg, body: Txt2ImgBody, kind: str, quality: str | None) -> tupl
                           models_dir=served.models_dir, quality=body.quality or quality, resize_mode=resize,
                           model_label=served.name)
     _set_sampler(req, body.sampler_name or body.sampler_index, body.scheduler, spec.family)
+    control = control_unit(body.alwayson_scripts, reg, served, kind)
+    if control is not None:
+        req.controlnet, req.control_image, req.control_scale = control.path, control.image, control.weight
+        req.control_start, req.control_end, req.control_label = control.start, control.end, control.title
+        req.resize_mode = control.resize_mode  # txt2img only: the control image is the one image it resizes
     return req, spec
 
 
@@ -335,7 +342,9 @@ def loras(request: Request):
 
 @router.get("/scripts")
 def scripts():
-    return {"txt2img": [], "img2img": []}
+    from .controlnet_api import SCRIPT_NAME
+
+    return {"txt2img": [SCRIPT_NAME], "img2img": []}  # ControlNet, txt2img only (server/controlnet_api.py)
 
 
 @router.get("/cmd-flags")

@@ -13,20 +13,24 @@ from .config import ServerConfig, ServerState
 def create_app(config: ServerConfig) -> FastAPI:
     """The app for one GPU: its Session and worker start with the app and stop (model unloaded) with it."""
     from ..generate.session import LONG_LIVED_IMAGES_PER_LOAD, Session, planner_for
-    from . import a1111, errors, lowvram_api, page_api
+    from . import a1111, controlnet_api, errors, lowvram_api, page_api, pull_api
     from .auth import BasicAuth
     from .bodylimit import BodyLimit
     from .jobs import JobQueue
+    from .pulls import Pulls
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         lock = threading.Lock()
         session = Session(_serialised(planner_for(config.machine, config.quality, LONG_LIVED_IMAGES_PER_LOAD), lock), console=None)
         queue = JobQueue(session, config.queue_size, on_done=saver(config))
-        app.state.lowvram = ServerState(config, queue, plan_lock=lock)
+        pulls = Pulls(config.machine, lock, on_pulled=lambda pull: config.registry.add_pulled())
+        app.state.lowvram = ServerState(config, queue, plan_lock=lock, pulls=pulls)
         try:
             yield
         finally:
+            app.state.lowvram.exact_plans.close()
+            pulls.close()
             queue.close()
 
     app = FastAPI(title="lowvram", lifespan=lifespan,
@@ -35,6 +39,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(a1111.router)
     app.include_router(lowvram_api.router)
     app.include_router(page_api.router)
+    app.include_router(pull_api.router)
+    app.include_router(controlnet_api.router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.credentials:
         app.add_middleware(BasicAuth, credentials=config.credentials)  # added last: runs first

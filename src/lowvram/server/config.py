@@ -13,7 +13,6 @@ from .jobs import DEFAULT_CAPACITY
 MAX_BODY_BYTES = 128 * 2**20
 DEFAULT_HOST = "127.0.0.1"
 LISTEN_HOST = "0.0.0.0"
-DEFAULT_PORT = 7860  # A1111's, so its clients find the server where they expect it
 
 
 @dataclass
@@ -35,7 +34,16 @@ class ServerState:
     # cache builds modules through diffusers' and transformers' lazy modules, whose concurrent first use
     # from two threads fails ("module 'diffusers' has no attribute ...", the race of cpython#114763's kind).
     plan_lock: object = field(default_factory=threading.Lock)
+    pulls: object = None  # server.pulls.Pulls: models pulled from the page (None: this server does not pull)
+    # The readout's exact plans, run in the background behind its estimates (server/exact_plans.py)
+    exact_plans: object = field(default_factory=lambda: _exact_plans())
 
     @property
     def registry(self):
         return self.config.registry
+
+
+def _exact_plans():
+    from .exact_plans import ExactPlans
+
+    return ExactPlans()

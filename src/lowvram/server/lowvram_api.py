@@ -37,9 +37,15 @@ def _spec_for(st, model: str):
 
 
 def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, quality=None, lora_bytes=(),
-          guidance=True, img2img=False):
+          guidance=True, img2img=False, controlnet_path="", estimate=False):
+    """The plan of a request (checked as generate checks it). estimate: answer at once from known and
+    estimated simulations where every one needed is known or estimable (plan/estimated.py; marked
+    `estimated` when any is), else plan exactly as generate would. With a ControlNet the plan is exact
+    (its simulations ship at the model's default size only, and its folder's facts may need a module)."""
     from ..plan import Policy, Workload, make_plan
+    from ..plan.estimated import estimated_plan
     from ..contract import POLICIES
+    from ..generate.request import MAX_BATCH, MAX_STEPS
     from ..units import check_count, check_resolution
 
     quality = quality or st.config.quality
@@ -48,19 +54,28 @@ def _plan(st, spec, file_weights, width=None, height=None, steps=None, batch=1, 
     w, h = width or spec.width, height or spec.height
     check_resolution(w, h, spec.latent_factor, spec.name)
     n = spec.steps if steps is None else steps
-    check_count(n, 1, 1000, "steps", "steps")
-    check_count(batch, 1, 64, "batch", "images")
-    wl = Workload(w, h, batch, n, guidance=guidance, img2img=img2img, lora_bytes=tuple(lora_bytes))
+    check_count(n, 1, MAX_STEPS, "steps", "steps")
+    check_count(batch, 1, MAX_BATCH, "batch", "images")
+    wl = Workload(w, h, batch, n, guidance=guidance, img2img=img2img, lora_bytes=tuple(lora_bytes),
+                  controlnet=bool(controlnet_path), controlnet_path=controlnet_path)
+    if estimate and not controlnet_path:  # lookups and fits only: builds no module, so needs no plan lock
+        quick = estimated_plan(spec, wl, st.config.machine, Policy(quality), file_weights=file_weights)
+        if quick is not None:
+            return quick
     with st.plan_lock:
         return make_plan(spec, wl, st.config.machine, Policy(quality), file_weights=file_weights)
 
 
 @router.get("/plan")
 def plan(request: Request, model: str = "", width: int | None = None, height: int | None = None,
-         steps: int | None = None, batch: int = 1, quality: str | None = None):
+         steps: int | None = None, batch: int = 1, quality: str | None = None, controlnet: str = ""):
+    """`controlnet`: a listed ControlNet's name, planned beside the model."""
+    from .controlnet_api import planned_controlnet
+
     st = state(request)
     spec, fw = _spec_for(st, model)
-    return _plan(st, spec, fw, width, height, steps, batch, quality).to_json()
+    cn = planned_controlnet(st, model, spec, controlnet)
+    return _plan(st, spec, fw, width, height, steps, batch, quality, controlnet_path=cn).to_json()
 
 
 @router.get("/models")

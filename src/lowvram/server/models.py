@@ -2,8 +2,8 @@
 
 Three sources, in this order: `--model` (a path, or a catalogue name pulled into the HF cache), the
 `--models-dir` tree (ComfyUI / A1111 `models/`: single files in diffusion_models/, unet/, checkpoints/,
-Stable-diffusion/, and diffusers folders in `diffusers/NAME/`), and the Hugging Face cache
-(`lowvram pull`). Each gets A1111's title "name [hash]": the hash is A1111's legacy short model hash
+Stable-diffusion/, and diffusers folders in `diffusers/NAME/`; its LoRAs and ControlNets beside them), and
+the Hugging Face cache (`lowvram pull`). Each gets A1111's title "name [hash]": the hash is A1111's legacy short model hash
 (sha256 of the 64 KiB at 1 MiB, 8 hex digits), which reads 64 KiB instead of hashing gigabytes.
 """
 
@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..regular_file import open_regular
 
 DIFFUSERS_DIR = "diffusers"  # models/diffusers/NAME/model_index.json: lowvram's place for diffusers folders
 LORA_DIRS = ("loras", "Lora")  # ComfyUI's and A1111's LoRA folders
@@ -56,7 +57,7 @@ def legacy_hash(path: str) -> str:
     if f is None:
         return ""
     h = hashlib.sha256()
-    with open(f, "rb") as fh:
+    with open_regular(f, "weights file") as fh:
         fh.seek(LEGACY_HASH_OFFSET)
         h.update(fh.read(LEGACY_HASH_BYTES))
     return h.hexdigest()[:8]
@@ -75,18 +76,28 @@ def _hash_file(path: str) -> str | None:
 
 
 class Registry:
-    """The names the server lists, built once at start (a restart picks up new files, as in A1111)."""
+    """The names the server lists, built at start (a restart picks up new files, as in A1111); models
+    pulled from the page are added when their pull ends."""
 
-    def __init__(self, models: list[ServedModel], loras: dict[str, str]) -> None:
-        self.models: dict[str, ServedModel] = {}
-        for m in models:
-            name, k = m.name, 2
-            while name in self.models:  # the same name from two sources: keep both, the later one numbered
-                name, k = f"{m.name}-{k}", k + 1
-            m.name = name
-            self.models[name] = m
+    def __init__(self, models: list[ServedModel], loras: dict[str, str], controlnets: list | None = None) -> None:
+        self.models: dict[str, ServedModel] = _named({}, models)
         self.loras = loras  # name -> file
+        self.controlnets = _named({}, controlnets or [])  # name -> controlnets.ServedControlNet
         self.current: str | None = next(iter(self.models), None)
+
+    def add_pulled(self) -> list[ServedModel]:
+        """List the Hugging Face cache's models that are not listed yet (a pull from the page just ended).
+        The dict is replaced, never changed in place, so a route reading the old one is not disturbed; the
+        caller runs one at a time (server/pulls.py). No lock here: the Ray ingress pickles the registry."""
+        known = {os.path.realpath(m.path) for m in self.models.values()}
+        new = [m for m in _from_hf_cache() if os.path.realpath(m.path) not in known]
+        for m in new:
+            m.hash = legacy_hash(m.path)
+        if new:
+            self.models = _named(dict(self.models), new)
+            if self.current is None:
+                self.current = new[0].name
+        return new
 
     def get(self, name: str | None) -> ServedModel:
         """A listed model by name, title ("name [hash]") or hash; None: the current one."""
@@ -112,6 +123,22 @@ class Registry:
         if name not in self.loras:
             raise UnknownName(f"The server has no LoRA named {name!r}: use a name from GET /sdapi/v1/loras.")
         return self.loras[name]
+
+    def controlnet(self, name):
+        """A listed ControlNet by name, title or hash (server/controlnets.py)."""
+        from .controlnets import lookup
+
+        return lookup(self.controlnets, name)
+
+    def controlnet_misfit(self, cn, model: ServedModel | None, spec=None) -> str | None:
+        """Why ControlNet `cn` cannot run with a listed model (or a catalogue `spec`), or None when it fits."""
+        from .controlnets import misfit
+
+        try:
+            spec = self.architecture(model) if model is not None else spec
+        except UserError as e:
+            return str(e).rstrip(".")
+        return misfit(cn, spec, model.path if model is not None else None)
 
     def architecture(self, m: ServedModel):
         """The catalogue ModelSpec of a listed model (headers only, read once)."""
@@ -147,17 +174,33 @@ class Registry:
         return None
 
 
+def _named(listed: dict, models: list) -> dict:
+    """`listed` with `models` (ServedModels, or ServedControlNets) added by name; the same name from two
+    sources: both kept, the later numbered."""
+    for m in models:
+        name, k = m.name, 2
+        while name in listed:
+            name, k = f"{m.name}-{k}", k + 1
+        m.name = name
+        listed[name] = m
+    return listed
+
+
 def discover(model: str | None, models_dir: str | None) -> Registry:
     """Everything the server can run: `--model`, the models/ tree, the HF cache."""
     found: list[ServedModel] = []
     if model:
         found.append(_from_model_arg(model))
     loras: dict[str, str] = {}
+    controlnets: list = []
     if models_dir:
         if not os.path.isdir(models_dir):
             raise UserError(f"--models-dir {models_dir} is not a folder: give a ComfyUI or A1111 models/ folder.")
         found += _from_models_dir(models_dir)
         loras = _loras(models_dir)
+        from .controlnets import find_controlnets
+
+        controlnets = find_controlnets(models_dir)
     found += _from_hf_cache()
     seen, unique = set(), []
     for m in found:
@@ -167,7 +210,7 @@ def discover(model: str | None, models_dir: str | None) -> Registry:
             unique.append(m)
     for m in unique:
         m.hash = legacy_hash(m.path)
-    return Registry(unique, loras)
+    return Registry(unique, loras, controlnets)
 
 
 def _stem(path: str) -> str:

@@ -6,7 +6,8 @@ and a second queue and event system beside ours, while the page needs only forms
 EventSource (our /lowvram/v1/jobs/{id}/events stream), a canvas for the inpaint mask and an image
 grid — all of which a browser has.
 
-Routes here: the page and its two assets; `/lowvram/v1/catalogue` (every architecture, installed or not); `/lowvram/v1/readout` (the plan of what the form asks for,
+Routes here: the page and its two assets; `/lowvram/v1/catalogue` (every architecture, installed or not, with
+what its Pull button would fetch for this machine; the pulls themselves are in pull_api.py); `/lowvram/v1/readout` (the plan of what the form asks for,
 with LoRAs by the server's names, and the other quality policies' plans summed up as alternatives);
 `/lowvram/v1/gallery` (this server's saved outputs with their A1111 infotext) and
 `/lowvram/v1/outputs/{name}` (one of them — looked up by a name from that listing, never a path).
@@ -55,13 +56,17 @@ def asset(name: str) -> Response:
 @router.get("/lowvram/v1/readout")
 def readout(request: Request, model: str = "", width: int | None = None, height: int | None = None,
             steps: int | None = None, batch: int = 1, quality: str | None = None, guidance: float | None = None,
-            loras: str = "", img2img: bool = False) -> dict:
-    """The plan of the page's form as it stands (`loras`: the server's LoRA names, comma-separated), and
+            loras: str = "", img2img: bool = False, controlnet: str = "") -> dict:
+    """The plan of the page's form as it stands (`loras`: the server's LoRA names, comma-separated;
+    `controlnet`: a ControlNet's listed name), and
     the other quality policies that would be faster, each as one line ("balanced: fp8 transformer,
-    2.4x faster, lossy")."""
+    2.4x faster, lossy"). A size never simulated is answered at once from estimates (`estimated`: true,
+    plan/estimated.py) while the exact plans run in the background (`exact`: "pending", then "done" or
+    "failed"); asked again, the readout is exact once they are in."""
     from ..checkpoints.lora_size import lora_file_bytes
     from ..plan.alternatives import alternatives
     from ..contract import POLICIES
+    from .controlnet_api import planned_controlnet
     from .lowvram_api import _plan, _spec_for
 
     st = state(request)
@@ -69,10 +74,26 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     names = [n.strip() for n in loras.split(",") if n.strip()]
     lora_bytes = tuple(lora_file_bytes(st.registry.lora(n)) for n in names)
     cfg = guidance is None or guidance > 1  # guidance <= 1 turns classifier-free guidance off, as in generate
-    extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img)
-    current = _plan(st, spec, fw, width, height, steps, batch, quality, **extra)
-    others = [_plan(st, spec, fw, width, height, steps, batch, q, **extra) for q in POLICIES if q != current.policy]
-    return {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)]}
+    extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img,
+                 controlnet_path=planned_controlnet(st, model, spec, controlnet))
+    args = (st, spec, fw, width, height, steps, batch)
+    current = _plan(*args, quality, estimate=True, **extra)
+    others = [_plan(*args, q, estimate=True, **extra) for q in POLICIES if q != current.policy]
+    out = {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)],
+           "estimated": any(p.estimated for p in [current, *others])}
+    if out["estimated"]:
+        # the exact plans of every policy, in the background: their simulations land in the cache, and the
+        # page's next readout of this form (it asks again while `exact` is "pending") is exact
+        key = (repr(spec), repr(sorted(fw.items())), current.workload)  # a spec holds dicts: keyed by its repr
+
+        def exact() -> None:
+            for q in POLICIES:
+                _plan(*args, q, **extra)
+
+        out["exact"] = st.exact_plans.request(key, exact)
+        if out["exact"] == "failed":
+            out["exact_error"] = st.exact_plans.error(key)
+    return out
 
 
 # -- the catalogue ---------------------------------------------------------------------------------------
@@ -83,12 +104,34 @@ def catalogue(request: Request) -> list[dict]:
     from ..catalogue import MODELS
     from ..hub import installed
 
+    st = state(request)
     pulled: dict[str, list[str]] = {}
     for row in installed():
         pulled.setdefault(row.name, []).append(row.variant)
-    served = {row.name for row in state(request).registry.models.values()}
-    return [{"name": m.name, "title": m.title, "family": m.family, "width": m.width, "height": m.height, "steps": m.steps,
-             "installed": pulled.get(m.name, []), "served": m.name in served} for m in MODELS.values()]
+    served = {row.name for row in st.registry.models.values()}
+    pulls = getattr(st, "pulls", None)
+    out = []
+    for m in MODELS.values():
+        running = pulls.running(m.name) if pulls is not None else None
+        out.append({"name": m.name, "title": m.title, "family": m.family, "width": m.width, "height": m.height,
+                    "steps": m.steps, "installed": pulled.get(m.name, []), "served": m.name in served,
+                    "pull": _pull_choice(st, m), "pulling": running.status() if running is not None else None})
+    return out
+
+
+def _pull_choice(st, spec) -> dict | None:
+    """What the page's Pull button fetches for this machine, as `lowvram pull NAME --quality balanced` would
+    choose it: the full weights, or a GGUF quant when they do not fit well (or the sentence why neither)."""
+    from ..errors import UserError
+
+    pulls = getattr(st, "pulls", None)
+    if pulls is None:
+        return None
+    try:
+        order = pulls.order(spec.name)
+    except UserError as e:
+        return {"problem": str(e)}
+    return {"weights": order.weights, "reason": order.choice.reason, "command": order.command()}
 
 
 # -- the gallery ----------------------------------------------------------------------------------------

@@ -7,15 +7,19 @@ cache miss loads the fake-tensor runner (simulate/run.py).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 
-from ..cache import cache_path, cached_json
+from ..cache import cache_path, cached_json, library_versions, lookup_json, shipped_key
 from ..catalogue import ComponentSpec, ModelSpec, load_config
 from ..catalogue.build import config_identity
 
 # bump when the simulation changes what it counts (2: output_bytes no longer holds the last input;
 # 3: CUDA targets count cuDNN's VAE workspace and T5's math attention, as measured on an H100)
 SIM_VERSION = 3
+# The CUDA caching allocator hands out blocks in multiples of 512 bytes (c10/cuda/CUDACachingAllocator.cpp,
+# kMinBlockSize); counting in the same unit makes the prediction comparable to max_memory_allocated.
+CUDA_BLOCK_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,18 @@ def _key_fields(model: ModelSpec, comp: ComponentSpec, req: SimRequest, override
 def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use_cache: bool = True,
                        config_overrides: dict | None = None) -> SimResult:
     """Peak memory and FLOPs of one call, from the cache or by a fake-tensor run."""
+    req = normalised(comp, req)
+    memo_key = _memo_key(model, comp, req, config_overrides)
+    if use_cache and memo_key in _MEMO:
+        return _MEMO[memo_key]
+    result = _simulate_cached(model, comp, req, use_cache, config_overrides)
+    if use_cache:
+        _MEMO[memo_key] = result
+    return result
+
+
+def normalised(comp: ComponentSpec, req: SimRequest) -> SimRequest:
+    """The request whose answer serves `req`: the questions with the same answer asked one way."""
     if comp.role == "text_encoder":  # a text encoder's work does not depend on the image size
         req = replace(req, width=0, height=0, vae_tile=0)
     if req.dtype == "fp16":
@@ -71,15 +87,68 @@ def simulate_component(model: ModelSpec, comp: ComponentSpec, req: SimRequest, u
         # simulation serves both (planning for Turing cards then costs nothing extra). The exception is
         # T5's fp16 overflow clamp, one transient tensor of the hidden-state size (4 MiB for T5-XXL).
         req = replace(req, dtype="bf16")
+    return req
+
+
+def _memo_key(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None) -> tuple:
     # the whole spec and its config, not its name: every ControlNet is called "controlnet"
-    memo_key = (_cache_dir(), model.name, comp, config_identity(comp.config), req,
-                json.dumps(config_overrides, sort_keys=True))
-    if use_cache and memo_key in _MEMO:
+    return (_cache_dir(), model.name, comp, config_identity(comp.config), req,
+            json.dumps(config_overrides, sort_keys=True))
+
+
+def known_result(model: ModelSpec, comp: ComponentSpec, req: SimRequest,
+                 config_overrides: dict | None = None) -> SimResult | None:
+    """The exact answer if this process, the user cache or the shipped answers already hold it; None
+    otherwise. Never simulates (and never imports torch)."""
+    req = normalised(comp, req)
+    memo_key = _memo_key(model, comp, req, config_overrides)
+    if memo_key in _MEMO:
         return _MEMO[memo_key]
-    result = _simulate_cached(model, comp, req, use_cache, config_overrides)
-    if use_cache:
+    value = lookup_json("sim", _key_fields(model, comp, req, config_overrides))
+    try:
+        result = SimResult(**value) if value is not None else None
+    except TypeError:  # an entry of another SimResult version: not known
+        return None
+    if result is not None:
         _MEMO[memo_key] = result
     return result
+
+
+def simulated_sizes(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None = None) -> list:
+    """The (width, height) this user cache simulated for the same question at other sizes (the index
+    `_record_size` keeps: cache entries are named by digests, which cannot be listed by size)."""
+    from ..jsonfile import read_json
+    from ..errors import UserError
+
+    path = _sizes_path(model, comp, normalised(comp, req), config_overrides)
+    try:
+        rows = read_json(path, "a lowvram cache index", list) if os.path.exists(path) else []
+    except UserError:
+        return []
+    return [(int(r[0]), int(r[1])) for r in rows if isinstance(r, list) and len(r) == 2
+            and all(isinstance(v, int) for v in r)]
+
+
+def _sizes_path(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None) -> str:
+    series = _key_fields(model, comp, replace(req, width=0, height=0), config_overrides)
+    return cache_path("sim-sizes", shipped_key({"series": series, "versions": list(library_versions())}) + ".json")
+
+
+def _record_size(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None) -> None:
+    """Add req's size to its series' index. Two processes writing at once may lose one size: that costs an
+    estimate one known point, never a wrong answer."""
+    if comp.role == "text_encoder":
+        return
+    sizes = set(simulated_sizes(model, comp, req, config_overrides)) | {(req.width, req.height)}
+    path = _sizes_path(model, comp, req, config_overrides)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(sorted(sizes), f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 _MEMO: dict = {}  # this process's answers: planning a grid asks the same question many times
@@ -94,7 +163,13 @@ def _simulate_cached(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use
 
     if not use_cache:
         return SimResult(**compute())
-    value = cached_json("sim", _key_fields(model, comp, req, config_overrides), compute)
+
+    def compute_and_index() -> dict:
+        value = compute()
+        _record_size(model, comp, req, config_overrides)
+        return value
+
+    value = cached_json("sim", _key_fields(model, comp, req, config_overrides), compute_and_index)
     try:
         return SimResult(**value)
     except TypeError:  # an entry written by another version of SimResult: recompute it (only that)

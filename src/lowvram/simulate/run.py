@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 from torch.utils._pytree import tree_flatten
 
-from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params, load_config
+from ..catalogue import ComponentSpec, ModelSpec, build_component, component_params
 from ..kernels.attention import attention_context
 from ..kernels.vae_tiling import set_tile
 from ..kernels.dtypes import COMPUTE_DTYPES
@@ -53,63 +53,13 @@ def _meta_module(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrid
     return build_component(comp, "meta", config_overrides=overrides)
 
 
-TILE_OVERLAP = 0.25  # diffusers' AutoencoderKL.tile_overlap_factor
-
-
 def tiled_decode_from_tiles(model: ModelSpec, comp: ComponentSpec, req: SimRequest, overrides: dict | None) -> SimResult:
-    """diffusers' tiled VAE decode, composed from exact simulations of its distinct tile shapes.
-
-    Running the whole tiled decode on fake tensors costs one decoder pass per tile (30 s for 2048² in
-    256-px tiles); the memory it needs follows from the tiles: while tile k decodes, the latents, every
-    decoded tile so far and tile k's own decode are alive; at the end the blended rows and the
-    concatenated image join all decoded tiles (AutoencoderKL.tiled_decode keeps them until it returns).
-    Each distinct tile shape is simulated once (and cached), exactly like any other decode.
-    """
+    """diffusers' tiled VAE decode, composed from exact simulations of its distinct tile shapes (each
+    simulated once and cached, exactly like any other decode; simulate/tiled.py)."""
     from .api import simulate_component
+    from .tiled import compose_tiled_decode
 
-    cfg = load_config(comp.config)
-    if overrides:
-        cfg.update(overrides)
-    f = 2 ** (len(cfg["block_out_channels"]) - 1)
-    lat_channels = cfg.get("latent_channels", 4)
-    hl, wl = req.height // f, req.width // f
-    lat_tile = req.vae_tile // f
-    if hl <= lat_tile and wl <= lat_tile:  # diffusers decodes it whole
-        return simulate_component(model, comp, replace(req, vae_tile=0), config_overrides=overrides)
-    stride = int(lat_tile * (1 - TILE_OVERLAP))
-    blend = int(req.vae_tile * TILE_OVERLAP)
-    row_limit = req.vae_tile - blend
-    elem = DTYPES[req.dtype].itemsize
-    r = CUDA_BLOCK_BYTES if req.target == "cuda" else 1
-
-    def nbytes(*shape) -> int:
-        n = elem
-        for d in shape:
-            n *= d
-        return -(-n // r) * r
-
-    hs = [min(lat_tile, hl - i) for i in range(0, hl, stride)]
-    ws = [min(lat_tile, wl - j) for j in range(0, wl, stride)]
-    tiles = {}
-    for h in set(hs):
-        for w in set(ws):
-            tiles[(h, w)] = simulate_component(model, comp, replace(req, width=w * f, height=h * f, vae_tile=0),
-                                               config_overrides=overrides)
-    b = req.batch
-    z = nbytes(b, lat_channels, hl, wl)
-    done, peak, flops = 0, z, 0
-    for h in hs:
-        for w in ws:
-            t = tiles[(h, w)]
-            peak = max(peak, z + done + t.activation_peak_bytes - t.input_bytes)
-            done += t.output_bytes
-            flops += t.flops
-    rows = sum(nbytes(b, 3, min(row_limit, h * f), sum(min(row_limit, w * f) for w in ws)) for h in hs)
-    image = nbytes(b, 3, req.height, req.width)
-    peak = max(peak, z + done + rows + image)
-    any_tile = next(iter(tiles.values()))
-    return SimResult(weights_bytes=any_tile.weights_bytes, activation_peak_bytes=peak, output_bytes=image, input_bytes=z,
-                     flops=flops, params=any_tile.params, seconds=0.0)
+    return compose_tiled_decode(model, comp, req, overrides, simulate_component)
 
 
 def fake_module(meta_module: torch.nn.Module, dtype: torch.dtype, device: str = "cpu") -> torch.nn.Module:

@@ -16,9 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-# The CUDA caching allocator hands out blocks in multiples of 512 bytes (c10/cuda/CUDACachingAllocator.cpp,
-# kMinBlockSize); counting in the same unit makes the prediction comparable to max_memory_allocated.
-CUDA_BLOCK_BYTES = 512
+from .api import CUDA_BLOCK_BYTES  # noqa: F401  (defined where torch-free code reads it too)
 
 
 class MemoryTracker(TorchDispatchMode):

@@ -7,12 +7,14 @@ const PLAN_DEBOUNCE_MS = 250;   // re-plan this long after the last change of th
 const PLAN_TIMEOUT_MS = 15000;  // a plan takes well under a second; longer means the server is stuck
 const API_TIMEOUT_MS = 30000;   // other JSON calls (submitting a job decodes its images)
 const SLOW_PLAN_MS = 800;       // after this long, say why a plan takes a while (a new size is simulated once)
+const EXACT_POLL_MS = 1500;     // while the readout is estimated, ask again this often until the exact plan is in
 const PING_MS = 5000;           // how often the page checks the server is there (and its queue)
 const UNREACHABLE = "The server is unreachable: check that lowvram serve is still running, then reload the page.";
 
 const $ = (id) => document.getElementById(id);
 const ui = {models: [], loras: [], machine: null, job: null, events: null, planSeq: 0, planTimer: null,
-            gallery: [], catalogue: [], initDataUrl: null, maskDirty: false, lastPlan: null};
+            gallery: [], catalogue: [], initDataUrl: null, maskDirty: false, lastPlan: null,
+            allCatalogue: [], pulls: {}, pullNotes: {}, controlnets: [], controlDataUrl: null};
 
 // -- talking to the server ----------------------------------------------------------------------------
 class ApiError extends Error {}
@@ -65,6 +67,9 @@ function gib(bytes) {
   const g = bytes / 2 ** 30;
   return g >= 10 ? `${g.toFixed(0)} GiB` : g >= 1 ? `${g.toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 }
+function mib(bytes) {  // a download's sizes: a tenth of a MiB still moves the numbers
+  return bytes >= 2 ** 30 ? gib(bytes) : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
 function secs(s) {
   if (s == null || !isFinite(s)) return "?";
   if (s >= 90) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
@@ -98,8 +103,8 @@ function currentModel() {
 function planOnly() { return ui.catalogue.some((m) => m.name === $("model").value && !m.runnable); }
 
 function notInstalledSentence(name) {
-  return `${name} is not installed on this server: run \`lowvram pull ${name} --gguf auto\` (a quant planned for ` +
-    "this machine) or `lowvram pull " + name + "`, then restart lowvram serve.";
+  return `${name} is not installed on this server: pull it from the Models tab (or run \`lowvram pull ${name} ` +
+    "--quality balanced` on the server's machine, then restart lowvram serve).";
 }
 
 function updateGenerateButton() {
@@ -154,6 +159,7 @@ async function refreshPlan() {
   const loras = chosenLoras().map((l) => l.name);
   if (loras.length) q.set("loras", loras.join(","));
   if (ui.initDataUrl) q.set("img2img", "true");
+  if ($("cn-model").value) q.set("controlnet", $("cn-model").value);
   const seq = ++ui.planSeq;
   const box = $("plan-body");
   box.classList.add("stale");
@@ -165,7 +171,10 @@ async function refreshPlan() {
     const r = await api(`/lowvram/v1/readout?${q}`, {}, PLAN_TIMEOUT_MS);
     if (seq !== ui.planSeq) return;  // a newer request is on its way
     ui.lastPlan = r.plan;
-    renderPlan(r.plan, r.alternatives);
+    renderPlan(r.plan, r.alternatives, r);
+    if (r.estimated && r.exact === "pending") {  // the exact plan is being simulated: replace this one when it is in
+      ui.planTimer = setTimeout(() => { if (seq === ui.planSeq) refreshPlan(); }, EXACT_POLL_MS);
+    }
   } catch (e) {
     if (seq !== ui.planSeq) return;
     box.replaceChildren(el("div", {class: "verdict bad"}, "No plan"), el("p", {class: "problem"}, e.message));
@@ -206,7 +215,7 @@ function placementBar(c) {
     bar);
 }
 
-function renderPlan(p, alternatives) {
+function renderPlan(p, alternatives, readout = {}) {
   const box = $("plan-body");
   $("machine").textContent = `${p.machine.name}: ${gib(p.machine.vram_bytes)} VRAM, ${gib(p.machine.ram_bytes)} RAM`;
   const w = p.workload;
@@ -214,6 +223,11 @@ function renderPlan(p, alternatives) {
   kids.push(el("div", {class: "readout-head"},
     el("div", {class: `verdict ${p.fits ? "good" : "bad"}`}, p.fits ? "Fits" : "Does not fit"),
     el("div", {class: "muted"}, `${p.model} · ${w.width}×${w.height} · batch ${w.batch} · ${w.steps} steps · ${p.policy} on ${p.machine.name}`)));
+  if (p.estimated) {
+    const text = readout.exact === "failed" ? `Estimated from nearby sizes; the exact plan failed: ${readout.exact_error}`
+                                            : "Estimated from nearby sizes; exact in a moment.";
+    kids.push(el("p", {class: "muted estimate", id: "plan-estimate", title: p.estimate_note}, text));
+  }
   if (!p.fits) {
     const why = [];
     if (p.lossy_reason) why.push(p.lossy_reason);
@@ -317,6 +331,48 @@ function readFile(file) {
   });
 }
 
+// -- the ControlNet ------------------------------------------------------------------------------------
+// Sent as A1111's ControlNet extension takes a unit (server/controlnet_api.py): one unit, no preprocessor.
+function fillControlNets() {
+  const pick = $("cn-model");
+  const was = pick.value;
+  const fit = ui.controlnets.filter((c) => c.models.includes($("model").value));
+  pick.replaceChildren(el("option", {value: ""}, fit.length ? "none" : "none made for this model"),
+    ...fit.map((c) => el("option", {value: c.name}, c.name)));
+  pick.value = fit.some((c) => c.name === was) ? was : "";
+  $("cn-box").hidden = !ui.controlnets.length;
+  controlState();
+}
+
+function controlState() {
+  const name = $("cn-model").value;
+  $("cn-state").textContent = name ? `(${name}${ui.controlDataUrl ? "" : ", no image yet"})` : "";
+}
+
+function setControlImage(dataUrl) {
+  ui.controlDataUrl = dataUrl;
+  const img = $("cn-img");
+  img.hidden = !dataUrl;
+  if (dataUrl) img.src = dataUrl; else img.removeAttribute("src");
+  controlState();
+}
+
+function controlUnit() {
+  return {image: ui.controlDataUrl || "", model: $("cn-model").value, module: "none",
+          weight: Number($("cn-weight").value || 1)};
+}
+
+function controlFromInfotext(text) {
+  // "Module: none, Model: NAME [hash], Weight: 1.0, ..." (A1111's `ControlNet 0` field) back into the picker.
+  const pick = $("cn-model");
+  const fields = Object.fromEntries((text || "").split(", ").map((kv) => kv.split(": ")));
+  const model = (fields.Model || "").replace(/ \[[0-9a-f]+\]$/, "");
+  pick.value = [...pick.options].some((o) => o.value === model && model) ? model : "";
+  if (pick.value && fields.Weight) $("cn-weight").value = fields.Weight;
+  if (pick.value) $("cn-box").open = true;
+  controlState();
+}
+
 // -- running a job --------------------------------------------------------------------------------------
 function requestBody() {
   const loraTags = chosenLoras().map((l) => ` <lora:${l.name}:${l.weight}>`).join("");
@@ -336,6 +392,7 @@ function requestBody() {
     body.denoising_strength = Number($("strength").value);
     if (ui.maskDirty) body.mask = maskDataUrl();
   }
+  if ($("cn-model").value) body.alwayson_scripts = {controlnet: {args: [controlUnit()]}};
   return body;
 }
 
@@ -503,6 +560,8 @@ function sendToPrompt(p) {
   if (p.Seed !== undefined) { $("seed").value = p.Seed; $("seed-random").checked = false; }
   if (p.Sampler && [...$("sampler").options].some((o) => o.value === p.Sampler)) $("sampler").value = p.Sampler;
   if (p.Model && ui.models.some((m) => m.name === p.Model)) $("model").value = p.Model;
+  fillControlNets();
+  controlFromInfotext(p["ControlNet 0"]);
   showTab("generate");
   schedulePlan();
 }
@@ -530,12 +589,112 @@ function renderModels() {
       el("td", {class: m.fits ? "good" : "bad"}, m.problem ? m.problem : m.fits ? "yes" : "no"),
       el("td", {}, secs(m.seconds_per_image)), el("td", {}, gib(m.peak_vram_bytes)), el("td", {}, gib(m.peak_ram_bytes)))));
   const c = $("catalogue-table");
-  c.replaceChildren(el("tr", {}, ...["name", "model", "default size", "installed here", ""].map((h) => el("th", {}, h))),
-    ...ui.catalogue.map((m) => el("tr", {},
+  c.replaceChildren(el("tr", {}, ...["name", "model", "default size", "installed here", "", "pull"].map((h) => el("th", {}, h))),
+    ...ui.allCatalogue.map((m) => el("tr", {"data-model": m.name},
       el("td", {}, m.name), el("td", {}, m.title), el("td", {}, `${m.width}×${m.height}, ${m.steps} steps`),
-      el("td", {}, m.installed.length ? m.installed.join(", ") : "no"),
-      el("td", {}, el("button", {type: "button", class: "small", onclick: () => planFor(m.name)}, "plan it"),
-         m.installed.length ? null : el("code", {class: "pull"}, `lowvram pull ${m.name} --gguf auto`)))));
+      el("td", {class: "installed"}, m.installed.length ? `installed (${m.installed.join(", ")})` : "no"),
+      el("td", {}, el("button", {type: "button", class: "small", onclick: () => planFor(m.name)}, "plan it")),
+      el("td", {class: "pull-cell"}))));
+  for (const m of ui.allCatalogue) {
+    const tracked = ui.pulls[m.name];
+    if (tracked) showPull(m.name, tracked.status);
+    else if (m.pulling) followPull(m.pulling);
+    else showPullChoice(m, ...(ui.pullNotes[m.name] || []));
+  }
+}
+
+function pullCell(name) {
+  return document.querySelector(`#catalogue-table tr[data-model="${CSS.escape(name)}"] .pull-cell`);
+}
+
+// The Pull button with what it fetches for this machine (the server plans it as
+// `lowvram pull NAME --quality balanced` does: a GGUF quant only when the full weights do not fit well).
+function showPullChoice(m, note = null, bad = false) {
+  if (note) ui.pullNotes[m.name] = [note, bad];  // kept when the table is drawn again
+  else delete ui.pullNotes[m.name];
+  const cell = pullCell(m.name);
+  if (!cell || !m.pull) return;  // a server that does not pull (the Ray cluster's) says nothing here
+  const p = m.pull;
+  const what = p.problem ? null : el("span", {class: "pull-what", title: p.reason || ""},
+    p.weights === "full weights" ? "full weights" : `${p.weights} (chosen for this machine)`);
+  const button = p.problem || (m.installed.length && !note) ? null
+    : el("button", {type: "button", class: "small pull-start", onclick: () => startPull(m.name)}, "Pull");
+  cell.replaceChildren(...[button, what,
+    p.problem ? el("span", {class: "bad"}, p.problem) : null,
+    note ? el("div", {class: `pull-note${bad ? " bad" : ""}`}, note) : null,
+    p.command && !m.installed.length ? el("code", {class: "pull"}, p.command) : null].filter(Boolean));
+}
+
+async function startPull(name) {
+  try {
+    followPull(await postJson("/lowvram/v1/pulls", {model: name}));
+  } catch (e) {
+    const m = ui.allCatalogue.find((c) => c.name === name);
+    if (m) showPullChoice(m, e instanceof ApiError ? e.message : UNREACHABLE, true);
+  }
+}
+
+function followPull(status) {
+  const name = status.model;
+  if (ui.pulls[name] && ui.pulls[name].id === status.id) return;
+  if (ui.pulls[name]) ui.pulls[name].events.close();
+  const es = new EventSource(`/lowvram/v1/pulls/${status.id}/events`);
+  ui.pulls[name] = {id: status.id, status, events: es};
+  showPull(name, status);
+  es.addEventListener("progress", (e) => showPull(name, JSON.parse(e.data)));
+  for (const end of ["done", "failed", "cancelled"]) {
+    es.addEventListener(end, (e) => { es.close(); endPull(name, JSON.parse(e.data)); });
+  }
+  es.onerror = () => {
+    if (!ui.pulls[name] || ui.pulls[name].events !== es) return;
+    es.close();
+    delete ui.pulls[name];
+    setReachable(false);
+    const m = ui.allCatalogue.find((c) => c.name === name);
+    if (m) showPullChoice(m, "Connection lost: reload the page to see how the pull went.", true);
+  };
+}
+
+// A pull's bar: bytes of the total still to download, speed, ETA, files, Cancel.
+function showPull(name, s) {
+  const tracked = ui.pulls[name];
+  if (tracked) tracked.status = s;
+  delete ui.pullNotes[name];
+  const cell = pullCell(name);
+  if (!cell) return;
+  const frac = s.bytes_total ? s.bytes_done / s.bytes_total : 0;
+  const label = s.state === "queued" ? `Pulling ${s.weights}: checking the hub…`
+    : `Pulling ${s.weights}: ${mib(s.bytes_done)} / ${mib(s.bytes_total)}`;
+  const meta = s.state === "downloading" ? [s.bytes_per_second ? `${(s.bytes_per_second / 1e6).toFixed(1)} MB/s` : null,
+    s.eta_seconds != null ? `ETA ${secs(s.eta_seconds)}` : null, `${s.files_done} / ${s.files_total} files`]
+    .filter(Boolean).join(" · ") : "";
+  const bar = el("div", {class: "pull-bar"});
+  bar.style.width = `${Math.round(100 * frac)}%`;
+  cell.replaceChildren(el("div", {class: "pull-state"}, label), el("div", {class: "progress"}, bar),
+    el("div", {class: "muted pull-meta"}, meta),
+    el("button", {type: "button", class: "small pull-cancel", onclick: () => cancelPull(name)}, "Cancel"));
+}
+
+async function cancelPull(name) {
+  const tracked = ui.pulls[name];
+  if (!tracked) return;
+  try { await postJson(`/lowvram/v1/pulls/${tracked.id}/cancel`, {}); }
+  catch (e) { showError(e instanceof ApiError ? e.message : UNREACHABLE); }
+}
+
+async function endPull(name, s) {
+  delete ui.pulls[name];
+  if (s.state === "done") {
+    try { await loadModels(); }  // the pulled model joins the picker and the tables, no restart needed
+    catch (e) { showError(e instanceof ApiError ? e.message : UNREACHABLE); }
+    const cell = pullCell(name);
+    if (cell) cell.replaceChildren(el("span", {class: "good pull-done"}, `Pulled ${s.weights}: installed.`));
+    return;
+  }
+  const m = ui.allCatalogue.find((c) => c.name === name);
+  if (!m) return;
+  if (s.state === "failed") showPullChoice(m, s.error, true);
+  else showPullChoice(m, `Cancelled after ${mib(s.bytes_done)}; the finished files are kept: Pull again fetches the rest.`);
 }
 
 function planFor(name) {
@@ -547,6 +706,30 @@ function planFor(name) {
 }
 
 // -- start-up -------------------------------------------------------------------------------------------
+function fillModelPicker(models, catalogue) {
+  ui.models = models;
+  ui.allCatalogue = catalogue;
+  ui.catalogue = catalogue.filter((c) => !models.some((m) => m.name === c.name)).map((c) => ({...c, runnable: false}));
+  $("model").replaceChildren(
+    el("optgroup", {label: "On this server"}, ...models.map((m) => el("option", {value: m.name},
+      `${m.name}${m.architecture ? ` (${m.architecture})` : ""}${m.fits ? "" : " — does not fit"}`))),
+    el("optgroup", {label: "Catalogue (plan only until pulled)"}, ...ui.catalogue.map((c) => el("option", {value: c.name},
+      `${c.name} — ${c.title}`))));
+}
+
+// After a pull: the server lists the new model; the picker keeps what was chosen.
+async function loadModels() {
+  const [models, catalogue, controlnets] = await Promise.all([api("/lowvram/v1/models"), api("/lowvram/v1/catalogue"),
+    api("/lowvram/v1/controlnets")]);
+  const chosen = $("model").value;
+  fillModelPicker(models, catalogue);
+  $("model").value = chosen;
+  ui.controlnets = controlnets;  // the new model may take ControlNets the server lists
+  fillControlNets();
+  renderModels();
+  updateGenerateButton();
+}
+
 function showTab(name) {
   for (const b of document.querySelectorAll(".tab")) b.classList.toggle("active", b.dataset.tab === name);
   for (const p of document.querySelectorAll(".tabpane")) p.hidden = p.id !== `tab-${name}`;
@@ -565,7 +748,9 @@ async function init() {
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showTab(b.dataset.tab));
   $("form").addEventListener("submit", generate);
   $("stop").addEventListener("click", stop);
-  $("model").addEventListener("change", () => { applyModelDefaults(); updateGenerateButton(); schedulePlan(); });
+  $("model").addEventListener("change", () => {
+    applyModelDefaults(); updateGenerateButton(); fillControlNets(); schedulePlan();
+  });
   for (const id of ["width", "height", "batch", "steps", "guidance"]) $(id).addEventListener("input", schedulePlan);
   for (const r of document.querySelectorAll("input[name=quality]")) r.addEventListener("change", schedulePlan);
   $("seed-random").addEventListener("change", () => { $("seed").disabled = $("seed-random").checked; });
@@ -577,18 +762,20 @@ async function init() {
     if (f) setInitImage(await readFile(f));
   });
   $("init-clear").addEventListener("click", () => { $("init-file").value = ""; setInitImage(null); });
+  $("cn-model").addEventListener("change", () => { controlState(); schedulePlan(); });
+  $("cn-file").addEventListener("change", async () => {
+    const f = $("cn-file").files[0];
+    if (f) setControlImage(await readFile(f));
+  });
+  $("cn-clear").addEventListener("click", () => { $("cn-file").value = ""; setControlImage(null); });
   setupMask();
   try {
-    const [models, samplers, loras, catalogue] = await Promise.all([
-      api("/lowvram/v1/models"), api("/sdapi/v1/samplers"), api("/sdapi/v1/loras"), api("/lowvram/v1/catalogue")]);
-    ui.models = models;
+    const [models, samplers, loras, catalogue, controlnets] = await Promise.all([
+      api("/lowvram/v1/models"), api("/sdapi/v1/samplers"), api("/sdapi/v1/loras"), api("/lowvram/v1/catalogue"),
+      api("/lowvram/v1/controlnets")]);
+    ui.controlnets = controlnets;
     ui.loras = loras;
-    ui.catalogue = catalogue.filter((c) => !models.some((m) => m.name === c.name)).map((c) => ({...c, runnable: false}));
-    $("model").replaceChildren(
-      el("optgroup", {label: "On this server"}, ...models.map((m) => el("option", {value: m.name},
-        `${m.name}${m.architecture ? ` (${m.architecture})` : ""}${m.fits ? "" : " — does not fit"}`))),
-      el("optgroup", {label: "Catalogue (plan only until pulled)"}, ...ui.catalogue.map((c) => el("option", {value: c.name},
-        `${c.name} — ${c.title}`))));
+    fillModelPicker(models, catalogue);
     const current = models.find((m) => m.current);
     if (current) $("model").value = current.name;
     $("sampler").append(...samplers.map((s) => el("option", {value: s.name}, s.name)));
@@ -596,6 +783,7 @@ async function init() {
     $("lora-box").hidden = !loras.length;
     if (!models.length) showError("The server offers no models: start lowvram serve with --model or --models-dir.");
     renderModels();
+    fillControlNets();
     applyModelDefaults();
     updateGenerateButton();
     refreshPlan();

@@ -3,20 +3,17 @@ machine, and jobs a web page submits and follows as server-sent events (step, ET
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from ..errors import UserError
 from .a1111 import Img2ImgBody, Txt2ImgBody, make_job, state
+from .event_stream import event_response
 
 router = APIRouter(prefix="/lowvram/v1")
 
 EVENT_POLL_SECONDS = 0.1  # how often an event stream looks at its job (a step takes longer on any real model)
-KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 
 
 def _spec_for(st, model: str):
@@ -159,27 +156,16 @@ async def job_events(job_id: str, request: Request):
     one `done`, `interrupted` or `failed` event, and the stream ends."""
     st = state(request)
     job = _job(st, job_id)
-    return StreamingResponse(_events(st, job, request), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    sent_preview = 0  # the preview step the last event carried: a new one goes out once
 
+    def read():
+        finished, preview_step = job.done.is_set(), job._latents_step
 
-async def _events(st, job, request: Request):
-    last, last_preview, quiet_since = None, 0, time.monotonic()
-    while True:
-        finished = job.done.is_set()
-        key = (job.state, job.step, st.queue.position(job))
-        preview_step = job._latents_step
-        if key != last or preview_step != last_preview or finished:
-            with_preview = preview_step != last_preview
-            data = _status(st, job, preview=with_preview)
-            last, last_preview, quiet_since = key, preview_step, time.monotonic()
-            event = job.state if finished else "progress"
-            yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
-            if finished:
-                return
-        elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(EVENT_POLL_SECONDS)
+        def data():
+            nonlocal sent_preview
+            with_preview, sent_preview = preview_step != sent_preview, preview_step
+            return _status(st, job, preview=with_preview)
+
+        return (job.state, job.step, st.queue.position(job), preview_step), finished, job.state, data
+
+    return event_response(request, read, EVENT_POLL_SECONDS)

@@ -10,21 +10,18 @@ every route is (server/auth.py).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import UserError
 from .a1111 import state
+from .event_stream import event_response
 
 router = APIRouter(prefix="/lowvram/v1")
 
 EVENT_POLL_SECONDS = 0.25  # how often a pull's event stream looks at its meter (a bar needs no more)
-KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 
 
 class PullBody(BaseModel):
@@ -70,25 +67,10 @@ async def pull_events(pull_id: str, request: Request):
     """Server-sent events: `progress` whenever the bytes, files or state change, then one `done`,
     `failed` or `cancelled` event, and the stream ends."""
     pull = _pulls(request).get(pull_id)
-    return StreamingResponse(_events(pull, request), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-
-async def _events(pull, request: Request):
-    last, quiet_since = None, time.monotonic()
-    while True:
-        finished = pull.done.is_set()
+    def read():
         data = pull.status()
-        key = (data["state"], data["bytes_done"], data["files_done"], data["bytes_total"])
-        if key != last or finished:
-            last, quiet_since = key, time.monotonic()
-            event = data["state"] if finished else "progress"
-            yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
-            if finished:
-                return
-        elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(EVENT_POLL_SECONDS)
+        return ((data["state"], data["bytes_done"], data["files_done"], data["bytes_total"]), pull.done.is_set(),
+                data["state"], lambda: data)
+
+    return event_response(request, read, EVENT_POLL_SECONDS)

@@ -122,7 +122,12 @@ def apply_weight_precision(module: torch.nn.Module, config: PrecisionConfig) -> 
     for m in module.modules():
         if not isinstance(m, torch.nn.Linear) or hasattr(m, "weight_scale"):
             continue
-        q, scale = quantize_weight(m.weight.data, config.storage)
+        w = m.weight.data
+        if w.is_meta:  # a module the loader fills: only shapes and dtypes (meta ops run in Python, ~ms each)
+            q = torch.empty(w.shape, dtype=STORAGE_DTYPES[config.storage], device="meta")
+            scale = torch.empty(w.shape[0], dtype=torch.float32, device="meta")
+        else:
+            q, scale = quantize_weight(w, config.storage)
         m.weight = torch.nn.Parameter(q, requires_grad=False)
         m.register_buffer("weight_scale", scale.to(config.compute_dtype))
         dequantize_per_forward(m, _dequantize_8bit, config.compute_dtype)

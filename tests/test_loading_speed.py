@@ -156,3 +156,52 @@ def test_peak_rss_of_a_direct_load_stays_within_ten_percent_of_its_size(tmp_path
     size = LAYERS * WIDTH * WIDTH * bytes_per_weight
     assert growth >= 0.9 * size, "the measurement missed the loaded weights"  # it measures something
     assert growth <= 1.10 * size, f"peak RSS grew {growth / 2**20:.0f} MiB for {size / 2**20:.0f} MiB of weights"
+
+
+# --- the plan predicts each component's load time; `generate` reports the measured one beside it ----------
+
+def test_plan_predicts_load_time_per_component_from_the_conversion_it_needs():
+    from lowvram.contract import ComponentPlan, Machine
+    from lowvram.plan import cost
+    from lowvram.plan.load_time import load_seconds
+
+    machine = Machine("m", 8 << 30, 32 << 30, 25e9, 100.0, disk_bytes_per_s=1e12)  # conversion-bound
+    n = 10**9
+
+    def cp(stored_per_weight, precision, compute="bf16", source="ram"):
+        return ComponentPlan("t", "denoiser", n, stored_per_weight * n, "resident", precision, compute, 0, source=source)
+
+    assert load_seconds(cp(2, "bf16"), machine) == pytest.approx(2 * n / cost.LOAD_COPY_BYTES_PER_S)
+    assert load_seconds(cp(2, "fp32", "fp32"), machine) == pytest.approx(n / cost.LOAD_CAST_ELEMENTS_PER_S)
+    assert load_seconds(cp(2, "fp8"), machine) == pytest.approx(n / cost.LOAD_QUANTISE_ELEMENTS_PER_S)
+    assert load_seconds(cp(2, "bf16", source="disk"), machine) == 0.0  # mapped: read as it streams
+    slow_disk = Machine("m", 8 << 30, 32 << 30, 25e9, 100.0, disk_bytes_per_s=1e8)  # disk-bound
+    assert load_seconds(cp(2, "fp8"), slow_disk) == pytest.approx(2 * n / 1e8)
+
+
+def test_generate_reports_measured_load_time_beside_the_prediction(tmp_path, monkeypatch, capsys):
+    from cli_inproc import run_cli
+    from tiny_pipelines import build_pipeline
+
+    from lowvram.generate.request import load_times_line
+    from lowvram.generate.run import GenerateRequest, generate
+    from lowvram.plan import Machine, Policy, make_plan
+
+    folder = str(tmp_path / "sd15")
+    build_pipeline("sd15", folder)
+    machine = Machine("test", 48 << 30, 64 << 30, 12.5e9, 40.0, device="cpu")
+    req = GenerateRequest(prompt="a cat", model=folder, width=64, height=64, steps=2, output=str(tmp_path / "a.png"),
+                          quiet=True)
+    res = generate(req, lambda spec, wl, fw=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=fw))
+    planned = {c.name: c for c in res.plan.components}
+    assert set(res.component_load_seconds) == set(planned) and all(s > 0 for s in res.component_load_seconds.values())
+    assert all(c.load_seconds > 0 for c in planned.values())
+    line = load_times_line(res.plan, res.component_load_seconds)
+    assert line.startswith("loading: ") and all(f"{n} " in line for n in planned) and line.count("predicted") == len(planned)
+    assert load_times_line(res.plan, {}) == ""  # a model kept loaded: nothing to report
+
+    code, out, err = run_cli(monkeypatch, capsys, "generate", "a cat", "--model", folder, "--width", "64", "--height",
+                             "64", "--steps", "1", "--vram", "8GB", "-o", str(tmp_path / "b.png"))
+    assert code == 0, err
+    report = next(line for line in out.splitlines() if line.startswith("loading: "))
+    assert "unet " in report and "vae " in report and "predicted" in report

@@ -355,6 +355,11 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
                   f"+ {res.load_seconds:.1f} s loading; "
                   f"peak VRAM {format_bytes(res.peak_vram_bytes)} (predicted {format_bytes(p.peak_vram_bytes)}); "
                   f"RAM {format_bytes(res.peak_ram_bytes)} (predicted {format_bytes(p.peak_ram_bytes)})")
+        from .generate.request import load_times_line
+
+        line = load_times_line(p, res.component_load_seconds)
+        if line:
+            out.print(line, markup=False, highlight=False)
         for r in res.replans:
             out.print(f"re-planned: {r}")
 

@@ -92,6 +92,9 @@ class ComponentPlan:
     calls_per_image: int = 1  # denoiser: steps (x2 with split CFG); others: 1
     notes: str = ""
     weight_bytes: int = 0  # all its weights at `precision`: what the executor checks the loaded module against
+    # predicted seconds to read its weights from the file into `precision` (plan/load_time.py); generate's
+    # report prints the measured time beside it
+    load_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ def _with(sd: dict, prefix: str, wanted: str) -> dict:
     return {wanted + k[len(prefix):]: v for k, v in sd.items()}
 
 
-def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, compute_dtype: torch.dtype, config_dir: str):
+def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, compute_dtype: torch.dtype, config_dir: str,
+                              timings: dict[str, float] | None = None):
     if not config_dir or not os.path.isfile(os.path.join(config_dir, "model_index.json")):
         raise UserError("A single-file checkpoint has no tokenizers: give --config DIR, a diffusers folder of the same "
                         f"model ({spec.hf_repo}; its weights are not needed), or run `lowvram pull {spec.name}`.")
@@ -128,7 +129,7 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
         del converted
         return finish_module(module, f"{path} ({name})")
 
-    return assemble_pipeline(config_dir, load_model)
+    return assemble_pipeline(config_dir, load_model, timings=timings)
 
 
 def _has_weights(folder: str) -> bool:

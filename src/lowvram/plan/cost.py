@@ -85,3 +85,12 @@ VAE_TILES = (512, 256)  # tile sides tried, in pixels, largest first
 LORA_BYTES = 200 * 2**20
 # Balanced policy: take a lossy precision when it is needed to fit or at least this much faster.
 BALANCED_MIN_SPEEDUP = 1.3
+# --- loading the weights (runtime/loading.py), before the first call ---
+# Loading runs the file's read and the conversion into the planned precision side by side (a reader
+# thread), so a component takes max(file bytes / disk speed, conversion time). Conversion throughputs of
+# runtime/loading.py measured by bench/load_speed.py on this project's shared 2-core VM (file in the page
+# cache, so the read is a memory copy; docs/benchmarks.md): a tensor already in its planned dtype is read
+# straight into place (bytes/s), a cast and an 8-bit quantisation go through ~1 M-element chunks (elements/s).
+LOAD_COPY_BYTES_PER_S = 1.3e9
+LOAD_CAST_ELEMENTS_PER_S = 230e6
+LOAD_QUANTISE_ELEMENTS_PER_S = 210e6

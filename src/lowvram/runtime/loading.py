@@ -127,9 +127,12 @@ class ChunkedReader:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def chunks(self, fd: int, offset: int, nbytes: int, what: str, chunk_bytes: int = 0) -> Iterator[torch.Tensor]:
+    def chunks(self, fd: int, offset: int, nbytes: int, what: str, chunk_bytes: int = 0,
+               dest: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """uint8 views of the bytes [offset, offset + nbytes) in order, `chunk_bytes` (<= the reader's; by
-        default the reader's) at a time, each valid until the next one is asked for."""
+        default the reader's) at a time, each valid until the next one is asked for. `dest`: the tensor the
+        chunks are converted into, in the same order and proportion: the reader thread faults in its pages
+        for each chunk as it reads it (see _fault_in)."""
         chunk_bytes = chunk_bytes or self.chunk_bytes
         if chunk_bytes > self.chunk_bytes:
             raise ValueError(f"chunks of {chunk_bytes} bytes do not fit staging buffers of {self.chunk_bytes}")
@@ -141,6 +144,8 @@ class ChunkedReader:
             a, b = spans[i]
             buf = self.buffers[i % 2][: b - a]
             _read_into(fd, buf, offset + a, what)
+            if dest is not None:
+                _fault_in(dest, a * dest.nbytes // nbytes, b * dest.nbytes // nbytes)
             return buf
 
         pending = self.pool.submit(read, 0) if spans else None
@@ -149,6 +154,20 @@ class ChunkedReader:
             # the buffer the next read fills was handed out two chunks ago: its consumer is done with it
             pending = self.pool.submit(read, i + 1) if i + 1 < len(spans) else None
             yield buf
+
+
+def _fault_in(dest: torch.Tensor, a: int, b: int) -> None:
+    """Touch bytes [a, b) of the fresh tensor `dest` (its memory is about to be overwritten) so the
+    kernel maps their pages here, on the reader thread, overlapped with the cast of the previous chunk.
+
+    A fresh destination's page faults cost twice the cast itself (measured: 32 MB bf16 -> fp16 takes
+    11.5 ms into memory already mapped, 33 ms into fresh memory), and torch's intra-op threads faulting
+    pages of one mapping at once contend on the kernel's per-process memory lock (2 threads: 4x slower).
+    ctypes.memset releases the GIL, so the faults run beside the main thread's cast."""
+    import ctypes
+
+    if b > a:
+        ctypes.memset(dest.data_ptr() + a, 0, b - a)
 
 
 def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.Tensor:
@@ -163,7 +182,7 @@ def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.T
         return out
     flat, size = out.view(-1), src.itemsize
     step = reader.chunk_bytes // size
-    for i, raw in enumerate(reader.chunks(t.fd, info.offset, info.nbytes, info.name)):
+    for i, raw in enumerate(reader.chunks(t.fd, info.offset, info.nbytes, info.name, dest=out)):
         flat[i * step: i * step + raw.numel() // size].copy_(raw.view(src))
     return out
 
@@ -185,7 +204,7 @@ def _quantise_lazy(t: "LazyTensor | torch.Tensor", storage: str,
         return q, scale
     work = torch.empty(min(rows_total, step) * cols, dtype=torch.float32)
     row_bytes = t.info.nbytes // rows_total
-    for i, raw in enumerate(reader.chunks(t.fd, t.info.offset, t.info.nbytes, t.info.name, step * row_bytes)):
+    for i, raw in enumerate(reader.chunks(t.fd, t.info.offset, t.info.nbytes, t.info.name, step * row_bytes, dest=q)):
         a = i * step
         b = a + raw.numel() // row_bytes
         quantize_rows_into(raw.view(src).view(b - a, cols), q[a:b], scale[a:b], storage, work)

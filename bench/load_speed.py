@@ -72,7 +72,8 @@ def load_child(path: str, method: str, target: str, n: int, threads: int) -> Non
         sd = load_file(path)
         for k in list(sd):
             w = sd.pop(k)
-            sd[k] = quantize_weight(w, target)[0] if eight_bit else w.to(dtype)
+            # copy=True: load_file's tensors map the file; a model's parameters are its own memory
+            sd[k] = quantize_weight(w, target)[0] if eight_bit else w.to(dtype, copy=True)
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({"seconds": secs, "cpu_seconds": cpu, "rss_growth": _hwm() - base}))
 

@@ -122,10 +122,17 @@ class ChunkedReader:
     def __init__(self, chunk_bytes: int) -> None:
         self.chunk_bytes = chunk_bytes
         self.buffers: list[torch.Tensor] = []
+        self.work: torch.Tensor | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lowvram-read")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+    def workspace(self, elements: int) -> torch.Tensor:
+        """A flat fp32 buffer of at least `elements`, the same one for every tensor (the quantiser's)."""
+        if self.work is None or self.work.numel() < elements:
+            self.work = torch.empty(elements, dtype=torch.float32)
+        return self.work
 
     def chunks(self, fd: int, offset: int, nbytes: int, what: str, chunk_bytes: int = 0,
                dest: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
@@ -202,7 +209,7 @@ def _quantise_lazy(t: "LazyTensor | torch.Tensor", storage: str,
             b = min(rows_total, a + step)
             q[a:b], scale[a:b] = quantize_weight(t.read((a, b)), storage)
         return q, scale
-    work = torch.empty(min(rows_total, step) * cols, dtype=torch.float32)
+    work = reader.workspace(min(rows_total, step) * cols)
     row_bytes = t.info.nbytes // rows_total
     for i, raw in enumerate(reader.chunks(t.fd, t.info.offset, t.info.nbytes, t.info.name, step * row_bytes, dest=q)):
         a = i * step

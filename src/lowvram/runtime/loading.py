@@ -203,7 +203,9 @@ def _quantise_lazy(t: "LazyTensor | torch.Tensor", storage: str,
     src = TORCH_DTYPES[t.info.dtype]
     q = torch.empty((rows_total, cols), dtype=STORAGE_DTYPES[storage])
     scale = torch.empty(rows_total, dtype=torch.float32)
-    step = max(1, ROW_CHUNK_ELEMENTS // max(1, cols))
+    # as many rows as fill a staging buffer (2 M bf16 elements): half the per-chunk overhead of the
+    # in-memory quantiser's 1 M, for a workspace of 8 MB
+    step = max(1, (reader.chunk_bytes // src.itemsize if reader is not None else ROW_CHUNK_ELEMENTS) // max(1, cols))
     if reader is None or step * cols * src.itemsize > reader.chunk_bytes or t.info.nbytes == 0:
         for a in range(0, rows_total, step):  # rows wider than a chunk: one row block at a time
             b = min(rows_total, a + step)

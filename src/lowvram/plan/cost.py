@@ -88,9 +88,11 @@ BALANCED_MIN_SPEEDUP = 1.3
 # --- loading the weights (runtime/loading.py), before the first call ---
 # Loading runs the file's read and the conversion into the planned precision side by side (a reader
 # thread), so a component takes max(file bytes / disk speed, conversion time). Conversion throughputs of
-# runtime/loading.py measured by bench/load_speed.py on this project's shared 2-core VM (file in the page
-# cache, so the read is a memory copy; docs/benchmarks.md): a tensor already in its planned dtype is read
-# straight into place (bytes/s), a cast and an 8-bit quantisation go through ~1 M-element chunks (elements/s).
-LOAD_COPY_BYTES_PER_S = 1.3e9
-LOAD_CAST_ELEMENTS_PER_S = 230e6
-LOAD_QUANTISE_ELEMENTS_PER_S = 210e6
+# runtime/loading.py measured by `bench/load_speed.py --gb 1 --repeats 3 --threads 1` on this project's shared
+# 2-core VM, 2026-12-01 (file in the page cache, so the read is a memory copy; docs/benchmarks.md), direct
+# loads of 512 M bf16 weights: into bf16 (read straight into place) 0.84 s = 1.28 GB/s; cast into fp32
+# 2.52 s = 203 M elements/s (into fp16 1.81 s = 283 M/s: plan with the slower, the CPU plans' cast);
+# quantised into fp8 2.24 s = 229 M/s (int8 1.94 s = 264 M/s: plan with fp8's).
+LOAD_COPY_BYTES_PER_S = 1.28e9
+LOAD_CAST_ELEMENTS_PER_S = 203e6
+LOAD_QUANTISE_ELEMENTS_PER_S = 229e6

@@ -2,7 +2,7 @@
 
 Never a full-precision copy of the model in RAM: each tensor's destination is allocated once in its
 planned dtype; a tensor already in that dtype is read (os.preadv) straight into it, any other is read in
-chunks of ~1 M elements into two reused staging buffers — a reader thread fills the next while the cast
+~4 MB chunks (2 M bf16 elements) into two reused staging buffers — a reader thread fills the next while the cast
 or quantisation of the current one runs (torch and preadv both release the GIL) — and cast into its
 slice of the destination. No per-chunk allocation: fresh multi-MB buffers are new mappings whose pages
 fault in, which made the old per-chunk path 6x slower than the casts themselves (docs/benchmarks.md).
@@ -106,10 +106,10 @@ def iter_safetensors(paths: Iterable[str]):
             os.close(fd)
 
 
-# Bytes per staging buffer on the path that converts: ~1 M fp32 elements (the quantiser's chunk,
-# precision.ROW_CHUNK_ELEMENTS), 2 M bf16 ones. Two buffers plus the quantiser's 4 MB fp32 workspace are
-# 12 MB in all: small against the +10 % peak-RSS budget down to a ~120 MB component, and chunks this
-# size keep the per-chunk Python overhead (~30 us) under 1 % of the cast.
+# Bytes per staging buffer on the path that converts: 1 M fp32 elements (precision.ROW_CHUNK_ELEMENTS),
+# 2 M bf16 ones. Two buffers plus the quantiser's fp32 workspace (one chunk widened: 8 MB from bf16) are
+# 16 MB in all: within the +10 % peak-RSS budget from a ~160 MB component up, and chunks this size keep
+# the per-chunk overhead (torch calls, the reader handoff: well under 1 ms) small against the cast.
 STAGING_BYTES = ROW_CHUNK_ELEMENTS * 4
 
 

@@ -5,6 +5,7 @@ large checkpoint straight into fp8 versus loading it in bf16 first.
 
 Targets (runtime issue): overhead <= 5 % with everything resident; peak RSS of the fp8 load <= fp8 size + 10 %.
 RSS figures are the growth of the process's peak RSS over its RSS after imports (torch alone is ~400 MB).
+Load *speed* into every precision, against the usual load-then-convert way: bench/load_speed.py.
 """
 
 from __future__ import annotations

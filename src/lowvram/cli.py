@@ -378,6 +378,11 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
         if res.step_cache_calls:
             out.print(f"step cache: {res.step_cache_skipped} of {res.step_cache_calls} denoiser calls skipped "
                       f"(planned on an estimated {p.step_cache_skip:.0%})")
+        from .generate.request import load_times_line
+
+        line = load_times_line(p, res.component_load_seconds)
+        if line:
+            out.print(line, markup=False, highlight=False)
         for r in res.replans:
             out.print(f"re-planned: {r}")
 

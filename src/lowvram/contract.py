@@ -107,6 +107,9 @@ class ComponentPlan:
     # denoiser: torch.compile its repeated blocks (runtime/regional_compile.py), chosen where the compile time
     # pays back over the images a load serves (plan/compile_choice.py)
     compile_blocks: bool = False
+    # predicted seconds to read its weights from the file into `precision` (plan/load_time.py); generate's
+    # report prints the measured time beside it
+    load_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

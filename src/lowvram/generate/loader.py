@@ -8,6 +8,7 @@ extractors load with their own `from_pretrained` from the local sub-folder — n
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -133,10 +134,10 @@ def _library_class(library: str, class_name: str):
     return cls if isinstance(cls, type) else None
 
 
-def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = ()):
+def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = (), timings: dict[str, float] | None = None):
     """The pipeline its model_index.json describes: tokenizers, schedulers and processors from `folder`,
     model components from `load_model(name, sub, library, class_name)`; the parts named in `omit` are
-    None (not read at all)."""
+    None (not read at all). `timings` gets each model component's load time in seconds."""
     import diffusers
     import transformers
 
@@ -167,7 +168,10 @@ def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = ()):
                 raise UserError(f"{sub} cannot be loaded as a {class_name} ({str(e).splitlines()[0]}); "
                                 "put the missing files there, or run `lowvram pull` for this model.") from None
             continue
+        t0 = time.perf_counter()
         modules[name] = parts[name] = load_model(name, sub, library, class_name)
+        if timings is not None:
+            timings[name] = time.perf_counter() - t0
     cls = _library_class("diffusers", index.get("_class_name") or "")
     if cls is None:
         raise UserError(f"{folder}/model_index.json names pipeline {str(index.get('_class_name'))[:80]!r}, which diffusers "
@@ -178,11 +182,12 @@ def assemble_pipeline(folder: str, load_model, omit: tuple[str, ...] = ()):
 
 
 def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype, names: dict[str, str] | None = None,
-                  omit: tuple[str, ...] = ()):
+                  omit: tuple[str, ...] = (), timings: dict[str, float] | None = None):
     """(pipeline, {component name: module}) from a diffusers folder, each component per the plan.
 
     `names` maps pipeline attributes to the plan's component names where they differ (a cascade stage's
-    `unet` is the plan's `unet_2`); the returned modules are keyed by the plan's names."""
+    `unet` is the plan's `unet_2`); the returned modules are keyed by the plan's names, and so are the
+    load times put in `timings`."""
     by_name = {c.name: c for c in plan.components}
     names = names or {}
 
@@ -192,7 +197,10 @@ def load_pipeline(folder: str, plan: Plan, compute_dtype: torch.dtype, names: di
         cp = by_name.get(names.get(name, name))
         return load_module(sub, library, class_name, compute_dtype, cp)
 
-    pipe, modules = assemble_pipeline(folder, load_model, omit)
+    own: dict[str, float] = {}
+    pipe, modules = assemble_pipeline(folder, load_model, omit, own)
+    if timings is not None:
+        timings.update({names.get(k, k): s for k, s in own.items()})
     return pipe, {names.get(k, k): m for k, m in modules.items()}
 
 
@@ -212,7 +220,7 @@ def load_controlnet(folder: str, compute_dtype: torch.dtype, plan: Plan | None =
 SAFETY_PARTS = ("safety_checker", "feature_extractor", "watermarker")
 
 
-def load_cascade(cascade, plan: Plan, compute_dtype: torch.dtype):
+def load_cascade(cascade, plan: Plan, compute_dtype: torch.dtype, timings: dict[str, float] | None = None):
     """([stage I, II, III pipelines], {plan component name: module}) from DeepFloyd IF's stage folders
     (checkpoints.cascade). Each stage loads only the components the plan names for it: stage II gets no
     text encoder (stage I's T5 embeddings are passed to it), so the T5 is loaded once."""
@@ -222,7 +230,7 @@ def load_cascade(cascade, plan: Plan, compute_dtype: torch.dtype):
     for stage in STAGES:
         own_text = "text_encoder" in stage.components
         omit = SAFETY_PARTS + (() if own_text else ("text_encoder", "tokenizer"))
-        pipe, mods = load_pipeline(cascade.folders[stage.name], plan, compute_dtype, stage.components, omit)
+        pipe, mods = load_pipeline(cascade.folders[stage.name], plan, compute_dtype, stage.components, omit, timings)
         pipes.append(pipe)
         modules.update(mods)
     return pipes, modules

@@ -63,3 +63,14 @@ class GenerateResult:
     # first-block step caching (plan.step_cache > 0): denoiser calls this run made, and how many it skipped
     step_cache_calls: int = 0
     step_cache_skipped: int = 0
+    # measured seconds to load each component (the plan's names; empty when the model stayed loaded), to
+    # set beside the plan's ComponentPlan.load_seconds
+    component_load_seconds: dict = field(default_factory=dict)
+
+
+def load_times_line(plan, measured: dict[str, float]) -> str:
+    """`generate`'s report of loading: each component's measured seconds beside the plan's prediction
+    (ComponentPlan.load_seconds), in the plan's order; "" when nothing was loaded (the model stayed loaded)."""
+    parts = [f"{c.name} {measured[c.name]:.1f} s (predicted {c.load_seconds:.1f} s)"
+             for c in plan.components if c.name in measured]
+    return "loading: " + ", ".join(parts) if parts else ""

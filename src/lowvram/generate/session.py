@@ -74,6 +74,7 @@ class Loaded:
     loras: tuple = ()
     lora_hooks: list = field(default_factory=list)
     scheduler: object = None  # the pipeline's own scheduler, restored before each request (--sampler swaps it)
+    load_seconds: dict = field(default_factory=dict)  # measured seconds per component, by the plan's names
 
 
 def _weights_signature(plan) -> tuple:
@@ -228,32 +229,36 @@ class Session:
                             "machine (plan.machine.resolve_run_machine), or install the torch build for your card.")
         compute = compute_dtype(plan)
         lift = cap_cuda_memory(device, plan.machine.vram_bytes)  # loading must fit too
+        timings: dict[str, float] = {}
         try:
             companions = {}
             if r.cascade is not None:
                 from .loader import load_cascade
 
-                pipe, modules = load_cascade(r.cascade, plan, compute)
+                pipe, modules = load_cascade(r.cascade, plan, compute, timings)
                 for p in pipe:
                     p.set_progress_bar_config(disable=True)  # ours counts all stages
             else:
                 if r.rep.format == "diffusers":
                     from .loader import load_pipeline
 
-                    pipe, modules = load_pipeline(r.req.model, plan, compute)
+                    pipe, modules = load_pipeline(r.req.model, plan, compute, timings=timings)
                 else:
                     from .single_file import load_single_file_pipeline
 
-                    pipe, modules = load_single_file_pipeline(r.rep, r.spec, plan, compute, r.req.config)
+                    pipe, modules = load_single_file_pipeline(r.rep, r.spec, plan, compute, r.req.config, timings)
                 pipe.set_progress_bar_config(disable=True)  # ours (rich, with ETA) replaces diffusers' tqdm bar
                 if r.control is not None:
+                    t0 = time.perf_counter()
                     pipe, companions = self._attach_controlnet(r, pipe, modules, compute, plan)
+                    timings["controlnet"] = time.perf_counter() - t0
             executor = PlanExecutor(plan, modules, device, companions=companions).apply()
         except BaseException:
             lift()
             raise
         scheduler = None if r.cascade is not None else pipe.scheduler
-        return Loaded(r.model_key, plan, pipe, modules, executor, device, compute, lift, companions, scheduler=scheduler)
+        return Loaded(r.model_key, plan, pipe, modules, executor, device, compute, lift, companions, scheduler=scheduler,
+                      load_seconds=timings)
 
     @staticmethod
     def _attach_controlnet(r: Resolved, pipe, modules, compute, plan):
@@ -344,7 +349,8 @@ class Session:
         replans = executor.replans[n_replans:]
         if images is None:
             return GenerateResult([], plan, seconds, 0, 0, interrupted_at=observer.step, replans=replans,
-                                  load_seconds=load_seconds, reused=reused, device=loaded.device.type, notes=r.notes)
+                                  load_seconds=load_seconds, reused=reused, device=loaded.device.type, notes=r.notes,
+                                  component_load_seconds={} if reused else dict(loaded.load_seconds))
         infotexts = self._infotexts(r, plan, params, images)
         paths = []
         if r.outputs:
@@ -357,7 +363,8 @@ class Session:
                               step_cache_calls=cache.calls - cache0.calls if cache else 0,
                               step_cache_skipped=cache.skipped - cache0.skipped if cache else 0,
                               load_seconds=load_seconds, run_seconds=run_seconds, images=list(images),
-                              infotexts=infotexts, seeds=r.seeds, reused=reused, device=loaded.device.type, notes=r.notes)
+                              infotexts=infotexts, seeds=r.seeds, reused=reused, device=loaded.device.type, notes=r.notes,
+                              component_load_seconds={} if reused else dict(loaded.load_seconds))
 
     def _say_where(self, r: Resolved, plan) -> None:
         """Before loading: the plan this run follows, and what the session decided for the request."""

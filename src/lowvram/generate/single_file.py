@@ -91,7 +91,8 @@ def _with(sd: dict, prefix: str, wanted: str) -> dict:
     return {wanted + k[len(prefix):]: v for k, v in sd.items()}
 
 
-def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, compute_dtype: torch.dtype, config_dir: str):
+def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, compute_dtype: torch.dtype, config_dir: str,
+                              timings: dict[str, float] | None = None):
     if not config_dir or not os.path.isfile(os.path.join(config_dir, "model_index.json")):
         raise UserError("A single-file checkpoint has no tokenizers: give --config DIR, a diffusers folder of the same "
                         f"model ({spec.hf_repo}; its weights are not needed), or run `lowvram pull {spec.name}`.")
@@ -124,11 +125,18 @@ def load_single_file_pipeline(rep: Inspection, spec: ModelSpec, plan: Plan, comp
             _place_gguf(module, converted, q_out, dtype)
         pc = PrecisionConfig(cp.precision, dtype) if cp is not None and cp.precision in ("fp8", "int8") and not q_out else None
         expected = set(module.state_dict().keys())
-        load_into(module, converted.items(), dtype, pc, key_map=_key_map(expected))
-        del converted
+        load_into(module, _drain(converted), dtype, pc, key_map=_key_map(expected))
         return finish_module(module, f"{path} ({name})")
 
-    return assemble_pipeline(config_dir, load_model)
+    return assemble_pipeline(config_dir, load_model, timings=timings)
+
+
+def _drain(tensors: dict):
+    """(name, tensor) pairs, each removed from `tensors` as it is handed out: the stored-precision copy
+    of a tensor is freed as soon as its planned-precision one is made, so converting a component peaks at
+    the component once, not stored + converted."""
+    while tensors:
+        yield tensors.popitem()
 
 
 def _has_weights(folder: str) -> bool:

@@ -85,3 +85,14 @@ VAE_TILES = (512, 256)  # tile sides tried, in pixels, largest first
 LORA_BYTES = 200 * 2**20
 # Balanced policy: take a lossy precision when it is needed to fit or at least this much faster.
 BALANCED_MIN_SPEEDUP = 1.3
+# --- loading the weights (runtime/loading.py), before the first call ---
+# Loading runs the file's read and the conversion into the planned precision side by side (a reader
+# thread), so a component takes max(file bytes / disk speed, conversion time). Conversion throughputs of
+# runtime/loading.py measured by `bench/load_speed.py --gb 1 --repeats 3 --threads 1` on this project's shared
+# 2-core VM, 2026-12-01 (file in the page cache, so the read is a memory copy; docs/benchmarks.md), direct
+# loads of 512 M bf16 weights: into bf16 (read straight into place) 0.84 s = 1.28 GB/s; cast into fp32
+# 2.52 s = 203 M elements/s (into fp16 1.81 s = 283 M/s: plan with the slower, the CPU plans' cast);
+# quantised into fp8 2.24 s = 229 M/s (int8 1.94 s = 264 M/s: plan with fp8's).
+LOAD_COPY_BYTES_PER_S = 1.28e9
+LOAD_CAST_ELEMENTS_PER_S = 203e6
+LOAD_QUANTISE_ELEMENTS_PER_S = 229e6

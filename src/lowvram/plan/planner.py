@@ -26,6 +26,7 @@ from .controlnet import PlannedControlNet, resolve_controlnet
 from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
 from .fp8_matmul import fp8_matmul_mode, fp8_matmul_note, fp8_matmul_overhead
+from .load_time import with_load_times
 from ..contract import ComponentPlan, Machine, Plan, Policy, Workload
 
 # (model, component, request) -> SimResult: simulate_component, or the readout's estimating source
@@ -590,7 +591,7 @@ def _search(model: ModelSpec, wl: Workload, machine: Machine, quality: str, rese
         reason = f"needs {peak_ram / 2**30:.1f} GiB RAM even with disk-backed weights"
     cfg_mode = next((o.cfg_mode for o in den), "none")
     vae_tile = next((o.vae_tile for o in chosen if o.plan.role == "vae"), 0)
-    components = tuple(p for o in chosen for p in (o.plan, o.companion) if p is not None)
+    components = with_load_times(tuple(p for o in chosen for p in (o.plan, o.companion) if p is not None), machine)
     return with_compile_choice(Plan(model=model.name, policy=quality, fits=fits, workload=wl, machine=machine, components=components, attention="sdpa", attention_chunk=0, cfg_mode=cfg_mode,
                 vae_tile=vae_tile, peak_vram_bytes=peak_vram, peak_ram_bytes=peak_ram, seconds_per_step=sps,
                 seconds_per_image=per_image, reserve_bytes=reserve, decisions=tuple(decisions),

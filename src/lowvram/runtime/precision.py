@@ -42,28 +42,47 @@ class PrecisionConfig:
             raise ValueError(f"unknown storage precision {self.storage!r}")
 
 
-ROW_CHUNK_ELEMENTS = 1 << 22  # quantise ~4 M elements at a time: fp32 temporaries stay ~16 MB
+# Elements quantised per step: ~1 M keeps the fp32 workspace at 4 MB (the loader's peak is the 8-bit model
+# plus a few MB) while each torch call still spans enough elements to use every intra-op thread.
+ROW_CHUNK_ELEMENTS = 1 << 20
+
+
+def quantize_rows_into(w: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, storage: str,
+                       work: torch.Tensor) -> None:
+    """Quantise the 2-D rows `w` (any float dtype) into `q` and `scale` (fp32, one per row), using `work`
+    (a flat fp32 buffer of at least w.numel() elements) for the only full-size temporary.
+
+    Same arithmetic as `(w.float() / s).clamp(...)` — the bytes are identical (tests/test_loading_speed.py
+    checks it) — but with no allocation per call: each fresh multi-MB temporary is a new mapping whose
+    pages fault in, which costs 20x the arithmetic (measured per 1 M elements on this project's 2-core VM:
+    `w.float()` 3.4 ms, `work.copy_(w)` 0.14 ms). The widening copy comes first because a division
+    mixing bf16 and fp32 takes torch's unvectorised casting loop (8 ms vs 0.15 ms in fp32). |w|'s row
+    maximum is max(amax, -amin): exact, with no |w| temporary."""
+    out = work[: w.numel()].view(w.shape)
+    out.copy_(w)
+    amax = torch.maximum(out.amax(dim=1), out.amin(dim=1).neg()).clamp_min(1e-12)
+    limit = FP8_MAX if storage == "fp8" else INT8_MAX
+    s = amax / limit
+    out.div_(s.unsqueeze(1))
+    if storage != "fp8":
+        out.round_()
+    out.clamp_(-limit, limit)
+    q.copy_(out)
+    scale.copy_(s)
 
 
 def quantize_weight(w: torch.Tensor, storage: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric quantisation: returns (8-bit weight, scale per row).
 
-    Works through the rows in chunks so loading a 4096x12288 layer does not allocate four fp32 copies
-    of it — the loader's peak RAM stays at the 8-bit model plus a few MB."""
+    Works through the rows in chunks so loading a 4096x12288 layer does not allocate fp32 copies of
+    it — the loader's peak RAM stays at the 8-bit model plus a few MB."""
     w = w.detach()
     q = torch.empty(w.shape, dtype=STORAGE_DTYPES[storage], device=w.device)
     scale = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
     rows = max(1, ROW_CHUNK_ELEMENTS // max(1, w.shape[1]))
+    work = torch.empty(min(w.numel(), rows * w.shape[1]), dtype=torch.float32, device=w.device)
     for i in range(0, w.shape[0], rows):
-        w32 = w[i:i + rows].float()
-        amax = w32.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-        if storage == "fp8":
-            s = amax / FP8_MAX
-            q[i:i + rows] = (w32 / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        else:
-            s = amax / INT8_MAX
-            q[i:i + rows] = torch.round(w32 / s).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-        scale[i:i + rows] = s.squeeze(1)
+        quantize_rows_into(w[i:i + rows], q[i:i + rows], scale[i:i + rows], storage, work)
     return q, scale
 
 
@@ -103,7 +122,12 @@ def apply_weight_precision(module: torch.nn.Module, config: PrecisionConfig) -> 
     for m in module.modules():
         if not isinstance(m, torch.nn.Linear) or hasattr(m, "weight_scale"):
             continue
-        q, scale = quantize_weight(m.weight.data, config.storage)
+        w = m.weight.data
+        if w.is_meta:  # a module the loader fills: only shapes and dtypes (meta ops run in Python, ~ms each)
+            q = torch.empty(w.shape, dtype=STORAGE_DTYPES[config.storage], device="meta")
+            scale = torch.empty(w.shape[0], dtype=torch.float32, device="meta")
+        else:
+            q, scale = quantize_weight(w, config.storage)
         m.weight = torch.nn.Parameter(q, requires_grad=False)
         m.register_buffer("weight_scale", scale.to(config.compute_dtype))
         dequantize_per_forward(m, _dequantize_8bit, config.compute_dtype)

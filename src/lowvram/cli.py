@@ -373,8 +373,11 @@ def generate(prompt: str = typer.Argument(..., help="What to draw."),
     if not quiet:
         out.print(f"time {res.run_seconds:.1f} s (predicted {p.seconds_per_image:.1f} s on {p.machine.name}) "
                   f"+ {res.load_seconds:.1f} s loading; "
-                  f"peak VRAM {format_bytes(res.peak_vram_bytes)} (predicted {format_bytes(p.peak_vram_bytes)}); "
-                  f"RAM {format_bytes(res.peak_ram_bytes)} (predicted {format_bytes(p.peak_ram_bytes)})")
+                  + (f"peak VRAM {format_bytes(res.peak_vram_bytes)} (predicted {format_bytes(p.peak_vram_bytes)}); "
+                     if res.device == "cuda" else  # on the CPU the accountant counts the weights it placed
+                     f"weights held {format_bytes(res.peak_vram_bytes)} (planned peak memory "
+                     f"{format_bytes(p.peak_vram_bytes)}); ")
+                  + f"RAM {format_bytes(res.peak_ram_bytes)} (predicted {format_bytes(p.peak_ram_bytes)})")
         if res.step_cache_calls:
             out.print(f"step cache: {res.step_cache_skipped} of {res.step_cache_calls} denoiser calls skipped "
                       f"(planned on an estimated {p.step_cache_skip:.0%})")

@@ -13,12 +13,13 @@ ROOT = os.path.dirname(lowvram.__file__)
 # bottom first; a part may import only parts of its own layer or below
 LAYERS = [
     {"errors", "units", "regular_file", "jsonfile", "atomic_files", "display", "hub_http", "contract", "kernels",
-     "structure", "machines"},
+     "structure", "machines", "hub_progress"},
     {"cache"},
     {"catalogue"},
     {"checkpoints"},
     {"hub", "simulate"},
     {"plan"},
+    {"pull_order"},  # what a pull fetches for this machine: the hub's files chosen by the planner
     {"runtime"},
     {"generate"},
     {"server", "ship", "guide"},

@@ -20,6 +20,10 @@ from .spec import ComponentSpec, ModelSpec
 
 CONFIG_FILE = "config.json"  # the diffusers / transformers name of a component folder's config
 INDEX_FILE = "model_index.json"  # what makes a folder a diffusers pipeline folder
+# Fields a transformers encoder class rewrites on its own config (T5EncoderModel.__init__ sets both False, so
+# its saved config.json says so while the published T5 config says True): neither changes an encoder's
+# weights or its forward, so they are no difference between two configs.
+_ENCODER_RUNTIME_KEYS = ("use_cache", "is_encoder_decoder")
 
 
 def folder_spec(model: ModelSpec, rep) -> ModelSpec:
@@ -68,7 +72,8 @@ def _complete(comp: ComponentSpec, cfg: dict[str, Any]) -> Any:
     model_type = cfg.pop("model_type", None)
     if model_type is None:
         return cfg
-    return _plain(transformers.AutoConfig.for_model(model_type, **cfg).to_dict())
+    full = _plain(transformers.AutoConfig.for_model(model_type, **cfg).to_dict())
+    return {k: v for k, v in full.items() if k not in _ENCODER_RUNTIME_KEYS}
 
 
 def _json_like(value: Any) -> Any:

@@ -58,8 +58,7 @@ def test_tiny_folder_plans_its_own_parameters(tiny_flux):
 
 
 def test_catalogue_configs_as_saved_plan_as_the_catalogue(tmp_path):
-    for name in ("sd15", "sdxl", "flux-dev"):
-        model = MODELS[name]
+    for name, model in MODELS.items():  # every class: diffusers defaults, CLIP, T5 encoders, Llama, Qwen2.5-VL
         folder = _config_folder(model, tmp_path / name)
         rep = Inspection(folder, "diffusers", name, model.family, "", [], [])
         assert folder_spec(model, rep) is model, name  # same spec: same simulations, same shipped answers

@@ -102,3 +102,15 @@ def test_cli_plans_the_folder_not_the_catalogue(tiny_flux):
     plan = json.loads(out.stdout)
     stored = {c.name: c.params for c in inspect_path(tiny_flux).components}
     assert {c["name"]: c["params"] for c in plan["components"]} == stored
+
+
+def test_generate_plans_and_runs_the_folder_as_it_is(tiny_flux, tmp_path):
+    from lowvram.generate.run import GenerateRequest, generate
+    from lowvram.generate.session import planner_for
+
+    req = GenerateRequest(prompt="a red cat", model=tiny_flux, width=64, height=64, steps=2,
+                          output=str(tmp_path / "out.png"), quiet=True, seed=1)
+    res = generate(req, planner_for(cpu_machine(RAM)))
+    assert res.plan.model == "flux-dev"
+    assert {c.name: c.params for c in res.plan.components} == {c.name: c.params for c in inspect_path(tiny_flux).components}
+    assert os.path.isfile(res.paths[0])

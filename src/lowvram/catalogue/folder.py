@@ -15,7 +15,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from .build import _BOOKKEEPING_KEYS, load_config
+from .build import _BOOKKEEPING_KEYS, diffusers_class, load_config
 from .spec import ComponentSpec, ModelSpec
 
 CONFIG_FILE = "config.json"  # the diffusers / transformers name of a component folder's config
@@ -62,9 +62,7 @@ def _complete(comp: ComponentSpec, cfg: dict[str, Any]) -> Any:
     transformers config object's full dict (which fills its own defaults and nested sub-configs)."""
     cfg = _plain(cfg)
     if comp.library == "diffusers":
-        import diffusers
-
-        params = inspect.signature(getattr(diffusers, comp.class_name).__init__).parameters
+        params = inspect.signature(diffusers_class(comp.class_name).__init__).parameters
         return {name: _json_like(cfg.get(name, p.default)) for name, p in params.items()
                 if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     import transformers

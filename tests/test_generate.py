@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from a1111 import parse_a1111
-from tiny_pipelines import build_pipeline, component_state
+from tiny_pipelines import build_pipeline, catalogue_sized, component_state
 
 from lowvram.catalogue import MODELS
 from lowvram.generate.run import GenerateRequest, generate
@@ -33,7 +33,9 @@ def folders(tmp_path_factory):
 
 def _plan_fn(vram_gb=48, ram_gb=64):
     machine = Machine("test", vram_gb * GiB, ram_gb * GiB, 12.5e9, 40.0, device="cpu")  # the CPU runs it
-    return lambda spec, wl, file_weights=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=file_weights)
+    # planned at the catalogue's real sizes, so the small budgets below stream the tiny models' components
+    return catalogue_sized(lambda spec, wl, file_weights=None: make_plan(spec, wl, machine, Policy("lossless"),
+                                                                         file_weights=file_weights))
 
 
 def _run(folder, tmp_path, name="out.png", vram_gb=48, **kw):

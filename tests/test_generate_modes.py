@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_pipelines import build_pipeline
+from tiny_pipelines import build_pipeline, catalogue_sized
 
 from lowvram.checkpoints.lora_size import lora_file_bytes
 from lowvram.generate.run import GenerateRequest, generate
@@ -26,7 +26,8 @@ def _run(folder, tmp_path, name, vram_gb=48, **kw):
     machine = Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0, device="cpu")  # the CPU runs it
     req = GenerateRequest(prompt="a red cat", model=folder, width=64, height=64, steps=kw.pop("steps", 3),
                           output=str(tmp_path / name), quiet=True, **kw)
-    res = generate(req, lambda spec, wl, fw=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=fw))
+    # planned at the catalogue's real sizes, so a 3 GB budget streams the tiny UNet
+    res = generate(req, catalogue_sized(lambda spec, wl, fw=None: make_plan(spec, wl, machine, Policy("lossless"), file_weights=fw)))
     return res, np.asarray(Image.open(res.paths[0])).astype(int)
 
 

@@ -7,7 +7,7 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_pipelines import build_pipeline
+from tiny_pipelines import build_pipeline, catalogue_sized
 
 from lowvram.errors import UserError
 from lowvram.generate.request import GenerateRequest
@@ -28,7 +28,8 @@ def folders(tmp_path_factory):
 
 
 def _session(vram_gb=48):
-    return Session(planner_for(Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0, device="cpu")))
+    # planned at the catalogue's real sizes, so a 1 GB budget streams the tiny models' components
+    return Session(catalogue_sized(planner_for(Machine("test", vram_gb * GiB, 64 * GiB, 12.5e9, 40.0, device="cpu"))))
 
 
 def _req(folder, **kw):

@@ -106,12 +106,13 @@ def _model_spec(model: str):
 
     if os.path.exists(model) or os.sep in model or model.endswith((".safetensors", ".gguf", ".sft", ".ckpt")):
         from .catalogue import MODELS
+        from .catalogue.folder import folder_spec
         from .checkpoints.inspect import inspect_path
 
         rep = inspect_path(model)
         if rep.architecture is None:
             raise UserError(f"{model} is a lone {rep.variant}, not a whole model: plan the model it belongs to ({', '.join(rep.used_by)}).")
-        return MODELS[rep.architecture], rep.file_weights()
+        return folder_spec(MODELS[rep.architecture], rep), rep.file_weights()
     return get_model(model), {}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,19 @@ if TYPE_CHECKING:  # torch is imported only when a module is built: cached plann
 
 _BOOKKEEPING_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "transformers_version", "torch_dtype",
                      "dtype", "architectures")
+
+
+# diffusers' lazy top-level module raises AttributeError ("no attribute 'UNet2DConditionModel'") when two
+# threads first touch it at once (the server plans in request threads): class lookups are taken one at a time.
+_DIFFUSERS_LOOKUP = threading.Lock()
+
+
+def diffusers_class(name: str) -> type:
+    """The diffusers class `name`, safe to call from several threads at once."""
+    with _DIFFUSERS_LOOKUP:
+        import diffusers
+
+        return getattr(diffusers, name)
 
 
 @lru_cache(maxsize=None)
@@ -66,9 +80,7 @@ def build_component(spec: ComponentSpec, device: "str | torch.device" = "meta", 
 def _instantiate(spec: ComponentSpec, cfg: dict[str, Any]) -> "torch.nn.Module":
     cfg = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING_KEYS}
     if spec.library == "diffusers":
-        import diffusers
-
-        return getattr(diffusers, spec.class_name).from_config(cfg)
+        return diffusers_class(spec.class_name).from_config(cfg)
     import transformers
 
     cls = getattr(transformers, spec.class_name)

@@ -99,6 +99,7 @@ class Session:
     def resolve(self, req: GenerateRequest) -> Resolved:
         """Check the request whole, before planning or reading a weight; one sentence on the first problem."""
         from ..catalogue import MODELS
+        from ..catalogue.folder import folder_spec
         from ..checkpoints.diffusers_index import read_index
         from ..checkpoints.inspect import inspect_path
         from ..checkpoints.lora_size import lora_file_bytes
@@ -122,7 +123,7 @@ class Session:
             rep = inspect_path(req.model, pipeline_hint=hint)
         if rep.architecture is None:
             raise UserError(f"{req.model} is a lone {rep.variant}, not a model: give the folder that also holds the diffusion model.")
-        spec = MODELS[rep.architecture]
+        spec = folder_spec(MODELS[rep.architecture], rep)  # a diffusers folder's own configs (a distilled variant)
         cascade = None
         if spec.family == "deepfloyd-if":  # three pipelines from three folders (generate/cascade.py)
             from .cascade import check_request

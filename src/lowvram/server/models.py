@@ -144,13 +144,14 @@ class Registry:
         """The catalogue ModelSpec of a listed model (headers only, read once)."""
         if m._arch is None:
             from ..catalogue import MODELS
+            from ..catalogue.folder import folder_spec
             from ..checkpoints.inspect import inspect_path, inspect_with_models_dir
 
             rep = inspect_with_models_dir(m.path, m.models_dir) if m.models_dir and os.path.isfile(m.path) \
                 else inspect_path(m.path)
             if rep.architecture is None:
                 raise UserError(f"{m.name} is a lone {rep.variant}, not a model.")
-            m._arch, m._rep = MODELS[rep.architecture], rep
+            m._arch, m._rep = folder_spec(MODELS[rep.architecture], rep), rep
         return m._arch
 
     def file_weights(self, m: ServedModel) -> dict:

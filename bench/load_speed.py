@@ -24,24 +24,10 @@ import time
 
 import torch
 
-WIDTH = 4096
+from cpu_overhead import WIDTH, write_checkpoint  # the same random bf16 stack of 4096x4096 layers as the overhead bench
+
 TARGETS = ("fp8", "int8", "bf16", "fp16", "fp32")
 BYTES = {"fp8": 1, "int8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
-
-
-def write_checkpoint(path: str, gb: float) -> int:
-    """Random bf16 Linear weights (a stack of 4096x4096 layers), written tensor by tensor."""
-    from lowvram.checkpoints.safetensors_header import read_safetensors_header, write_safetensors_header_only
-
-    n = max(1, int(gb * 2**30 // (WIDTH * WIDTH * 2)))
-    write_safetensors_header_only(path, {f"layers.{i}.weight": ((WIDTH, WIDTH), "BF16") for i in range(n)})
-    infos, _ = read_safetensors_header(path)
-    g = torch.Generator().manual_seed(0)
-    with open(path, "r+b") as f:
-        for info in infos:
-            f.seek(info.offset)
-            f.write((torch.randn(WIDTH, WIDTH, generator=g) * 0.02).to(torch.bfloat16).view(torch.uint8).numpy().tobytes())
-    return n
 
 
 def _hwm() -> int:

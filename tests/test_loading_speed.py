@@ -107,11 +107,10 @@ def test_chunked_reads_cover_ragged_tails_and_direct_reads_need_no_staging(tmp_p
 
 # --- peak RSS: a subprocess loads a 512 MiB bf16 file and reports its peak RSS (VmHWM) growth -------------
 
-# 16 x 4096 x 4096 bf16 = 512 MiB; fp8: 256 MiB + 16 KiB of scales per layer. The loader's own overhead is
-# fixed, ~16 MiB (two 4 MiB staging buffers, the quantiser's 8 MiB fp32 workspace, torch's worker threads:
-# measured 142 MiB for 128 MiB of fp8 with a 4 MiB workspace), so "within 10 %" holds from ~160 MiB of
-# weights up: test above that.
-WIDTH, LAYERS = 4096, 16
+# The loader's own overhead is fixed, ~16-28 MiB (two 4 MiB staging buffers, the quantiser's 8 MiB fp32 workspace,
+# torch's worker threads; a clean CI clone measured 28 MiB over 256 MiB of fp8), so "within 10 %" holds from a few
+# hundred MiB of weights up: every case loads 512 MiB (fp8: 32 bf16 layers of 4096 x 4096, a 1 GiB file; bf16: 16).
+WIDTH = 4096
 
 CHILD = r"""
 import json, sys, torch
@@ -132,11 +131,11 @@ print(json.dumps({"growth": hwm() - base}))
 """
 
 
-def _write_big(path: str) -> None:
+def _write_big(path: str, layers: int) -> None:
     """Random bf16 layers, written one at a time (the test process never holds the whole file)."""
     from lowvram.checkpoints.safetensors_header import read_safetensors_header, write_safetensors_header_only
 
-    write_safetensors_header_only(path, {f"{i}.weight": ((WIDTH, WIDTH), "BF16") for i in range(LAYERS)})
+    write_safetensors_header_only(path, {f"{i}.weight": ((WIDTH, WIDTH), "BF16") for i in range(layers)})
     infos, _ = read_safetensors_header(path)
     layer = (torch.randn(WIDTH, WIDTH, generator=torch.Generator().manual_seed(3)) * 0.02).to(torch.bfloat16)
     with open(path, "r+b") as f:
@@ -145,16 +144,16 @@ def _write_big(path: str) -> None:
             f.write(layer.roll(i, 0).view(torch.uint8).numpy().tobytes())
 
 
-@pytest.mark.parametrize("storage,bytes_per_weight", [("fp8", 1), ("bf16", 2)])
-def test_peak_rss_of_a_direct_load_stays_within_ten_percent_of_its_size(tmp_path, storage, bytes_per_weight):
+@pytest.mark.parametrize("storage,bytes_per_weight,layers", [("fp8", 1, 32), ("bf16", 2, 16)])
+def test_peak_rss_of_a_direct_load_stays_within_ten_percent_of_its_size(tmp_path, storage, bytes_per_weight, layers):
     path = str(tmp_path / "big.safetensors")
-    _write_big(path)
+    _write_big(path, layers)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    r = subprocess.run([sys.executable, "-c", CHILD, path, storage, str(WIDTH), str(LAYERS)], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", CHILD, path, storage, str(WIDTH), str(layers)], capture_output=True,
                        text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     growth = json.loads(r.stdout.strip().splitlines()[-1])["growth"]
-    size = LAYERS * WIDTH * WIDTH * bytes_per_weight
+    size = layers * WIDTH * WIDTH * bytes_per_weight
     assert growth >= 0.9 * size, "the measurement missed the loaded weights"  # it measures something
     assert growth <= 1.10 * size, f"peak RSS grew {growth / 2**20:.0f} MiB for {size / 2**20:.0f} MiB of weights"
 

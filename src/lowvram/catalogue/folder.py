@@ -15,6 +15,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
+from ..cache import cached_json
 from .build import _BOOKKEEPING_KEYS, diffusers_class, load_config
 from .spec import ComponentSpec, ModelSpec
 
@@ -50,7 +51,11 @@ def same_config(comp: ComponentSpec, cfg: dict[str, Any]) -> bool:
     shipped = load_config(comp.config)
     if _plain(shipped) == _plain(cfg):
         return True
-    return _complete(comp, shipped) == _complete(comp, cfg)
+    # Filling the defaults in imports torch and the class's library (~8 s), which a warm `lowvram plan`
+    # never does otherwise: the answer is cached like a simulation's, keyed on both configs (and, by the
+    # cache, on the library versions whose defaults it used).
+    key = {"class": comp.class_name, "library": comp.library, "shipped": _plain(shipped), "folder": _plain(cfg)}
+    return cached_json("same_config", key, lambda: _complete(comp, shipped) == _complete(comp, cfg))
 
 
 def _plain(cfg: dict[str, Any]) -> dict[str, Any]:

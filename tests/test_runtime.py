@@ -93,13 +93,18 @@ class Backwards(torch.nn.Module):
         return x
 
 
-def test_recorded_order_drives_prefetch():
+def _streamed_backwards():
+    """A Backwards stack, an input, its unstreamed output, and the stack streamed with no unit resident."""
     torch.manual_seed(0)
     m = Backwards()
     x = torch.randn(4, 64)
     with torch.no_grad():
         ref = m(x)
-    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9)).apply()
+    return m, x, ref, StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9)).apply()
+
+
+def test_recorded_order_drives_prefetch():
+    m, x, ref, eng = _streamed_backwards()
     with torch.no_grad():
         for _ in range(3):
             assert torch.equal(m(x), ref)
@@ -110,12 +115,7 @@ def test_recorded_order_drives_prefetch():
 def test_next_call_first_unit_is_fetched_while_the_last_unit_runs():
     """Issue #13 item 2: the order wraps around, so the next step's first unit is copied during this
     step's last unit, and every call after the recording one starts without a synchronous load."""
-    torch.manual_seed(0)
-    m = Backwards()
-    x = torch.randn(4, 64)
-    with torch.no_grad():
-        ref = m(x)
-    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9)).apply()
+    m, x, ref, eng = _streamed_backwards()
     first = next(u for u in eng.units if u.name == "blocks.5")
     seen = []  # during the last unit (blocks.4): is the first one (blocks.5) already in a slot?
     m.blocks[4].register_forward_pre_hook(lambda mod, args: seen.append(first.slot is not None))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .accountant import BudgetAccountant
+from .host_buffer import HostBuffer
 
 ALIGN = 256  # bytes: CUDA kernels want aligned pointers; also satisfies every dtype's alignment
 
@@ -45,12 +46,14 @@ class StagingBuffers:
     memory and blocks the calling thread), so units whose host copy is not pinned (past the pinned-RAM
     cap, or memory-mapped from disk) are copied into one of these pinned buffers first, by a worker
     thread, and from there to the device asynchronously. Each buffer is written again only once the
-    device copy that last read it has finished: the one place the copy path waits.
+    device copy that last read it has finished: the one place the copy path waits. Exactly sized
+    (host_buffer.HostBuffer): torch's pinned allocator would round each up to a power of two.
     """
 
     def __init__(self, slot_bytes: int, count: int, pin: bool) -> None:
         self.slot_bytes = align(slot_bytes)
-        self.buffers = [torch.empty(self.slot_bytes, dtype=torch.uint8, pin_memory=pin) for _ in range(count)]
+        self._host = [HostBuffer(self.slot_bytes, pin) for _ in range(count)]
+        self.buffers = [h.tensor for h in self._host]
         self._done: list = [None] * count  # per buffer: the event of the device copy that last read it
         self._next = 0
 
@@ -72,5 +75,9 @@ class StagingBuffers:
         self._done[i] = event
 
     def view(self, i: int, offset: int, like: torch.Tensor) -> torch.Tensor:
-        n = like.numel() * like.element_size()
-        return self.buffers[i][offset:offset + n].view(like.dtype).view(like.shape)
+        return self._host[i].view(offset, like)
+
+    def release_all(self) -> None:
+        """Unpin every buffer (once no copy reads them any more)."""
+        for h in self._host:
+            h.release()

@@ -49,6 +49,9 @@ class PlanExecutor:
         self.planned = set(self.by_name)
         self.replans: list[str] = []  # out-of-memory recoveries, in words
         self.step_cache = None  # the denoiser's StepCache when the plan asks for one (runtime/step_cache.py)
+        # per component: its streamed units' laid-out page-locked host copies (runtime/host_buffer.py), kept
+        # while the executor lives so that placing a component again (after an eviction) copies nothing on the host
+        self._host_buffers: dict[str, dict] = {}
         self._fp8_matmuls = []  # runtime/fp8_matmul.py conversions, undone in remove()
         # components that run in another's phase (a ControlNet beside its denoiser): {companion: partner}.
         # The plan sizes a companion like any component (resident or streamed); one a plan does not
@@ -178,8 +181,10 @@ class PlanExecutor:
         cp, module = self.by_name[name], self.modules[name]
         k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
         # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
+        skip = self.step_cache.skips if self.step_cache is not None and self.step_cache.denoiser is module else None
         return StreamingEngine(module, self.device, k, self.accountant, owner=name,
-                               pin_memory=False if cp.source == "disk" else None).apply()
+                               pin_memory=False if cp.source == "disk" else None,
+                               host_buffers=self._host_buffers.setdefault(name, {}), skip_unit=skip).apply()
 
     def _evict(self, name: str) -> None:
         self.engines.pop(name).remove()
@@ -247,6 +252,10 @@ class PlanExecutor:
         attribute this executor set deleted, so the modules are as the loader made them (a Session
         re-plans a loaded model by removing one executor and applying another)."""
         self.deactivate()
+        for buffers in self._host_buffers.values():
+            for buf in buffers.values():
+                buf.release()  # unpinned now; the memory goes with the weights that view it
+        self._host_buffers = {}
         if self.step_cache is not None:
             self.step_cache.remove()
             self.step_cache = None

@@ -13,7 +13,8 @@ what lowvram needs around it:
 - counts of computed and skipped calls, for the report;
 - removal by handle (every hook it adds comes off in `remove`).
 Composed with streaming: a skipped block's forward is still *called* (diffusers' hook returns its inputs),
-so units that are whole blocks are still copied on a skipped step; the compute is what is saved.
+so `skips(module)` tells the streaming engine, once the first block has decided, which units it need not
+copy (runtime/streaming.py `skip_unit`): a cached step copies only what runs outside the skipped blocks.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class StepCache:
         self._last_t: float | None = None
         self._own_context = False
         self._tail_ran = False
+        self._decided = False  # this call's first block has run: whether the others are skipped is known
         self._blocks = cached_blocks(denoiser)
+        self._skippable = {id(m) for _, b in self._blocks[1:] for m in b.modules()}
 
     def apply(self) -> "StepCache":
         from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
@@ -101,7 +104,13 @@ class StepCache:
         # the tail block's children run only when the step is computed (a cached step returns its inputs)
         for child in self._blocks[-1][1].children():
             self._handles.append(child.register_forward_pre_hook(self._tail_child_ran))
+        self._handles.append(head.register_forward_hook(self._head_ran))
         return self
+
+    def skips(self, module: torch.nn.Module) -> bool:
+        """True when `module` (a block after the first, or part of one) will not compute in this call: the
+        first block has run and found its residual unchanged. False while that is not known yet."""
+        return self._decided and id(module) in self._skippable and not self._leader.state_manager.get_state().should_compute
 
     def remove(self) -> None:
         from diffusers.hooks import HookRegistry
@@ -131,16 +140,21 @@ class StepCache:
         self._own_context = context is None
         self._set_context(context or CacheContext(_OWN_CONTEXT))
         self._tail_ran = False
+        self._decided = False
 
     def _post(self, module, args, output):
         self.stats.calls += 1
         self.stats.computed += int(self._tail_ran)
+        self._decided = False
         if self._own_context:
             self._set_context(None)
         return output
 
     def _tail_child_ran(self, module, args):
         self._tail_ran = True
+
+    def _head_ran(self, module, args, output):
+        self._decided = True  # diffusers' head hook has set should_compute for the rest of the call
 
     def _set_context(self, context) -> None:
         from diffusers.hooks.hooks import _set_cache_context

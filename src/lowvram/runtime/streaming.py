@@ -10,10 +10,18 @@ accelerate's hooks copy synchronously. Here:
 - every other unit keeps ONE host copy (pinned, up to a cap, pageable beyond) and is copied into one of
   two reusable device buffers just before it runs; the copy of the next unit is issued on a side CUDA
   stream while the current one computes, ordered with events (never a global synchronize);
+- a pinned unit's host tensors are laid out in one exactly-sized page-locked buffer (host_buffer.py),
+  at the offsets they have in the device slot, so the unit moves in ONE transfer instead of one per
+  tensor (SDXL's 4 GiB plan streams 768 tensors a step, 461 of them under 1 MiB; each copy has a fixed
+  cost of launching and a DMA ramp-up), and no host RAM is lost to torch's power-of-two pinned rounding;
+  the laid-out buffers outlive the engine (`host_buffers`), so placing the component again copies nothing;
 - the order in which units run is recorded on the first call, so models whose forward order differs
   from their creation order prefetch correctly; a unit called out of order is loaded synchronously;
 - the order wraps around: while the last unit of a call runs, the first streamed unit of the next call
   (the next step's) is already being copied, so a step never starts by waiting for its first copy;
+- a unit whose computation is skipped (`skip_unit`: step caching skips every block after the first on
+  a cached step) is neither copied nor waited for, and the prefetch goes to the next unit that runs; a
+  call that jumps ahead in the recorded order (the skipped blocks' sub-units never run) resynchronises;
 - units whose host copy is not pinned (past the pinned-RAM cap, or memory-mapped from disk) go through
   two reused pinned staging buffers (buffers.StagingBuffers), filled by one worker thread, so their
   device copy is asynchronous too instead of blocking the thread that issues the compute.
@@ -23,6 +31,7 @@ how the CPU tests check prefetch order, eviction and accounting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,6 +40,7 @@ import torch
 from ..structure import streamable_units
 from .accountant import BudgetAccountant
 from .buffers import BufferPool, StagingBuffers, align
+from .host_buffer import HostBuffer
 
 STAGING_BUFFERS = 2  # one being filled from pageable memory while the other is read by the device copy
 
@@ -55,6 +65,8 @@ class _Unit:
     running: bool = False
     pinned: bool = False  # every host tensor of the unit is in pinned memory
     pending: Future | None = None  # an in-flight staged copy; resolves to its ready event
+    host: HostBuffer | None = None  # the unit's host tensors laid out as in its slot: one transfer moves it
+    skipped: bool = False  # this call of the unit is skipped (step caching): no weights were placed
 
 
 @dataclass
@@ -64,6 +76,9 @@ class StreamStats:
     sync_loads: int = 0  # units that were not prefetched in time (out-of-order calls)
     wraparound: int = 0  # next-call prefetches issued while the last unit of a call ran
     staged: int = 0  # unit copies that went through the pinned staging buffers
+    transfers: int = 0  # host -> device copy operations issued (one per laid-out unit, else one per tensor)
+    skipped: int = 0  # unit calls whose computation was skipped, so nothing was copied for them
+    resyncs: int = 0  # calls that jumped ahead in the recorded order (skipped sub-units) and were followed
     order: list = field(default_factory=list)  # recorded unit order (names)
 
 
@@ -73,7 +88,9 @@ class StreamingEngine:
     def __init__(self, module: torch.nn.Module, device: torch.device | str, resident_units: int,
                  accountant: BudgetAccountant, owner: str = "component", pin_memory: bool | None = None,
                  pinned_cap_bytes: int | None = None, stage_pageable: bool | None = None,
-                 wraparound: bool = True) -> None:
+                 wraparound: bool = True, coalesce: bool | None = None,
+                 host_buffers: dict[str, HostBuffer] | None = None,
+                 skip_unit: Callable[[torch.nn.Module], bool] | None = None) -> None:
         self.module = module
         self.device = torch.device(device)
         self.resident_units = resident_units
@@ -83,6 +100,11 @@ class StreamingEngine:
         self.pin = self.cuda if pin_memory is None else pin_memory
         self.pinned_cap = pinned_cap_bytes if pinned_cap_bytes is not None else _default_pinned_cap()
         self.pinned_bytes = 0
+        # lay each pinned unit out in one buffer (one transfer per unit); False: pin tensor by tensor (A/B benches)
+        self.coalesce = self.pin if coalesce is None else coalesce
+        # unit name -> its laid-out host buffer; the caller may keep it across engines of the same module
+        self.host_buffers = {} if host_buffers is None else host_buffers
+        self.skip_unit = skip_unit  # True for a unit module whose computation this call skips
         self.units: list[_Unit] = []
         self.streamed: list[_Unit] = []
         self.stats = StreamStats()
@@ -151,20 +173,43 @@ class StreamingEngine:
     def _make_streamed(self, u: _Unit) -> None:
         off = 0
         for entry in u.tensors:
-            owner_mod, kind, name, t, _ = entry
-            host = t.detach().to("cpu")  # already on the CPU: no copy (a file mapping stays a mapping)
-            n = host.numel() * host.element_size()
-            if self.pin and not host.is_pinned() and self.pinned_bytes + n <= self.pinned_cap:
-                host = host.pin_memory()  # replaces the pageable copy: one host copy, never two
-                self.pinned_bytes += n
-            _set(owner_mod, kind, name, host)
-            entry[3] = host
+            t = entry[3]
+            n = t.numel() * t.element_size()
             entry[4] = off
             off += align(n)
             u.host_bytes += n
         u.nbytes = off
-        u.pinned = all(host.is_pinned() for _, _, _, host, _ in u.tensors)
+        if self.coalesce and self.pinned_bytes + u.nbytes <= self.pinned_cap:
+            self._lay_out(u)
+            self.pinned_bytes += u.nbytes
+        else:
+            for entry in u.tensors:
+                owner_mod, kind, name, t, _ = entry
+                host = t.detach().to("cpu")  # already on the CPU: no copy (a file mapping stays a mapping)
+                n = host.numel() * host.element_size()
+                if self.pin and not host.is_pinned() and self.pinned_bytes + n <= self.pinned_cap:
+                    host = host.pin_memory()  # replaces the pageable copy: one host copy, never two
+                    self.pinned_bytes += n
+                _set(owner_mod, kind, name, host)
+                entry[3] = host
+        u.pinned = u.host.pinned if u.host is not None else all(e[3].is_pinned() for e in u.tensors)
         self.streamed.append(u)
+
+    def _lay_out(self, u: _Unit) -> None:
+        """The unit's host copy as one buffer laid out like its slot; its tensors become views into it.
+        A buffer an earlier engine laid out for this unit, still holding its tensors, is used as it is."""
+        buf = self.host_buffers.get(u.name)
+        if buf is None or buf.nbytes != u.nbytes or not all(buf.holds(e[3], e[4]) for e in u.tensors):
+            buf = HostBuffer(u.nbytes, pin=self.pin)
+            for _, _, _, t, off in u.tensors:
+                buf.view(off, t).copy_(t.detach())  # the old copy goes with its last reference: one unit extra at most
+            self.host_buffers[u.name] = buf
+        for entry in u.tensors:
+            owner_mod, kind, name, t, off = entry
+            host = buf.view(off, t)
+            _set(owner_mod, kind, name, host)
+            entry[3] = host
+        u.host = buf
 
     # ------------------------------------------------------------------ hooks
     def _root_pre(self, module, args):
@@ -188,16 +233,14 @@ class StreamingEngine:
                 self._pos = 0
             if self._recording:
                 self._order.append(u.idx)
-            expected_next = None
-            if not self._recording:
-                if self._pos < len(self._order) and self._order[self._pos] == u.idx:
-                    self._pos += 1
-                    if self._pos < len(self._order):
-                        expected_next = self._order[self._pos]
-                    elif self.wraparound:  # the call's last unit: the next call starts with the first one, fetch it now
-                        expected_next = self._order[0]
-                        if expected_next != u.idx and self.units[expected_next].slot is None:
-                            self.stats.wraparound += 1
+            else:
+                self._follow(u.idx)
+            if self.skip_unit is not None and self.skip_unit(module):
+                # its computation is skipped this call: its weights are not needed, the next unit that runs is
+                u.skipped = True
+                self.stats.skipped += 1
+                self._prefetch_next(u.idx)
+                return
             if u.slot is None:
                 if not self._recording:  # the recording call cannot prefetch: it does not know the order yet
                     self.stats.sync_loads += 1
@@ -209,12 +252,14 @@ class StreamingEngine:
             for owner_mod, kind, name, host, off in u.tensors:
                 _set(owner_mod, kind, name, self._pool.view(u.slot, off, host))
             u.running = True
-            if expected_next is not None and expected_next != u.idx:
-                self._prefetch(expected_next)
+            self._prefetch_next(u.idx)
         return pre
 
     def _make_post(self, u: _Unit):
         def post(module, args, output):
+            if u.skipped:
+                u.skipped = False
+                return
             for owner_mod, kind, name, host, off in u.tensors:
                 _set(owner_mod, kind, name, host)
             slot = self._slots[u.slot]
@@ -225,7 +270,43 @@ class StreamingEngine:
             slot.owner = None
             u.slot = None
             u.running = False
+            if self.skip_unit is not None:  # this unit may have decided that what comes next is skipped
+                self._prefetch_next(u.idx)
         return post
+
+    def _follow(self, idx: int) -> None:
+        """Advance the position in the recorded order past unit `idx`: the expected one, or one further
+        ahead (the units between were skipped: their blocks did not run this call). A unit behind the
+        position is an out-of-order call, loaded synchronously; the position stays."""
+        if self._pos < len(self._order) and self._order[self._pos] == idx:
+            self._pos += 1
+            return
+        try:
+            self._pos = self._order.index(idx, self._pos + 1) + 1
+            self.stats.resyncs += 1
+        except ValueError:
+            pass
+
+    def _prefetch_next(self, current: int) -> None:
+        """Start copying the next unit in the recorded order that will run; past the call's last unit, the
+        next call's first (wrap-around). Nothing while the order is still being recorded."""
+        if self._recording:
+            return
+        n = len(self._order)
+        for step in range(n):
+            pos = self._pos + step
+            if pos >= n and not self.wraparound:
+                return
+            idx = self._order[pos % n]
+            if idx == current:
+                return
+            nxt = self.units[idx]
+            if self.skip_unit is not None and self.skip_unit(nxt.module):
+                continue
+            if nxt.slot is None and pos >= n:
+                self.stats.wraparound += 1
+            self._prefetch(idx)
+            return
 
     # ------------------------------------------------------------------ copies
     def _free_slot(self, exclude: int | None) -> int:
@@ -260,20 +341,31 @@ class StreamingEngine:
         st = self._staging.acquire()
         for _, _, _, host, off in u.tensors:
             self._staging.view(st, off, host).copy_(host)
+        # the staging buffer is laid out like the slot: one transfer moves the whole unit
+        dst, src = self._pool.buffers[slot][:u.nbytes], self._staging.buffers[st][:u.nbytes]
+        self.stats.transfers += 1
         if not self.cuda:
-            for _, _, _, host, off in u.tensors:
-                self._pool.view(slot, off, host).copy_(self._staging.view(st, off, host))
+            dst.copy_(src)
             self._staging.release(st, None)
             return None
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             if free_event is not None:
                 self._stream.wait_event(free_event)
-            for _, _, _, host, off in u.tensors:
-                self._pool.view(slot, off, host).copy_(self._staging.view(st, off, host), non_blocking=True)
+            dst.copy_(src, non_blocking=True)
             ev = torch.cuda.Event()
             ev.record(self._stream)
         self._staging.release(st, ev)
         return ev
+
+    def _copy_in(self, u: _Unit, slot: int) -> None:
+        """Issue the host -> device copy of `u` into `slot` on the current stream."""
+        if u.host is not None:  # laid out like the slot: one transfer
+            self._pool.buffers[slot][:u.nbytes].copy_(u.host.tensor, non_blocking=self.cuda)
+            self.stats.transfers += 1
+            return
+        for _, _, _, host, off in u.tensors:
+            self._pool.view(slot, off, host).copy_(host, non_blocking=self.cuda)
+        self.stats.transfers += len(u.tensors)
 
     def _load(self, u: _Unit, slot: int, sync: bool) -> None:
         s = self._slots[slot]
@@ -287,16 +379,14 @@ class StreamingEngine:
             if s.free_event is not None:
                 stream.wait_event(s.free_event)
             with torch.cuda.stream(stream):
-                for _, _, _, host, off in u.tensors:
-                    self._pool.view(slot, off, host).copy_(host, non_blocking=True)
+                self._copy_in(u, slot)
                 ev = torch.cuda.Event()
                 ev.record(stream)
             u.ready_event = ev
         else:
             if self.cuda and s.free_event is not None:
                 torch.cuda.current_stream(self.device).wait_event(s.free_event)
-            for _, _, _, host, off in u.tensors:
-                self._pool.view(slot, off, host).copy_(host, non_blocking=self.cuda)
+            self._copy_in(u, slot)
             if self.cuda:
                 ev = torch.cuda.Event()
                 ev.record(torch.cuda.current_stream(self.device))
@@ -321,6 +411,10 @@ class StreamingEngine:
         if self._worker is not None:
             self._worker.shutdown(wait=True)
             self._worker = None
+        if self._stream is not None:  # no copy may still read a host buffer or write a slot being freed
+            self._stream.synchronize()
+        if self._staging is not None:
+            self._staging.release_all()
         self._staging = None
         for u in self.units:
             for entry in u.tensors:

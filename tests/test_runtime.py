@@ -12,6 +12,8 @@ from lowvram.runtime.accountant import BudgetAccountant, BudgetExceeded
 from lowvram.kernels.attention import attention_context
 from lowvram.runtime.gguf_weights import dequantize, reference_dequantize, set_gguf_weight
 from lowvram.runtime.precision import PrecisionConfig, apply_weight_precision
+from lowvram.runtime.buffers import align
+from lowvram.runtime.host_buffer import HostBuffer
 from lowvram.runtime.streaming import StreamingEngine
 from lowvram.simulate import SimRequest
 from lowvram.simulate.run import build_inputs
@@ -163,6 +165,156 @@ def test_pageable_units_through_reused_staging_buffers_are_bit_exact(model, comp
     worker = eng._worker
     eng.remove()
     assert worker._shutdown and eng._worker is None  # no thread left behind
+
+
+@pytest.mark.parametrize("model,component,req", CASES[:2], ids=[f"{m}-{c}" for m, c, _ in CASES[:2]])
+def test_each_laid_out_unit_moves_in_one_transfer_and_is_laid_out_once(model, component, req):
+    """Issue #13 item 2: a unit's host tensors laid out in one buffer as in its slot move in one transfer, not
+    one per tensor; the buffer is exactly the unit's size (no power-of-two rounding), and an engine placing the
+    same module again (after an eviction) uses the laid-out buffers as they are."""
+    spec, comp, ref_m = _tiny(model, component)
+    fn, kw = _inputs(spec, comp, ref_m, req)
+    with torch.no_grad():
+        ref = _out(fn(**kw)).clone()
+    _, _, m = _tiny(model, component)
+    host_buffers = {}
+    eng = StreamingEngine(m, "cpu", 1, BudgetAccountant(10**9), coalesce=True, host_buffers=host_buffers).apply()
+    assert all(u.host is host_buffers[u.name] and u.host.nbytes == u.nbytes for u in eng.streamed)
+    assert sum(len(u.tensors) for u in eng.streamed) > len(eng.streamed)  # units hold several tensors
+    fn, kw = _inputs(spec, comp, m, req)
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(_out(fn(**kw)), ref)
+    assert eng.stats.copies > 0 and eng.stats.transfers == eng.stats.copies
+    where = {u.name: [e[3].data_ptr() for e in u.tensors] for u in eng.streamed}
+    eng.remove()
+    again = StreamingEngine(m, "cpu", 1, BudgetAccountant(10**9), coalesce=True, host_buffers=host_buffers).apply()
+    assert {u.name: [e[3].data_ptr() for e in u.tensors] for u in again.streamed} == where
+    with torch.no_grad():
+        assert torch.equal(_out(fn(**kw)), ref)
+    again.remove()
+
+
+def test_without_layout_every_tensor_is_its_own_transfer_and_the_pinned_cap_holds():
+    _, x, ref, eng = _streamed_backwards()  # coalesce defaults to pinning, i.e. CUDA: off here
+    with torch.no_grad():
+        assert torch.equal(eng.module(x), ref)
+    assert eng.stats.transfers == 2 * eng.stats.copies  # weight and bias of each Linear
+    eng.remove()
+    torch.manual_seed(0)
+    m = Backwards()
+    with torch.no_grad():
+        ref = m(x)
+    unit = align(64 * 64 * 4) + align(64 * 4)
+    capped = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9), coalesce=True, pinned_cap_bytes=2 * unit).apply()
+    assert [u.host is not None for u in capped.streamed] == [True, True, False, False, False, False]
+    assert capped.pinned_bytes == 2 * unit
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.equal(m(x), ref)
+    capped.remove()
+
+
+def test_host_buffer_is_exactly_sized_and_views_its_bytes():
+    buf = HostBuffer(1000, pin=True)  # no CUDA here: registration is not tried, the memory is plain
+    assert buf.nbytes == buf.tensor.numel() == 1000 and not buf.pinned
+    like = torch.empty(10, 5, dtype=torch.float16)
+    v = buf.view(256, like)
+    v.fill_(1.5)
+    assert v.shape == like.shape and v.dtype == like.dtype and buf.holds(v, 256) and not buf.holds(v, 0)
+    assert torch.equal(buf.tensor[256:356].view(torch.float16), torch.full((50,), 1.5, dtype=torch.float16))
+    buf.release()
+    assert v.sum().item() == 75.0  # the views outlive the buffer's pin
+
+
+class Gated(torch.nn.Module):
+    """Many small blocks (each one a unit); the first decides, as first-block caching does, whether the others
+    compute: a skipped block is still called and returns its input, as diffusers' hook does."""
+
+    def __init__(self, n=60):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(16, 16) for _ in range(n))
+        self.cached = False  # set by the test before a call
+        self.decided = False  # the first block has run this call
+        self.blocks[0].register_forward_hook(lambda m, a, o: setattr(self, "decided", True))
+        for b in self.blocks[1:]:
+            b.register_forward_pre_hook(self._gate, with_kwargs=True)
+
+    def _gate(self, module, args, kwargs):
+        module._skip_now = self.skips(module)
+
+    def skips(self, module):
+        return self.decided and self.cached and module is not self.blocks[0] and module in self.blocks
+
+    def forward(self, x):
+        self.decided = False
+        for b in self.blocks:
+            y = b(x)
+            x = x if getattr(b, "_skip_now", False) else torch.tanh(y)
+        return x
+
+
+def test_units_a_call_skips_are_not_copied_and_prefetch_goes_to_the_next_that_runs():
+    torch.manual_seed(0)
+    m = Gated()
+    x = torch.randn(3, 16)
+    pattern = [False, True, True, False, True, False]
+    refs = []
+    with torch.no_grad():
+        for cached in pattern:
+            m.cached = cached
+            refs.append(m(x))
+    assert len(streamable_units(m)) == 60
+    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9), skip_unit=m.skips).apply()
+    copies = []
+    with torch.no_grad():
+        for cached, ref in zip(pattern, refs):
+            m.cached = cached
+            before = eng.stats.copies
+            assert torch.equal(m(x), ref)
+            copies.append(eng.stats.copies - before)
+    # counted per call, the next call's first unit included (copied while this call's last unit runs):
+    # recording: 60 + 1; cached: block 1 (prefetched while block 0 ran, before it decided) + the next first
+    # unit; cached again: block 1 is still in its slot, only the next first unit; computed: blocks 2-59 + 1
+    assert copies == [61, 2, 1, 59, 2, 59]
+    assert eng.stats.skipped == 3 * 59 and eng.stats.sync_loads == 0
+    eng.remove()
+
+
+class Branchy(torch.nn.Module):
+    """Sub-units that some calls do not run at all (a skipped block's children): the recorded order has them."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(32, 32) for _ in range(6))
+        self.short = False
+
+    def forward(self, x):
+        for i, b in enumerate(self.blocks):
+            if not (self.short and i in (2, 3)):
+                x = torch.tanh(b(x))
+        return x
+
+
+def test_a_call_that_jumps_ahead_in_the_recorded_order_resyncs():
+    torch.manual_seed(0)
+    m = Branchy()
+    x = torch.randn(2, 32)
+    pattern = [False, True, False, True]
+    with torch.no_grad():
+        refs = []
+        for short in pattern:
+            m.short = short
+            refs.append(m(x))
+    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9)).apply()
+    with torch.no_grad():
+        for short, ref in zip(pattern, refs):
+            m.short = short
+            assert torch.equal(m(x), ref)
+    # each short call: block 4 comes where block 2 was expected: loaded synchronously, then followed, so
+    # block 5 was prefetched (without the resync, block 5 would be a synchronous load too)
+    assert eng.stats.resyncs == 2 and eng.stats.sync_loads == 2
+    eng.remove()
 
 
 @pytest.mark.parametrize("storage,tol", [("fp8", 0.08), ("int8", 0.02)])

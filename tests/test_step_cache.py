@@ -13,7 +13,9 @@ from tiny_pipelines import _module, build_pipeline
 from lowvram.catalogue import MODELS
 from lowvram.errors import UserError
 from lowvram.plan import Machine, Policy, Workload, make_plan
-from lowvram.plan.step_cache import STEP_CACHE_CLASSES, expected_skip, supports_step_cache
+from lowvram.plan.facts import component_facts
+from lowvram.plan.step_cache import (BLOCK_LISTS, STEP_CACHE_CLASSES, _in_skipped_block, cached_call_copy_bytes,
+                                     expected_skip, supports_step_cache)
 from lowvram.runtime.accountant import BudgetAccountant
 from lowvram.runtime.step_cache import StepCache, StepCacheConfig, cached_blocks
 from lowvram.runtime.streaming import StreamingEngine
@@ -83,6 +85,40 @@ def test_composes_with_streaming_every_unit_streamed(pipe):
     assert engine.stats.copies > 0
 
 
+def test_a_cached_step_copies_only_what_runs(pipe):
+    """With the step cache telling the streaming engine which units a call skips, a cached step copies only
+    the units outside the skipped blocks (+ the one prefetched before the first block decided), and the
+    image equals the resident cached one."""
+    den = pipe.transformer
+    cache = StepCache(den, StepCacheConfig(SKIP_ALL)).apply()
+    try:
+        resident = _image(pipe)
+        engine = StreamingEngine(den, "cpu", 0, BudgetAccountant(1 * GiB, torch.device("cpu")),
+                                 skip_unit=cache.skips).apply()
+        cache.on_decided = engine.refetch  # as the executor wires them
+        per_call = []
+        before = den.register_forward_pre_hook(lambda m, a: per_call.append(-engine.stats.bytes_copied))
+        after = den.register_forward_hook(lambda m, a, o: per_call.__setitem__(-1, per_call[-1] + engine.stats.bytes_copied))
+        try:
+            streamed = _image(pipe)
+        finally:
+            before.remove()
+            after.remove()
+            engine.remove()
+    finally:
+        cache.remove()
+    assert np.array_equal(streamed, resident)
+    skippable = {id(m) for _, b in cached_blocks(den)[1:] for m in b.modules()}
+    outside = sum(u.host_bytes for u in engine.streamed if id(u.module) not in skippable)
+    largest = max(u.host_bytes for u in engine.streamed)
+    # step 1 computes every block; steps 2.. are cached and copy none of the skipped blocks' units but the
+    # one prefetched before the first block decided (and the next image's first unit, wrapping around)
+    assert per_call[0] >= engine.streamed_bytes - largest
+    assert all(c <= outside + 2 * largest and c < per_call[0] for c in per_call[1:])
+    # the prefetch follows the decision: the units after the skipped blocks were copied in time
+    assert engine.stats.resyncs == STEPS - 1 and engine.stats.sync_loads == 0
+
+
 def test_a_unet_is_refused_with_one_sentence():
     unet = _module("sd15", "unet")
     assert cached_blocks(unet) == []
@@ -119,18 +155,40 @@ def test_planner_counts_the_estimated_skips_and_says_so():
     assert cached.lossy_reason
 
 
-def test_planner_streamed_units_are_still_copied_on_a_skipped_step():
-    """On a small card Flux streams; a skipped call still copies its streamed units, so the saving is at most
-    the compute beyond the copies (the estimate never makes a step faster than its copies)."""
+def test_planner_counts_only_the_copies_a_skipped_step_still_makes():
+    """On a small card Flux streams. A skipped call copies only the streamed units outside the skipped blocks
+    (plus one prefetched before the first block decided): the estimate never makes a step faster than those
+    copies, and saves more than if every streamed unit were still copied."""
     small = replace(CARD, vram_bytes=12 * GiB, ram_bytes=64 * GiB, tflops=400.0)
     wl = Workload(1024, 1024, 1, 28)
     plain = make_plan(MODELS["flux-dev"], wl, small, Policy("fast"))
     cached = make_plan(MODELS["flux-dev"], wl, small, Policy("fast", step_cache=0.08))
     den = next(c for c in plain.components if c.role == "denoiser")
-    assert den.streamed_bytes > 0
-    copy_s = den.streamed_bytes / small.link_bytes_per_s
-    assert cached.seconds_per_step >= copy_s * den.calls_per_image / wl.steps - 1e-9
-    assert "still copied" in cached.decisions[-1]
+    spec = MODELS["flux-dev"].component("transformer")
+    still = cached_call_copy_bytes(den, spec)
+    assert den.streamed_bytes > 0 and 0 < still < 0.25 * den.streamed_bytes  # the blocks are most of the bytes
+    n_streamed = len(component_facts(spec).units) - den.resident_units
+    assert still >= den.streamed_bytes / n_streamed  # at least an average unit: the one prefetched before the decision
+    skip = cached.step_cache_skip
+    calls = den.calls_per_image
+    floor = (calls * (1 - skip) * den.seconds_per_call + calls * skip * still / small.link_bytes_per_s) / wl.steps
+    assert cached.seconds_per_step >= floor - 1e-6
+    every_copy = (calls * skip * max(den.seconds_per_call / den.total_units, den.streamed_bytes / small.link_bytes_per_s)
+                  + calls * (1 - skip) * den.seconds_per_call) / wl.steps
+    assert cached.seconds_per_step < every_copy
+    assert "a skipped step still copies" in cached.decisions[-1]
+
+
+def test_block_lists_are_the_blocks_diffusers_caches():
+    """BLOCK_LISTS (the planner's, no diffusers import) names the blocks runtime/step_cache.py hooks, in order."""
+    for model, overrides in (("flux-dev", None), ("pixart-sigma", None), ("qwen-image", {"num_layers": 2})):
+        den = _module(model, "transformer", overrides)
+        names = [n for n, _ in cached_blocks(den)]
+        lists = BLOCK_LISTS[type(den).__name__]
+        assert [n.rsplit(".", 1)[0] for n in names] == [lst for lst in lists for _ in getattr(den, lst)]
+        assert not _in_skipped_block(names[0] + ".attn", lists)
+        assert all(_in_skipped_block(n + ".x", lists) for n in names[1:])
+        assert not _in_skipped_block("norm_out", lists) and not _in_skipped_block("proj_out", lists)
 
 
 def test_planner_leaves_a_unet_uncached_with_the_reason():

@@ -78,6 +78,7 @@ class PlanExecutor:
                 from .step_cache import StepCache, StepCacheConfig
 
                 self.step_cache = StepCache(module, StepCacheConfig(self.plan.step_cache)).apply()
+                self.step_cache.on_decided = functools.partial(self._refetch, name)
             if cp.compile_blocks:  # compiled lazily, at the first call; the streaming hooks stay eager around it
                 self._compiled.append(apply_regional_compile(module))
             self._hook_activation(name)
@@ -185,6 +186,11 @@ class PlanExecutor:
         return StreamingEngine(module, self.device, k, self.accountant, owner=name,
                                pin_memory=False if cp.source == "disk" else None,
                                host_buffers=self._host_buffers.setdefault(name, {}), skip_unit=skip).apply()
+
+    def _refetch(self, name: str) -> None:
+        engine = self.engines.get(name)
+        if engine is not None:
+            engine.refetch()
 
     def _evict(self, name: str) -> None:
         self.engines.pop(name).remove()

@@ -84,6 +84,7 @@ class StepCache:
         self._own_context = False
         self._tail_ran = False
         self._decided = False  # this call's first block has run: whether the others are skipped is known
+        self.on_decided = None  # called once the first block has decided (the streaming engine re-aims its prefetch)
         self._blocks = cached_blocks(denoiser)
         self._skippable = {id(m) for _, b in self._blocks[1:] for m in b.modules()}
 
@@ -155,6 +156,8 @@ class StepCache:
 
     def _head_ran(self, module, args, output):
         self._decided = True  # diffusers' head hook has set should_compute for the rest of the call
+        if self.on_decided is not None:
+            self.on_decided()
 
     def _set_context(self, context) -> None:
         from diffusers.hooks.hooks import _set_cache_context

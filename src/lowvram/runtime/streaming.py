@@ -274,6 +274,11 @@ class StreamingEngine:
                 self._prefetch_next(u.idx)
         return post
 
+    def refetch(self) -> None:
+        """What runs next may have changed (step caching's first block has just decided): make sure the
+        next unit that runs is the one being copied."""
+        self._prefetch_next(None)
+
     def _follow(self, idx: int) -> None:
         """Advance the position in the recorded order past unit `idx`: the expected one, or one further
         ahead (the units between were skipped: their blocks did not run this call). A unit behind the
@@ -287,7 +292,7 @@ class StreamingEngine:
         except ValueError:
             pass
 
-    def _prefetch_next(self, current: int) -> None:
+    def _prefetch_next(self, current: int | None) -> None:
         """Start copying the next unit in the recorded order that will run; past the call's last unit, the
         next call's first (wrap-around). Nothing while the order is still being recorded."""
         if self._recording:

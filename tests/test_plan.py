@@ -9,7 +9,7 @@ import pytest
 
 from lowvram.catalogue import MODELS
 from lowvram.plan import Machine, Policy, Workload, make_plan
-from lowvram.plan.cost import BALANCED_MIN_SPEEDUP
+from lowvram.plan.cost import BALANCED_MIN_SPEEDUP, BASELINE_RAM_BYTES
 from lowvram.plan.planner import RESIDENT_PREFERENCE
 from lowvram.contract import ComponentPlan
 
@@ -199,3 +199,19 @@ def test_deepfloyd_later_stages_are_planned_with_the_steps_they_run():
     calls = {c.name: c.calls_per_image for c in p.components if c.role == "denoiser"}
     per_step = calls["unet"] // 40  # 1 (CFG in one batch) or 2 (split)
     assert calls["unet_2"] == 20 * per_step and calls["unet_3"] == 30 * per_step
+
+
+def test_disk_backed_streaming_counts_its_pinned_staging_buffers_in_ram():
+    """Weights streamed from the file mapping pass through two pinned staging buffers the size of the
+    largest streamed unit (runtime/buffers.py): a disk-backed plan's RAM peak includes them on a GPU."""
+    from lowvram.contract import STAGING_BUFFERS
+    from lowvram.plan.facts import component_facts
+
+    small_ram = replace(BASE, ram_bytes=8 * GiB)
+    p = make_plan(MODELS["flux-dev"], Workload(1024, 1024, 1, 28), small_ram, Policy("lossless"))
+    den = next(c for c in p.components if c.role == "denoiser")
+    assert den.source == "disk" and den.placement == "streamed"
+    units = component_facts(MODELS["flux-dev"].component("transformer")).unit_bytes(den.precision)
+    staging = STAGING_BUFFERS * max(units[den.resident_units:])
+    assert staging > 0.5 * GiB
+    assert p.peak_ram_bytes >= BASELINE_RAM_BYTES + staging

@@ -12,6 +12,10 @@ POLICIES = ("lossless", "balanced", "fast")
 # Fraction of RAM the runtime lets pinned (page-locked) memory take — the rest stays pageable for the OS
 # (runtime/streaming.py; the planner does not read it).
 PINNED_RAM_FRACTION = 0.8
+# Pinned host buffers that weights streamed from pageable memory (past the pinned cap, or mapped from disk)
+# pass through on a GPU, each the size of the largest such unit (runtime/buffers.py StagingBuffers): host RAM
+# a disk-backed plan still takes (plan/planner.py counts it).
+STAGING_BUFFERS = 2
 
 
 @dataclass(frozen=True)

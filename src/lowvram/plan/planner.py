@@ -27,7 +27,7 @@ from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored
 from .facts import ComponentFacts, component_facts
 from .fp8_matmul import fp8_matmul_mode, fp8_matmul_note, fp8_matmul_overhead
 from .load_time import with_load_times
-from ..contract import ComponentPlan, Machine, Plan, Policy, Workload
+from ..contract import STAGING_BUFFERS, ComponentPlan, Machine, Plan, Policy, Workload
 
 # (model, component, request) -> SimResult: simulate_component, or the readout's estimating source
 Simulate = Callable[..., object]
@@ -621,7 +621,9 @@ def _disk_backed(o: Option, machine: Machine) -> Option:
         extra = o.total_bytes - o.ram_bytes  # LoRA factors
         r = _residency(list(o.unit_bytes), o.weight_budget, o.compute_s, p.calls_per_image, bw, extra, mapped=True,
                        resident_only=p.placement == "resident" and p.role == "vae")
-        return replace(o, ram_bytes=0, seconds_per_image=r.seconds_per_image, place_s=r.place_s,
+        # on a GPU, units streamed from the file mapping pass through pinned staging buffers (runtime/buffers.py)
+        staging = STAGING_BUFFERS * max(o.unit_bytes[r.k:]) if r.k < len(o.unit_bytes) and machine.device != "cpu" else 0
+        return replace(o, ram_bytes=staging, seconds_per_image=r.seconds_per_image, place_s=r.place_s,
                        vram_peak=o.vram_peak - p.vram_bytes + r.vram, streamed_bytes=r.streamed, overhead_s=r.overhead_s,
                        plan=replace(p, source="disk", seconds_per_call=r.per_call_s, notes=note, vram_bytes=r.vram,
                                     resident_units=r.k, streamed_bytes=r.streamed,

@@ -37,12 +37,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..contract import STAGING_BUFFERS
 from ..structure import streamable_units
 from .accountant import BudgetAccountant
 from .buffers import BufferPool, StagingBuffers, align
 from .host_buffer import HostBuffer
 
-STAGING_BUFFERS = 2  # one being filled from pageable memory while the other is read by the device copy
+# STAGING_BUFFERS (contract.py): one being filled from pageable memory while the other is read by the device copy
 
 
 @dataclass

@@ -7,6 +7,9 @@ weights built on the device by bench/random_models.py; tiny configs on the CPU w
 - all resident, executor, hook kept: the same with the activation hook kept on every call (before #13);
 - streamed at each budget, wrap-around prefetch on and off (item 2), host copies pinned;
 - streamed at the smallest budget from pageable host memory, through the staging buffers and direct;
+- streamed at the smallest budget pinned tensor by tensor, as before issue #13's one-transfer layout
+  (each tensor its own copy, pinned through torch's power-of-two rounding allocator): the transfers per
+  call and the host RAM the pinning added (RSS) beside the laid-out rows';
 - with --compile: the all-resident and smallest-budget rows with the repeated blocks compiled (3a),
   and the first call's extra seconds (the compile).
 On the CPU every mode runs interleaved with the unconstrained one (A/B/A/B, median of --steps calls each),
@@ -33,6 +36,7 @@ import statistics
 import sys
 import time
 
+import psutil
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
@@ -160,6 +164,7 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
         if eng is not None:
             calls = args.steps + 1
             r.update(streamed_GiB=eng.streamed_bytes / GiB, copies_per_call=eng.stats.copies / calls,
+                     transfers_per_call=eng.stats.transfers / calls, pinned_GiB=eng.pinned_bytes / GiB,
                      sync_loads=eng.stats.sync_loads, wraparound=eng.stats.wraparound, staged=eng.stats.staged)
             if bw == bw:
                 limit = max(base, eng.streamed_bytes / bw)
@@ -197,16 +202,23 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
         if fit is None:
             rows.append({"model": name, "mode": "streamed", "budget_GiB": b, "s_per_step": None, "note": "does not fit"})
             continue
-        variants = [("streamed, pinned, wrap-around", dict(wraparound=True)),
-                    ("streamed, pinned, no wrap-around", dict(wraparound=False))]
+        # pinned rows lay each unit out in one buffer (coalesce: the default on CUDA, asked for here so the
+        # CPU dry run takes the same path)
+        variants = [("streamed, pinned, wrap-around", dict(wraparound=True, coalesce=True)),
+                    ("streamed, pinned, no wrap-around", dict(wraparound=False, coalesce=True))]
         if b == min(budgets):
             variants += [("streamed, pageable, staged", dict(pin_memory=False, stage_pageable=True)),
-                         ("streamed, pageable, direct", dict(pin_memory=False, stage_pageable=False))]
+                         ("streamed, pageable, direct", dict(pin_memory=False, stage_pageable=False)),
+                         # last: torch's pinned blocks stay cached in its host allocator after they are freed
+                         ("streamed, pinned tensor by tensor (before)", dict(coalesce=False))]
         for mode, opts in variants:
             reset_peak(device, budget)
+            rss = psutil.Process().memory_info().rss
             eng = StreamingEngine(module, device, fit[0], BudgetAccountant(budget, device), owner=name, **opts).apply()
+            rss_added = (psutil.Process().memory_info().rss - rss) / GiB
             s, base, out, first, diff = ab(module, kw, device, args.steps, kw, plain_fn)
-            row(f"{mode} ({fit[0]}/{len(ub)} units resident)", s, base, out, first, diff=diff, budget=b, eng=eng)
+            row(f"{mode} ({fit[0]}/{len(ub)} units resident)", s, base, out, first, diff=diff, budget=b, eng=eng,
+                rss_added_GiB=rss_added)
             if args.compile and opts.get("wraparound") and b == min(budgets):
                 handle = apply_regional_compile(module)
                 eng.stats = StreamStats(order=eng.stats.order)  # this row's copies only
@@ -257,17 +269,21 @@ def hook_cost_us(calls: int = 20000) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | mode | budget GiB | s/step | x unconstrained | overhead ms/call | x physical limit | peak GiB | "
-             "copies/call | first call s | max abs diff |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "copies/call | transfers/call | pinned GiB | RSS added GiB | first call s | max abs diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r.get("s_per_step"):
-            lines.append(f"| {r['model']} | {r['mode']} | {r['budget_GiB']} | {r.get('note', '-')} | - | - | - | - | - | - | - |")
+            lines.append(f"| {r['model']} | {r['mode']} | {r['budget_GiB']} | {r.get('note', '-')} |" + " - |" * 10)
             continue
         xu = f"{r['x_unconstrained']:.3f}" if r.get("x_unconstrained") else "-"
         xl = f"{r['x_limit']:.2f}" if r.get("x_limit") else "-"
         cp = f"{r['copies_per_call']:.1f}" if "copies_per_call" in r else "0"
+        tr = f"{r['transfers_per_call']:.1f}" if "transfers_per_call" in r else "0"
+        pin = f"{r['pinned_GiB']:.2f}" if "pinned_GiB" in r else "-"
+        rss = f"{r['rss_added_GiB']:+.2f}" if "rss_added_GiB" in r else "-"
         lines.append(f"| {r['model']} | {r['mode']} | {r['budget_GiB'] or '-'} | {r['s_per_step']:.4f} | {xu} | "
                      f"{r.get('overhead_ms_per_call', 0):+.2f} | {xl} | "
-                     f"{r['peak_GiB']:.2f} | {cp} | {r['first_call_s']:.2f} | {r['max_abs_diff']:.3g} |")
+                     f"{r['peak_GiB']:.2f} | {cp} | {tr} | {pin} | {rss} | {r['first_call_s']:.2f} | {r['max_abs_diff']:.3g} |")
     return "\n".join(lines)
 
 

@@ -47,6 +47,10 @@ DEFAULT_RESERVE_BYTES = int(0.9 * GiB)
 # measured 3.00 / 5.80 s whole-card / 4 GB before these two terms; with them 2.9 / 5.7 s): the resident part
 # is copied from pageable host memory, at about 9 GB/s, and the streamed part is first copied into pinned
 # (page-locked) memory, at about 0.85 GB/s — page-locking is slow — before the link moves it at full speed.
+# Measured when the runtime pinned tensor by tensor (torch's pin_memory: cudaHostAlloc of a power-of-two
+# block, then a copy). The runtime now copies each streamed unit into one exactly-sized anonymous mapping
+# and registers it (runtime/host_buffer.py): not yet measured on a GPU; bench/gpu_generate.py's placement
+# rows will refit this in the next GPU session.
 PAGEABLE_H2D_BYTES_PER_S = 9e9
 PIN_BYTES_PER_S = 0.85e9
 # Per streamed unit per call: a copy issue, an event record/wait and a hook call (~0.3-0.5 ms measured

@@ -101,6 +101,10 @@ def test_real_size_sdxl_text_encoder_streams_under_its_budget(tmp_path):
         try:
             with torch.no_grad():
                 outs.append(te(ids).text_embeds)
+            if vram is not None:  # the streamed units moved as one laid-out buffer each, exactly sized
+                eng = ex.engines["text_encoder_2"]
+                assert eng.streamed and all(u.host is not None and u.host.nbytes == u.nbytes for u in eng.streamed)
+                assert eng.stats.transfers == eng.stats.copies > 0
         finally:
             ex.remove()
         peaks.append((ex.accountant.peak, plan.peak_vram_bytes - plan.reserve_bytes))

@@ -183,8 +183,9 @@ class PlanExecutor:
         k = RESIDENT_ALL if cp.placement == "resident" else _runtime_units(cp, module)
         # disk-backed weights stream from their file mapping: pinning them would copy them into RAM
         skip = self.step_cache.skips if self.step_cache is not None and self.step_cache.denoiser is module else None
+        # weights held in RAM are laid out per unit (one copy a unit; on a CPU too, where it is one memcpy)
         return StreamingEngine(module, self.device, k, self.accountant, owner=name,
-                               pin_memory=False if cp.source == "disk" else None,
+                               pin_memory=False if cp.source == "disk" else None, coalesce=cp.source != "disk",
                                host_buffers=self._host_buffers.setdefault(name, {}), skip_unit=skip).apply()
 
     def _refetch(self, name: str) -> None:

@@ -211,8 +211,10 @@ def apply_comfy(module: torch.nn.Module, device: torch.device, budget_bytes: int
         try:
             patcher = state.pop("patcher", None)
             if patcher is not None:
+                if cuda:
+                    mm.unload_all_models()  # comfy's own unload: detach (weights to the host, unpinned, casts off)
                 mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not patcher]
-                patcher.detach()  # comfy's unload: weights to the offload device, unpinned, casts off
+                patcher.detach()  # the same again where comfy did not (the CPU run never registered it): idempotent
             mm.reset_cast_buffers()
         finally:
             mm.get_free_memory = state["orig_free"]

@@ -3,6 +3,7 @@ the re-classing of torch layers and its undo, the tensors left for the bench to 
 code is absent, where the peer runs among the others, and how its rows are reported. ComfyUI itself is not
 in this repository (docs/benchmarks.md): its own code path is checked by the dry run, not here."""
 
+import importlib.util
 import json
 import os
 import sys
@@ -164,3 +165,35 @@ def test_report_shows_comfy_rows_and_what_it_kept_resident(tmp_path):
     assert f"| sdxl | 4 | {COMFY} | ComfyUI not measured: comfy/ops.py not in /x |" in md
     assert (f"- flux-dev, {COMFY}: 5.25 GiB of weights resident, 321 of 500 layers cast per call (99.7 % of the "
             "weights in comfy.ops layers), 0.1 MiB of other tensors put on the device by the bench; import 2.5 s") in md
+
+
+CHECK = """
+import sys, torch
+sys.path.insert(0, {bench!r})
+import comfy_peer
+from test_comfy_peer import tiny_model
+model = tiny_model()
+x = torch.randn(2, 3, 8, 8)
+ref = model(x)
+types_before = [type(m) for m in model.modules()]
+undo = comfy_peer.apply_comfy(model, torch.device("cpu"), 2**30, 0)
+assert undo.info["comfy_partial"] and undo.info["comfy_cast_layers"] > 0, undo.info
+assert torch.equal(model(x), ref)
+undo()
+assert [type(m) for m in model.modules()] == types_before
+assert torch.equal(model(x), ref)
+print("ok", undo.info)
+"""
+
+
+@pytest.mark.skipif(comfy_peer.absent_note() is not None or importlib.util.find_spec("comfy_aimdo") is None,
+                    reason="ComfyUI's code and comfy-aimdo are not placed here (docs/benchmarks.md)")
+def test_comfy_partial_load_on_cpu_is_bit_identical_and_undone():
+    """The real ComfyUI, where a session placed it: its partial load casts layers per call, the output stays
+    the same, and undo gives the original classes back. In a subprocess: importing comfy changes the process."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.abspath(__file__))] + sys.path)}
+    out = subprocess.run([sys.executable, "-c", CHECK.format(bench=BENCH)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-2000:]

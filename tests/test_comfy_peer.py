@@ -93,6 +93,18 @@ def test_residue_moves_only_what_comfy_does_not_cast():
     assert moved == 4 * (sum(p.numel() for i in (0, 3, 4, 5) for p in model[i].parameters()) + 10)
 
 
+def test_comfys_free_memory_query_answers_for_a_card_of_the_budget(monkeypatch):
+    """comfy reads cudaMemGetInfo (the whole card); under the budget it must see the budget less torch's use."""
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device: {"active_bytes.all.current": 3 * 2**30})
+    orig = lambda dev=None, torch_free_too=False: (70 * 2**30, 2**29) if torch_free_too else 70 * 2**30  # noqa: E731
+    free = comfy_peer._budgeted_free_memory(orig, 8 * 2**30, torch.device("cuda", 0))
+    assert free(torch.device("cuda", 0)) == 5 * 2**30 and free() == 5 * 2**30
+    assert free(torch.device("cuda", 0), torch_free_too=True) == (5 * 2**30, 2**29)
+    assert free(torch.device("cpu")) == 70 * 2**30  # host memory is not the budget's
+    tight = comfy_peer._budgeted_free_memory(orig, 2 * 2**30, torch.device("cuda", 0))
+    assert tight(torch.device("cuda", 0)) == 0
+
+
 def test_absent_comfyui_is_a_note_naming_the_place(tmp_path, monkeypatch):
     monkeypatch.setenv(comfy_peer.ENV, str(tmp_path))
     monkeypatch.setattr(comfy_peer, "_COMFY", {})

@@ -9,7 +9,8 @@ by its time limit keeps what it measured):
       with the physical limit max(compute, streamed bytes / measured pinned host->device bandwidth) —
       compute being the unconstrained step, i.e. the card's real throughput on this model — and whether
       the output is bit-identical to the unconstrained one;
-  (c) the peers (bench/peers.py: diffusers' model / sequential / group offloading, mmgp) at one budget;
+  (c) the peers (bench/peers.py: diffusers' model / sequential / group offloading, ComfyUI's partial
+      loading, mmgp) at one budget;
   (d) every lowvram row next to its plan: `make_plan(model, 1024², this card with --vram BUDGET and the
       measured link, lossless)` — predicted s/step and peak VRAM of the denoiser's phase vs measured.
 lowvram's rows run the plan through the runtime's PlanExecutor, as `generate` does (its activation hook,
@@ -45,7 +46,8 @@ from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
 
 from host_memory import PeakRSS  # noqa: E402
-from peers import PEERS, PIN_THEIR_OWN, pinned_bytes, unpin_  # noqa: E402
+from comfy_peer import ComfyAbsent  # noqa: E402
+from peers import PIN_THEIR_OWN, peers_at, pinned_bytes, unpin_  # noqa: E402
 from random_models import build_random, pinned_bandwidth  # noqa: E402
 
 GiB = 2**30
@@ -219,7 +221,8 @@ class Bench:
             b = batch_of[whole.cfg_mode]
             limit = self.limit(base_s[b], cp.streamed_bytes)
             kw = self.inputs(b, dtype_name)
-            for name, apply in PEERS.items():
+            peers = peers_at(int(self.case.peer_budget_gib * GiB), whole_cp.activation_bytes)
+            for name, apply in peers.items():
                 if self.args.peers and name not in self.args.peers.split(","):
                     continue
                 self.peer_row(name, apply, self.case.peer_budget_gib, kw, refs[b], limit)
@@ -297,11 +300,16 @@ class Bench:
         self.set_budget(int(budget_gib * GiB))
         undo = None
         try:
+            if hasattr(apply, "prepare"):  # what the tool does once per process (ComfyUI: import), not timed as setup
+                t0 = time.perf_counter()
+                apply.prepare(self.device)
+                row["prepare_s"] = time.perf_counter() - t0
             with PeakRSS() as ram:
                 t0 = time.perf_counter()
                 undo = apply(self.module, self.device)
                 self.sync()
                 row["setup_s"] = time.perf_counter() - t0
+                row.update(getattr(undo, "info", {}))  # a peer's own figures (ComfyUI: what it loaded, cast, moved)
                 s, n, out = self.time_steps(kw, 1, self.args.peer_cap_s)
             row.update(s_per_step=s, steps_timed=n, peak_vram_GiB=self.peak_vram() / GiB, peak_ram_GiB=ram.peak_bytes / GiB,
                        ratio_to_limit=s / limit,
@@ -309,6 +317,8 @@ class Bench:
                        bit_identical=bool(torch.equal(out, ref)) if ref is not None else None)
         except torch.OutOfMemoryError:
             row["note"] = "out of memory"
+        except ComfyAbsent as e:  # ComfyUI's code is placed by the session, not shipped: say where it was looked for
+            row["note"] = str(e)
         except Exception as e:  # a peer that cannot run here is a row saying why, not a lost run
             row["note"] = f"{type(e).__name__}: {e}"[:300]
         finally:

@@ -92,6 +92,21 @@ def peers_table(runs: dict) -> list[str]:
     return out
 
 
+def peer_details(runs: dict) -> list[str]:
+    """What a peer reported of itself beyond the table (ComfyUI: what its partial load kept resident)."""
+    out = []
+    for model, run in runs.items():
+        for r in run["rows"]:
+            if "comfy_loaded_GiB" not in r:
+                continue
+            out.append(f"- {model}, {r['mode']}: {r['comfy_loaded_GiB']:.2f} GiB of weights resident, "
+                       f"{r.get('comfy_cast_layers')} of {r.get('comfy_layers')} layers cast per call "
+                       f"({_f(r.get('castable_pct'), '{:.1f}')} % of the weights in comfy.ops layers), "
+                       f"{_f(r.get('residue_MiB'), '{:.1f}')} MiB of other tensors put on the device by the bench; "
+                       f"import {_f(r.get('prepare_s'), '{:.1f}')} s (not in setup)")
+    return out
+
+
 def targets(runs: dict) -> list[str]:
     """Issue #13's "Done means", each line met / not met / not measured, from these rows."""
     lines = []
@@ -155,7 +170,10 @@ def render(out_dir: str) -> str:
               "(the plan's reserve apart). Peak RAM = the process's peak RSS during the row (weights included).", ""]
     lines += lowvram_table(runs) + ["", "Peers at the same budget, same module, same process (bench/peers.py):", ""]
     dry = any(run.get("tiny") for run in runs.values())
-    lines += peers_table(runs) + ["", "Issue #13's targets:", ""]
+    lines += peers_table(runs)
+    details = peer_details(runs)
+    lines += ["", "ComfyUI's partial load (bench/comfy_peer.py):", ""] + details if details else []
+    lines += ["", "Issue #13's targets:", ""]
     lines += ["- not judged: a dry run (tiny configs on a CPU) checks that every part runs, not speed"] if dry else \
         (targets(runs) or ["- no rows measured"])
     lines += extra_tables(out_dir)

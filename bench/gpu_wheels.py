@@ -53,7 +53,10 @@ wrapt xarray xxhash yarl zipp""".split()}
 # The libraries the session needs, each checked against the device (issue #13's list: the diffusers stack
 # and mmgp). Versions: the ones this project's tests ran with (this machine's environment), mmgp's newest
 # at the time of writing; a library the device already has at a satisfying version is not carried.
-WANTED = ["diffusers", "transformers", "accelerate", "safetensors", "huggingface_hub", "tokenizers", "mmgp==3.8.2"]
+# comfy-aimdo: ComfyUI's allocator extension, which `comfy.model_management` imports (bench/comfy_peer.py;
+# ComfyUI's own code is placed in .whl/comfyui by hand, docs/benchmarks.md); 0.6.0 is what the dry run used.
+WANTED = ["diffusers", "transformers", "accelerate", "safetensors", "huggingface_hub", "tokenizers", "mmgp==3.8.2",
+          "comfy-aimdo==0.6.0"]
 # lowvram's own lower bounds (pyproject.toml) for what the device has: its versions must meet them.
 LOWVRAM_NEEDS = ["transformers>=4.50", "accelerate>=1.0", "safetensors>=0.4", "huggingface_hub>=0.30", "torch>=2.4"]
 # The device's interpreter, for environment markers (README: "python3 is Python 3.12.3").
@@ -117,6 +120,10 @@ def tree_bytes(root: str) -> int:
     return sum(os.path.getsize(os.path.join(root, p)) for p in out if p and os.path.isfile(os.path.join(root, p)))
 
 
+def dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", default=".whl")
@@ -148,9 +155,11 @@ def main() -> None:
     wheels = sum(os.path.getsize(p) for p in carried.values())
     root = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=True, capture_output=True).stdout.decode().strip()
     tree = tree_bytes(root)
+    placed = dir_bytes(os.path.join(args.dest, "comfyui"))  # travels with the wheels (bench/comfy_peer.py)
     print(f"{len(carried)} wheels, {wheels / 2**20:.1f} MiB; the working tree {tree / 2**20:.1f} MiB; "
-          f"together {(wheels + tree) / 2**20:.1f} of the {CARRY_LIMIT / 2**20:.0f} MiB carry limit")
-    if wheels + tree > CARRY_LIMIT:
+          + (f"ComfyUI's code in {args.dest}/comfyui {placed / 2**20:.1f} MiB; " if placed else "")
+          + f"together {(wheels + tree + placed) / 2**20:.1f} of the {CARRY_LIMIT / 2**20:.0f} MiB carry limit")
+    if wheels + tree + placed > CARRY_LIMIT:
         big = sorted(carried.items(), key=lambda kv: -os.path.getsize(kv[1]))
         sys.exit("over the carry limit: drop the largest wheels the device has an older version of "
                  f"(largest: {', '.join(os.path.basename(p) for _, p in big[:3])}), or run without --all-named")

@@ -14,6 +14,8 @@ each would cost more than all its peers' steps).
 - mmgp (PyPI `mmgp`, the offloader of Wan2GP and other "GPU poor" apps): `offload.profile({"transformer":
   module}, profile)` with `quantizeTransformer=False`, so its output stays comparable bit for bit (its
   profiles quantise the transformer to int8 by default: lossy, not what lowvram's lossless rows do).
+- ComfyUI's partial loading ("lowvram" mode, bench/comfy_peer.py): the one peer told the budget itself, as
+  comfy's free-memory query, since it decides from it which layers stay resident.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def pinned_bytes(module: torch.nn.Module) -> int:
 # is not spent pinning 24 GB twice.
 PIN_THEIR_OWN = {"diffusers group offload leaf (stream)", "diffusers group offload block (stream)"}
 
+COMFY = "ComfyUI lowvram (partial load)"
+
 # name -> apply(module, device) -> undo, in the order they are measured: fastest expected first, so a run
 # cut short by its time limit still has the most telling rows; mmgp last (it may convert the module in place)
 PEERS: dict[str, Callable[[torch.nn.Module, torch.device], Undo]] = {
@@ -115,3 +119,24 @@ PEERS: dict[str, Callable[[torch.nn.Module, torch.device], Undo]] = {
     "diffusers sequential offload": apply_sequential_offload,
     "mmgp HighRAM_LowVRAM (profile 2)": lambda m, d: apply_mmgp(m, d, 2),
 }
+
+
+def peers_at(budget_bytes: int, activation_bytes: int) -> dict[str, Callable[[torch.nn.Module, torch.device], Undo]]:
+    """PEERS with ComfyUI's partial loading after group offloading (it streams layer by layer with CUDA
+    streams too, so it is expected among the fast ones; model and sequential offload are known slower).
+    `activation_bytes` stands in for comfy's own per-model estimate (`BaseModel.memory_required`), which
+    needs comfy's model classes: the plan's activation figure for this module, batch and size."""
+    def comfy(m: torch.nn.Module, d: torch.device) -> Undo:
+        from comfy_peer import apply_comfy  # comfy itself is imported there, only when this row runs
+
+        return apply_comfy(m, d, budget_bytes, activation_bytes)
+
+    def prepare(d: torch.device) -> None:  # importing comfy (its whole model zoo) is ComfyUI's start, not a load
+        from comfy_peer import import_comfy
+
+        import_comfy(d)
+    comfy.prepare = prepare
+    names = list(PEERS)
+    at = max(i for i, n in enumerate(names) if n.startswith("diffusers group offload")) + 1
+    order = names[:at] + [COMFY] + names[at:]
+    return {n: comfy if n == COMFY else PEERS[n] for n in order}

@@ -112,6 +112,17 @@ def test_recorded_order_drives_prefetch():
             assert torch.equal(m(x), ref)
     assert eng.stats.order[:6] == [f"blocks.{i}" for i in (5, 3, 1, 0, 2, 4)]
     assert eng.stats.sync_loads == 0
+    # each unit's views into a slot are made once and reused: at most one set per slot
+    seen = set()
+    with torch.no_grad():
+        m.blocks[1].register_forward_pre_hook(lambda mod, args: seen.add(mod.weight.data_ptr()))
+        for _ in range(4):
+            assert torch.equal(m(x), ref)
+    assert all(0 < len(u.views) <= 2 for u in eng.streamed)
+    unit = next(u for u in eng.streamed if u.name == "blocks.1")
+    assert seen == {vs[0].data_ptr() for vs in unit.views.values()}
+    eng.remove()
+    assert all(not u.views for u in eng.units)
 
 
 def test_next_call_first_unit_is_fetched_while_the_last_unit_runs():

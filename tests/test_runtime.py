@@ -236,6 +236,19 @@ def test_host_buffer_is_exactly_sized_and_views_its_bytes():
     assert torch.equal(buf.tensor[256:356].view(torch.float16), torch.full((50,), 1.5, dtype=torch.float16))
     buf.release()
     assert v.sum().item() == 75.0  # the views outlive the buffer's pin
+    assert HostBuffer(0, pin=True).tensor.numel() == 0
+
+
+def test_host_buffer_without_anonymous_mappings_is_an_exact_allocation(monkeypatch):
+    """Windows has no MAP_ANONYMOUS: the buffer is an ordinary allocation of exactly the size, views work alike."""
+    import mmap
+
+    monkeypatch.delattr(mmap, "MAP_ANONYMOUS")
+    buf = HostBuffer(4096, pin=True)
+    assert buf._map is None and buf.nbytes == buf.tensor.numel() == 4096 and not buf.pinned
+    v = buf.view(512, torch.empty(4, dtype=torch.float32))
+    v.copy_(torch.arange(4.0))
+    assert buf.holds(v, 512) and torch.equal(buf.tensor[512:528].view(torch.float32), torch.arange(4.0))
 
 
 class Gated(torch.nn.Module):

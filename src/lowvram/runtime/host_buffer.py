@@ -10,7 +10,8 @@ SDXL at 4 GiB 2.19 -> 2.86 GiB, 1.30x; Flux-dev at 8 GiB 16.2 -> 25.3 GiB, 1.56x
 A HostBuffer is one anonymous private mapping of exactly the asked size (transparent huge pages asked
 for, so page-locking and the DMA engine walk fewer pages), registered with the CUDA driver
 (`cudaHostRegister`: page-locked, so device copies from it are asynchronous DMA) and unregistered when it
-is released. Without CUDA, or if registration fails (a locked-memory limit), it stays ordinary pageable
+is released (on Windows, which has no anonymous private mappings, an ordinary allocation is registered
+instead). Without CUDA, or if registration fails (a locked-memory limit), it stays ordinary pageable
 memory: the caller can read `pinned`, and every copy from it still works, synchronously.
 """
 
@@ -26,14 +27,17 @@ class HostBuffer:
 
     def __init__(self, nbytes: int, pin: bool) -> None:
         self.nbytes = int(nbytes)
-        self._map = mmap.mmap(-1, max(self.nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        if hasattr(mmap, "MADV_HUGEPAGE"):
-            try:
-                self._map.madvise(mmap.MADV_HUGEPAGE)
-            except OSError:  # kernels without transparent huge pages: ordinary pages do
-                pass
-        self.tensor = torch.frombuffer(self._map, dtype=torch.uint8, count=self.nbytes) if self.nbytes else \
-            torch.empty(0, dtype=torch.uint8)
+        self._map = None
+        if self.nbytes and hasattr(mmap, "MAP_ANONYMOUS"):  # POSIX; Windows has no anonymous private mappings
+            self._map = mmap.mmap(-1, self.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                try:
+                    self._map.madvise(mmap.MADV_HUGEPAGE)
+                except OSError:  # kernels without transparent huge pages: ordinary pages do
+                    pass
+            self.tensor = torch.frombuffer(self._map, dtype=torch.uint8, count=self.nbytes)
+        else:  # an ordinary allocation, exactly sized too (registration does not need page alignment)
+            self.tensor = torch.empty(self.nbytes, dtype=torch.uint8)
         self.pinned = bool(pin) and self.nbytes > 0 and torch.cuda.is_available() and self._register()
 
     def _register(self) -> bool:

@@ -96,7 +96,7 @@ class ComponentPlan:
     precision: str  # storage precision on the device: fp32 / bf16 / fp16 / fp8 / int8, or a file's GGUF type
     compute_dtype: str  # fp32 / bf16 / fp16 (fp32: a CPU, or weights widened bit-exactly, plan/dtypes.py)
     vram_bytes: int  # weights this component holds on the GPU (resident part + prefetch buffers)
-    resident_units: int = 0  # for streamed: the first K units stay on the GPU
+    resident_units: int = 0  # for streamed: K units stay on the GPU (the first K, unless resident_indices)
     total_units: int = 0
     streamed_bytes: int = 0  # bytes copied host -> device per call
     activation_bytes: int = 0  # simulated activation peak of one call
@@ -114,6 +114,10 @@ class ComponentPlan:
     # predicted seconds to read its weights from the file into `precision` (plan/load_time.py); generate's
     # report prints the measured time beside it
     load_seconds: float = 0.0
+    # streamed: which units stay on the GPU, when not the first `resident_units` — spread among the streamed
+    # ones so copies overlap compute (plan/interleave.py); () means the first `resident_units`
+    resident_indices: tuple[int, ...] = ()
+    compute_seconds: float = 0.0  # one call's compute alone (what copies can hide behind), where the planner knows it
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ checks by planning every card cold. Anything else is simulated on first use and 
 
     python -m lowvram.ship          # after a change to the simulator, the configs or the planner's questions
     python -m lowvram.ship --anchors sd15,sdxl   # add the page's estimate anchors (below) to the shipped file
+    python -m lowvram.ship --unit-compute [sd15,sdxl]  # add the unit timings (every model's by default)
 
 Anchors: the page's readout estimates a size never simulated from the same component's answers at other
 sizes (simulate/estimate.py), which needs three known sizes per series. `--anchors` adds, for the named
@@ -70,18 +71,51 @@ def add_anchors(names: list[str]) -> None:
         t0 = time.perf_counter()
         for comp, req in anchor_requests(model):
             simulate_component(model, comp, req)
-        with open(cache.SHIPPED) as f:
-            doc = json.load(f)
-        for kind, answers in cache.RECORD.items():
-            doc["answers"].setdefault(kind, {}).update(answers)
-        doc["answers"] = {k: dict(sorted(v.items())) for k, v in sorted(doc["answers"].items())}
-        tmp = cache.SHIPPED + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, separators=(",", ":"), sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, cache.SHIPPED)
-        cache._SHIPPED = None  # re-read: the next model's lookups see what was just merged
+        _merge_recorded(cache)
         print(f"{name}: anchors in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _merge_recorded(cache) -> None:
+    """Merge what `cache.RECORD` holds into the shipped file (atomically), keeping every other answer."""
+    with open(cache.SHIPPED) as f:
+        doc = json.load(f)
+    for kind, answers in cache.RECORD.items():
+        doc["answers"].setdefault(kind, {}).update(answers)
+    doc["answers"] = {k: dict(sorted(v.items())) for k, v in sorted(doc["answers"].items())}
+    tmp = cache.SHIPPED + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, separators=(",", ":"), sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, cache.SHIPPED)
+    cache._SHIPPED = None  # re-read: later lookups see what was just merged
+
+
+def unit_compute_requests(model):
+    """(component, SimRequest) of the unit timings the planner reads to spread resident units
+    (plan/interleave_choice.py): its denoiser and text encoders, once, at the model's default size."""
+    from .plan.interleave_choice import ROLES
+    from .simulate import SimRequest
+
+    for comp in model.components:
+        if comp.role in ROLES:
+            yield comp, SimRequest(width=model.width, height=model.height, dtype="bf16")
+
+
+def add_unit_compute(names: list[str]) -> None:
+    """Time the units of `names` (timings already shipped are reused) and merge them into the shipped file."""
+    os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-units-")
+    from . import cache
+    from .catalogue import MODELS
+    from .simulate.api import unit_compute
+
+    for name in names or list(MODELS):
+        model = MODELS[name]
+        cache.RECORD = {}
+        t0 = time.perf_counter()
+        for comp, req in unit_compute_requests(model):
+            unit_compute(model, comp, req)
+        _merge_recorded(cache)
+        print(f"{name}: unit timings in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -89,6 +123,9 @@ def main() -> None:
 
     if len(sys.argv) == 3 and sys.argv[1] == "--anchors":
         add_anchors([n for n in sys.argv[2].split(",") if n])
+        return
+    if len(sys.argv) in (2, 3) and sys.argv[1] == "--unit-compute":
+        add_unit_compute([n for n in (sys.argv[2] if len(sys.argv) == 3 else "").split(",") if n])
         return
     os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-ship-")
     os.environ["LOWVRAM_NO_SHIPPED"] = "1"  # compute everything afresh
@@ -126,6 +163,11 @@ def main() -> None:
         model = MODELS[name]
         for comp, req in anchor_requests(model):
             simulate_component(model, comp, req)
+    from .simulate.api import unit_compute
+
+    for model in MODELS.values():  # the unit timings spreading resident units reads (plan/interleave_choice.py)
+        for comp, req in unit_compute_requests(model):
+            unit_compute(model, comp, req)
     for model in MODELS.values():  # `lowvram models` lists every component's parameter count
         for comp in model.components:
             spec_params(comp)

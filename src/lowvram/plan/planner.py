@@ -239,7 +239,7 @@ def _gpu_options(spec: ComponentSpec, role_calls: int, flops: int, act16: int, m
             placement="resident" if r.k == len(ub) else "streamed", precision=p, compute_dtype=compute,
             vram_bytes=r.vram, resident_units=r.k, total_units=len(ub), streamed_bytes=r.streamed, activation_bytes=act,
             seconds_per_call=r.per_call_s, calls_per_image=role_calls * per_image_calls, notes=note,
-            weight_bytes=total, matmul=matmul)
+            weight_bytes=total, matmul=matmul, compute_seconds=compute_s)
         # RAM: a pinned host copy of the whole component — what is streamed, and what is reloaded for
         # the next image after the phase evicts it.
         out.append(Option(plan, r.seconds_per_image, r.vram + extra_weights + act, total, total_bytes=total + extra_weights,
@@ -452,6 +452,15 @@ def make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy =
 
         plain = make_plan(model, wl, machine, replace(policy, step_cache=0.0), find_smallest, file_weights, simulate)
         return with_step_cache(plain, model, policy.step_cache)
+    from .interleave_choice import with_interleaving
+
+    # which units of a streamed component stay resident, chosen once the placement is (plan/interleave.py)
+    return with_interleaving(_make_plan(model, wl, machine, policy, find_smallest, file_weights, simulate), model,
+                             simulate_more=simulate is simulate_component)
+
+
+def _make_plan(model: ModelSpec, wl: Workload, machine: Machine, policy: Policy, find_smallest: bool,
+               file_weights: dict | None, simulate: Simulate) -> Plan:
     # a CPU machine's budget is what the process leaves of RAM already (plan/machine.py cpu_machine)
     reserve = policy.reserve_bytes or (0 if machine.device == "cpu" else cost.DEFAULT_RESERVE_BYTES)
     cn = resolve_controlnet(model, wl)  # read once: every search below sizes the same ControlNet

@@ -60,7 +60,8 @@ def cached_call_copy_bytes(den: ComponentPlan, spec: ComponentSpec) -> int:
     if not den.streamed_bytes:
         return 0
     facts = component_facts(spec)
-    streamed = range(den.resident_units, len(facts.units))
+    resident = set(den.resident_indices) if den.resident_indices else set(range(den.resident_units))
+    streamed = [i for i in range(len(facts.units)) if i not in resident]
     if len(facts.units) != den.total_units or not streamed:
         return den.streamed_bytes  # units not known as the plan counted them: assume every one is copied
     sizes = facts.unit_bytes("bf16")  # the shares are the same at any precision

@@ -236,14 +236,14 @@ class PlanExecutor:
         engine = self.engines.get(name)
         if engine is None:
             return False
-        current = min(engine.resident_units, len(engine.units))
+        current = sum(1 for u in engine.units if u.resident)
         if current == 0:
             return False
         new_k = current // 2
         self._evict(name)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.by_name[name] = replace(cp, placement="streamed", resident_units=new_k)
+        self.by_name[name] = replace(cp, placement="streamed", resident_units=new_k, resident_indices=())
         self.replans.append(f"{name}: out of memory{where}; re-planned with {new_k} resident units")
         self.activate(name)
         return True
@@ -330,15 +330,18 @@ class _DeviceHook:
         return args, kwargs
 
 
-def _runtime_units(cp: ComponentPlan, module: torch.nn.Module) -> int:
-    """The plan's resident prefix in this module's units. Equal for catalogue architectures; for a
-    variant with another unit count (a scaled-down test model), the same fraction of units."""
+def _runtime_units(cp: ComponentPlan, module: torch.nn.Module) -> int | tuple[int, ...]:
+    """The plan's resident units in this module's units: its indices (spread) or its prefix. Equal for
+    catalogue architectures; for a variant with another unit count (a scaled-down test model), a prefix
+    of the same fraction of units."""
     if not cp.total_units:
         return cp.resident_units
     from ..structure import streamable_units
 
     n = len(streamable_units(module))
-    return cp.resident_units if n == cp.total_units else round(cp.resident_units * n / cp.total_units)
+    if n == cp.total_units:
+        return cp.resident_indices or cp.resident_units
+    return round(cp.resident_units * n / cp.total_units)
 
 
 def _module_bytes(module: torch.nn.Module) -> int:

@@ -4,7 +4,8 @@ Hand-written because no library does the combination the plan needs: diffusers' 
 streams every group every step and keeps a second pinned copy of the model (host RAM ~2x model), and
 accelerate's hooks copy synchronously. Here:
 - the units are `structure.streamable_units` — the same ones the planner sized;
-- the first K units (the plan's resident prefix) live on the device for good; units whose parameters
+- the plan's resident units (the first K, or the indices it spread among the streamed ones so copies
+  overlap compute, plan/interleave.py) live on the device for good; units whose parameters
   are shared with another unit (tied embeddings) and the own parameters of split parents are resident
   too (they are small, and used across units);
 - every other unit keeps ONE host copy (pinned, up to a cap, pageable beyond) and is copied into one of
@@ -89,7 +90,7 @@ class StreamStats:
 class StreamingEngine:
     """Apply with `engine = StreamingEngine(module, device, resident_units, accountant).apply()`."""
 
-    def __init__(self, module: torch.nn.Module, device: torch.device | str, resident_units: int,
+    def __init__(self, module: torch.nn.Module, device: torch.device | str, resident_units: int | tuple[int, ...],
                  accountant: BudgetAccountant, owner: str = "component", pin_memory: bool | None = None,
                  pinned_cap_bytes: int | None = None, stage_pageable: bool | None = None,
                  wraparound: bool = True, coalesce: bool | None = None,
@@ -133,7 +134,8 @@ class StreamingEngine:
         groups, shared = unit_tensors(self.module)
         for i, (name, mod, split_parent, tensors) in enumerate(groups):
             unit = _Unit(i, name, mod, tensors=[[owner_mod, kind, tname, t, 0] for owner_mod, kind, tname, t in tensors])
-            unit.resident = split_parent or i < self.resident_units
+            unit.resident = split_parent or (i in self.resident_units if isinstance(self.resident_units, tuple)
+                                             else i < self.resident_units)
             self.units.append(unit)
         for i in shared:
             self.units[i].resident = True

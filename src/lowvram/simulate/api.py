@@ -174,3 +174,24 @@ def _simulate_cached(model: ModelSpec, comp: ComponentSpec, req: SimRequest, use
         return SimResult(**value)
     except TypeError:  # an entry written by another version of SimResult: recompute it (only that)
         return SimResult(**compute())
+
+
+UNIT_COMPUTE_VERSION = 1
+
+
+def unit_compute(model: ModelSpec, comp: ComponentSpec, req: SimRequest, config_overrides: dict | None = None,
+                 run: bool = True) -> dict | None:
+    """The order the component's streamable units run in during one call at `req`, and each run's FLOPs
+    (simulate/unit_compute.py), from the cache or by a fake-tensor run: {"order", "flops", "total"}.
+    run=False: only what is cached or shipped (None otherwise), never a run."""
+    req = normalised(comp, req)
+    key = {**_key_fields(model, comp, req, config_overrides), "v": SIM_VERSION, "units": UNIT_COMPUTE_VERSION}
+    if not run:
+        return lookup_json("unit_compute", key)
+
+    def compute() -> dict:
+        from .unit_compute import unit_compute_uncached
+
+        return unit_compute_uncached(model, comp, req, config_overrides)
+
+    return cached_json("unit_compute", key, compute)

@@ -1,0 +1,90 @@
+"""Issue #13 item 2: a resident prefix vs resident units spread among the streamed ones, on the copy timeline.
+
+For each real-size denoiser and budget issue #13 measures, lowvram's plan on an H100 (the budget as its VRAM,
+1024², lossless, the host link of the November run) and the two-buffer copy timeline of plan/interleave.py:
+one call with the first K units resident (what the runtime did before) and with the units the planner now
+spreads, each against the physical limit max(compute, streamed bytes / link). Compute per call is the plan's
+(the card's TFLOP/s x the planner's efficiency) unless --measured gives the H100's measured call times.
+No GPU, no weights: fake tensors time the units (simulate/unit_compute.py).
+
+    PYTHONPATH=src python bench/interleave.py [--measured] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from lowvram.catalogue import MODELS  # noqa: E402
+from lowvram.plan import Policy, Workload, make_plan  # noqa: E402
+from lowvram.plan.facts import component_facts  # noqa: E402
+from lowvram.plan.interleave import call_seconds  # noqa: E402
+from lowvram.plan.machine import resolve_machine  # noqa: E402
+from lowvram.simulate import SimRequest  # noqa: E402
+from lowvram.simulate.api import unit_compute  # noqa: E402
+
+GiB = 2**30
+LINK_GBPS = 54.9  # pinned host->device, measured on the H100 in November (docs/benchmarks.md)
+# one call on that H100, measured (bench/sim_vs_cuda.py rows in docs/benchmarks.md): SDXL UNet batch 2 93.7 ms,
+# Flux-dev transformer 185.9 ms; SD3.5-Large not measured there: its FLOPs at Flux's 320 TFLOP/s
+MEASURED_S = {"sdxl": 0.0937, "flux-dev": 0.1859, "sd35-large": 47.74e12 / 320e12}
+CASES = [("sdxl", 4), ("flux-dev", 8), ("flux-dev", 12), ("sd35-large", 8), ("sd35-large", 12)]
+
+
+def row(model: str, budget: int, measured: bool) -> dict:
+    spec = MODELS[model]
+    machine = resolve_machine("H100 SXM", f"{budget}GiB", "256GiB", link_gbps=LINK_GBPS)
+    plan = make_plan(spec, Workload(1024, 1024, steps=20), machine, Policy("lossless"), find_smallest=False)
+    cp = next(c for c in plan.components if c.role == "denoiser")
+    comp = spec.component(cp.name)
+    ub = component_facts(comp).unit_bytes(cp.precision, cp.compute_dtype)
+    names = [u.name for u in component_facts(comp).units]
+    forced = {i for i, n in enumerate(names) if n == "<root>" or any(m.startswith(n + ".") for m in names)}
+    t = unit_compute(spec, comp, SimRequest(width=spec.width, height=spec.height, dtype="bf16"))
+    compute = MEASURED_S[model] if measured else cp.compute_seconds
+    total = sum(t["flops"]) or 1
+    run_s = [compute * f / total for f in t["flops"]]
+    copy_s = [b / machine.link_bytes_per_s for b in ub]
+    spread = set(cp.resident_indices) if cp.resident_indices else None
+    # the prefix the search sized: as many bytes resident as the spread set would free, first units first
+    k = next(i for i in range(len(ub) + 1) if i == len(ub) or sum(ub[:i + 1]) + 2 * max(ub[i + 1:] or [0]) > cp.vram_bytes)
+    prefix = set(range(k)) | forced
+
+    def one(resident: set[int]) -> dict:
+        streamed = sum(b for i, b in enumerate(ub) if i not in resident)
+        secs = call_seconds(t["order"], run_s, copy_s, resident)
+        limit = max(compute, streamed / machine.link_bytes_per_s)
+        return {"resident": len(resident), "streamed_GiB": streamed / GiB, "call_s": secs, "limit_s": limit,
+                "x_limit": secs / limit}
+
+    return {"model": model, "budget_GiB": budget, "units": len(ub), "compute_s": compute,
+            "prefix": one(prefix), "spread": one(spread) if spread else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--measured", action="store_true", help="the H100's measured call times instead of the plan's")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = [row(m, b, args.measured) for m, b in CASES]
+    print(f"H100 SXM, link {LINK_GBPS} GB/s, compute per call {'measured' if args.measured else 'as planned'}")
+    print("| model | budget GiB | compute ms | prefix: resident, streamed GiB, ms, x limit | spread: resident, streamed GiB, ms, x limit |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        cells = []
+        for key in ("prefix", "spread"):
+            c = r[key]
+            cells.append(f"{c['resident']}/{r['units']}, {c['streamed_GiB']:.2f}, {c['call_s'] * 1000:.0f}, {c['x_limit']:.3f}"
+                         if c else "not spread (no gain)")
+        print(f"| {r['model']} | {r['budget_GiB']} | {r['compute_s'] * 1000:.0f} | {cells[0]} | {cells[1]} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

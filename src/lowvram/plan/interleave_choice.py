@@ -1,0 +1,69 @@
+"""The planner's choice of which units of a streamed component stay resident (plan/interleave.py).
+
+Made once the placement is chosen: the resident byte count and the buffers come from the search
+(planner.py `_residency`, the first K units); this spreads the same VRAM over other units where the
+two-buffer copy timeline says a call gets faster, and says so in the plan's decisions. The predicted
+seconds stay the cost model's (max(compute, copies) + overheads): spreading is what lets the runtime
+approach them, and the GPU rows refit the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..catalogue import ModelSpec
+from ..contract import ComponentPlan, Plan
+from ..simulate import SimRequest
+from ..simulate.api import unit_compute
+from ..units import format_bytes
+from .cost import BYTES_PER_WEIGHT
+from .facts import component_facts
+from .interleave import interleave
+
+ROLES = ("denoiser", "text_encoder")  # components called in steps / once with streamed blocks in a row
+
+
+def with_interleaving(plan: Plan, model: ModelSpec, simulate_more: bool = True) -> Plan:
+    """`plan` with the resident units of each streamed GPU component spread where that is faster.
+    simulate_more=False (the page's estimated plans): only unit timings already cached or shipped."""
+    if not plan.fits or plan.machine.device == "cpu":
+        return plan
+    comps, lines = [], []
+    for cp in plan.components:
+        new, line = _interleaved(cp, model, plan.machine.link_bytes_per_s, simulate_more)
+        comps.append(new)
+        if line:
+            lines.append(line)
+    if not lines:
+        return plan
+    return replace(plan, components=tuple(comps), decisions=plan.decisions + tuple(lines))
+
+
+def _interleaved(cp: ComponentPlan, model: ModelSpec, bw: float, simulate_more: bool) -> tuple[ComponentPlan, str]:
+    if (cp.placement != "streamed" or cp.source != "ram" or cp.resident_indices or not cp.compute_seconds
+            or cp.precision not in BYTES_PER_WEIGHT or cp.role not in ROLES):
+        return cp, ""
+    spec = next((c for c in model.components if c.name == cp.name), None)
+    if spec is None:
+        return cp, ""
+    facts = component_facts(spec)
+    ub = facts.unit_bytes(cp.precision, cp.compute_dtype)
+    if len(ub) != cp.total_units or sum(ub[cp.resident_units:]) != cp.streamed_bytes:
+        return cp, ""  # not the units the search sized (a file's own ratio): keep its prefix
+    timing = unit_compute(model, spec, SimRequest(width=model.width, height=model.height, dtype="bf16"),
+                          run=simulate_more)
+    if not timing or not timing["order"] or max(timing["order"]) >= len(ub):
+        return cp, ""
+    names = [u.name for u in facts.units]
+    # split parents' own tensors: the runtime keeps them resident (runtime/streaming.py)
+    forced = {i for i, n in enumerate(names) if n == "<root>" or any(m.startswith(n + ".") for m in names)}
+    best = interleave(ub, timing["order"], timing["flops"], cp.compute_seconds, bw, cp.vram_bytes,
+                      cp.resident_units, forced)
+    if best is None:
+        return cp, ""
+    line = (f"{cp.name}: {len(best.resident)}/{cp.total_units} units resident, spread among the streamed ones "
+            f"instead of the first {cp.resident_units}: on the two-buffer copy timeline a call takes "
+            f"{best.seconds * 1000:.0f} ms instead of {best.prefix_seconds * 1000:.0f} ms (compute "
+            f"{cp.compute_seconds * 1000:.0f} ms, {format_bytes(best.streamed)} copied; plan/interleave.py)")
+    return replace(cp, resident_indices=best.resident, resident_units=len(best.resident),
+                   streamed_bytes=best.streamed, vram_bytes=best.vram), line

@@ -1,0 +1,129 @@
+"""Resident units spread among the streamed ones (plan/interleave.py): the copy timeline, the planner's
+choice, the unit timings it reads (simulate/unit_compute.py) and the runtime honouring the chosen set."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from tiny import TINY
+
+from lowvram.catalogue import MODELS, build_component
+from lowvram.plan import Policy, Workload, make_plan
+from lowvram.plan.facts import component_facts
+from lowvram.plan.interleave import call_seconds, interleave, vram_bytes
+from lowvram.plan.machine import resolve_machine
+from lowvram.runtime.accountant import BudgetAccountant
+from lowvram.runtime.executor import PlanExecutor
+from lowvram.runtime.streaming import StreamingEngine
+from lowvram.simulate import SimRequest
+from lowvram.simulate.unit_compute import unit_compute_uncached
+from lowvram.structure import streamable_units
+
+GiB = 2**30
+
+
+def test_the_timeline_idles_the_link_behind_a_resident_prefix():
+    """Eight equal units, 1 s of compute and 1.5 s of copy each, four of them resident: 6 s of copies hide
+    behind 8 s of compute at best. With the first four resident, the link copies two units while they
+    compute and then the last ones wait on their copies (9 s); alternating, every copy hides (8 s)."""
+    order, compute, copy = list(range(8)), [1.0] * 8, [1.5] * 8
+    prefix = call_seconds(order, compute, copy, {0, 1, 2, 3})
+    alternate = call_seconds(order, compute, copy, {0, 2, 4, 6})
+    assert alternate == pytest.approx(8.0)  # the compute alone: the physical limit
+    assert prefix == pytest.approx(9.0)
+    # nothing streamed: the compute; everything streamed: the copies (the link is the bound)
+    assert call_seconds(order, compute, copy, set(order)) == pytest.approx(8.0)
+    assert call_seconds(order, compute, [3.0] * 8, set()) == pytest.approx(24.0)
+
+
+def test_interleave_spreads_within_the_same_vram_and_keeps_the_prefix_when_it_is_as_fast():
+    sizes, flops = [150] * 8, [1] * 8
+    order = list(range(8))
+    budget = vram_bytes(sizes, {0, 1, 2, 3})  # four resident + two buffers
+    best = interleave(sizes, order, flops, 8.0, 100.0, budget, 4, set())  # 1 s compute, 1.5 s copy a unit
+    assert best is not None and best.vram <= budget and len(best.resident) == 4
+    assert best.seconds == pytest.approx(8.0) and best.prefix_seconds > best.seconds
+    # copies far faster than compute: the prefix hides them already, nothing to gain
+    assert interleave(sizes, order, flops, 8.0, 1e6, budget, 4, set()) is None
+
+
+def test_unit_timings_cover_every_unit_that_runs_and_sum_to_the_call():
+    spec = MODELS["flux-dev"]
+    comp = spec.component("transformer")
+    t = unit_compute_uncached(spec, comp, SimRequest(width=128, height=128, dtype="fp32"),
+                              TINY["flux-dev-transformer"])
+    units = streamable_units(build_component(comp, "meta", config_overrides=TINY["flux-dev-transformer"]))
+    names = [u.name for u in units]
+    leaves = {i for i, n in enumerate(names) if not any(m.startswith(n + ".") for m in names)}
+    assert set(t["order"]) <= leaves and len(t["order"]) >= len(leaves) - 2  # unused units (if any) never run
+    assert len(t["flops"]) == len(t["order"]) and 0 < sum(t["flops"]) <= t["total"]
+    assert sum(t["flops"]) >= 0.95 * t["total"]  # nearly all of a transformer's work is inside its units
+
+
+@pytest.mark.parametrize("model,vram", [("flux-dev", "12GiB"), ("sdxl", "4GiB")])
+def test_the_planner_spreads_resident_units_on_a_streamed_denoiser(model, vram):
+    machine = resolve_machine("H100 SXM", vram, "256GiB")
+    plan = make_plan(MODELS[model], Workload(1024, 1024, 1, 20), machine, Policy("lossless"))
+    den = next(c for c in plan.components if c.role == "denoiser")
+    assert plan.fits and den.placement == "streamed" and den.resident_indices
+    assert len(den.resident_indices) == den.resident_units < den.total_units
+    ub = component_facts(MODELS[model].component(den.name)).unit_bytes(den.precision, den.compute_dtype)
+    resident = set(den.resident_indices)
+    assert den.vram_bytes == vram_bytes(ub, resident)
+    assert den.streamed_bytes == sum(b for i, b in enumerate(ub) if i not in resident)
+    assert resident != set(range(len(resident)))  # not a prefix
+    line = next(d for d in plan.decisions if "spread among the streamed ones" in d)
+    assert f"{den.name}: {len(resident)}/{den.total_units} units resident" in line
+    # the peak the plan states still holds: the spread set is no larger on the device than the prefix was
+    assert den.vram_bytes + den.activation_bytes + plan.reserve_bytes <= plan.peak_vram_bytes
+
+
+def test_a_cpu_plan_is_not_spread():
+    plan = make_plan(MODELS["sdxl"], Workload(1024, 1024, 1, 20), resolve_machine(None, None, None), Policy("lossless"))
+    assert all(not c.resident_indices for c in plan.components)
+
+
+def test_the_runtime_keeps_exactly_the_planned_units_resident_and_stays_exact():
+    """The executor hands the plan's indices to the engine: those units (and split parents) are on the
+    device for good, the others stream, and the output equals the unstreamed one."""
+    spec = MODELS["flux-dev"]
+    comp = spec.component("transformer")
+    torch.manual_seed(0)
+    module = build_component(comp, "cpu", dtype=torch.float32, config_overrides=TINY["flux-dev-transformer"])
+    from lowvram.simulate.run import build_inputs
+
+    torch.manual_seed(1)
+    fn, kw = build_inputs(module, spec, comp, SimRequest(width=128, height=128, dtype="fp32"))
+    with torch.no_grad():
+        ref = fn(**kw)[0].clone()
+    n = len(streamable_units(module))
+    chosen = tuple(range(1, n, 3))
+    plan = make_plan(spec, Workload(128, 128, 1, 2), resolve_machine("H100 SXM", "80GiB", "256GiB"), Policy("lossless"))
+    cp = replace(next(c for c in plan.components if c.name == "transformer"), placement="streamed", total_units=n,
+                 resident_units=len(chosen), resident_indices=chosen, precision="fp32", compute_dtype="fp32",
+                 weight_bytes=0, params=0)
+    ex = PlanExecutor(replace(plan, components=(cp,)), {"transformer": module}, "cpu", weight_budget_bytes=1 << 30).apply()
+    try:
+        with torch.no_grad():
+            for _ in range(2):
+                assert torch.equal(fn(**kw)[0], ref)
+        eng = ex.engines["transformer"]
+        split = {u.idx for u in eng.units if u.resident and u.idx not in chosen}
+        assert {u.idx for u in eng.units if u.resident} == set(chosen) | split
+        assert all(u.idx not in chosen for u in eng.streamed) and eng.stats.copies > 0
+    finally:
+        ex.remove()
+
+
+def test_an_engine_takes_a_resident_set():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(6)])
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        ref = m(x)
+    eng = StreamingEngine(m, "cpu", (0, 3), BudgetAccountant(1 << 30, "cpu")).apply()
+    assert [u.resident for u in eng.units] == [True, False, False, True, False, False]
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.equal(m(x), ref)
+    eng.remove()

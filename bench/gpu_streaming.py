@@ -5,7 +5,9 @@ weights built on the device by bench/random_models.py; tiny configs on the CPU w
 - unconstrained: the plain module, no lowvram;
 - all resident, executor: PlanExecutor with an all-resident plan (item 1: no hook left once placed);
 - all resident, executor, hook kept: the same with the activation hook kept on every call (before #13);
-- streamed at each budget, wrap-around prefetch on and off (item 2), host copies pinned;
+- streamed at each budget, wrap-around prefetch on and off (item 2), host copies pinned; and with the
+  resident units spread among the streamed ones as the planner now chooses (plan/interleave.py), beside
+  the first-K prefix, each row with its predicted call on the copy timeline (timeline ms);
 - streamed at the smallest budget from pageable host memory, through the staging buffers and direct;
 - streamed at the smallest budget pinned tensor by tensor, as before issue #13's one-transfer layout
   (each tensor its own copy, pinned through torch's power-of-two rounding allocator): the transfers per
@@ -46,6 +48,7 @@ from lowvram.catalogue import MODELS  # noqa: E402
 from lowvram.contract import ComponentPlan, Machine, Plan, Workload  # noqa: E402
 from lowvram.kernels.dtypes import COMPUTE_DTYPES  # noqa: E402
 from lowvram.plan import cost  # noqa: E402
+from lowvram.plan.interleave import call_seconds, interleave as spread_units, vram_bytes  # noqa: E402
 from lowvram.plan.planner import _fit_units  # noqa: E402
 from lowvram.runtime.accountant import BudgetAccountant  # noqa: E402
 from lowvram.runtime.executor import PlanExecutor  # noqa: E402
@@ -53,6 +56,7 @@ from lowvram.runtime.regional_compile import apply_regional_compile  # noqa: E40
 from lowvram.runtime.streaming import StreamingEngine, StreamStats  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
+from lowvram.simulate.unit_compute import unit_compute_uncached  # noqa: E402
 from lowvram.structure import streamable_units  # noqa: E402
 from random_models import build_random, pinned_bandwidth  # noqa: E402
 
@@ -196,6 +200,20 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
     sim = simulate_component(model, comp, req, config_overrides=overrides)
     elem = next(module.parameters()).element_size()
     ub = [(u.quantizable + u.other) * elem for u in streamable_units(module)]
+    names = [u.name for u in streamable_units(module)]
+    forced = {i for i, n in enumerate(names) if n == "<root>" or any(m.startswith(n + ".") for m in names)}
+    timing = unit_compute_uncached(model, comp, req, overrides)  # each unit's FLOPs, in the order units run
+    # on the CPU dry run, a link as slow as the compute (a call's streamed bytes in a call's time at the
+    # smallest budget), so the spread rows run there too; the CPU's own copies are memcpys, not a link
+    link = bw
+    call_s = statistics.median(r["unconstrained_s"] for r in rows if r.get("unconstrained_s"))
+    flops_total = sum(timing["flops"]) or 1
+    run_s = [call_s * f / flops_total for f in timing["flops"]]
+
+    def timeline_ms(resident) -> float:
+        kept = set(resident) if isinstance(resident, tuple) else set(range(resident))
+        return 1000 * call_seconds(timing["order"], run_s, [x / link for x in ub], kept | forced)
+
     for b in budgets:
         budget = int(b * GiB) if not tiny else sim.activation_peak_bytes + int(weights * 0.4 * b / max(budgets))
         fit = _fit_units(ub, budget - sim.activation_peak_bytes - (MARGIN if device.type == "cuda" else 0))
@@ -204,21 +222,29 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
             continue
         # pinned rows lay each unit out in one buffer (coalesce: the default on CUDA, asked for here so the
         # CPU dry run takes the same path)
-        variants = [("streamed, pinned, wrap-around", dict(wraparound=True, coalesce=True)),
-                    ("streamed, pinned, no wrap-around", dict(wraparound=False, coalesce=True))]
+        k = fit[0]
+        if link != link:
+            link = max(1, sum(ub[k:])) / call_s
+        variants = [("streamed, pinned, wrap-around", dict(wraparound=True, coalesce=True), k),
+                    ("streamed, pinned, no wrap-around", dict(wraparound=False, coalesce=True), k)]
+        # the same VRAM spread over other units where the copy timeline says a call gets faster
+        spread = spread_units(ub, timing["order"], timing["flops"], call_s, link, vram_bytes(ub, set(range(k))), k, forced)
+        if spread is not None:
+            variants.insert(1, ("streamed, pinned, spread", dict(wraparound=True, coalesce=True), spread.resident))
         if b == min(budgets):
-            variants += [("streamed, pageable, staged", dict(pin_memory=False, stage_pageable=True)),
-                         ("streamed, pageable, direct", dict(pin_memory=False, stage_pageable=False)),
+            variants += [("streamed, pageable, staged", dict(pin_memory=False, stage_pageable=True), k),
+                         ("streamed, pageable, direct", dict(pin_memory=False, stage_pageable=False), k),
                          # last: torch's pinned blocks stay cached in its host allocator after they are freed
-                         ("streamed, pinned tensor by tensor (before)", dict(coalesce=False))]
-        for mode, opts in variants:
+                         ("streamed, pinned tensor by tensor (before)", dict(coalesce=False), k)]
+        for mode, opts, resident in variants:
             reset_peak(device, budget)
             rss = psutil.Process().memory_info().rss
-            eng = StreamingEngine(module, device, fit[0], BudgetAccountant(budget, device), owner=name, **opts).apply()
+            eng = StreamingEngine(module, device, resident, BudgetAccountant(budget, device), owner=name, **opts).apply()
             rss_added = (psutil.Process().memory_info().rss - rss) / GiB
             s, base, out, first, diff = ab(module, kw, device, args.steps, kw, plain_fn)
-            row(f"{mode} ({fit[0]}/{len(ub)} units resident)", s, base, out, first, diff=diff, budget=b, eng=eng,
-                rss_added_GiB=rss_added)
+            n_res = len(resident) if isinstance(resident, tuple) else resident
+            row(f"{mode} ({n_res}/{len(ub)} units resident)", s, base, out, first, diff=diff, budget=b, eng=eng,
+                rss_added_GiB=rss_added, timeline_ms=timeline_ms(resident))
             if args.compile and opts.get("wraparound") and b == min(budgets):
                 handle = apply_regional_compile(module)
                 eng.stats = StreamStats(order=eng.stats.order)  # this row's copies only
@@ -299,11 +325,11 @@ def stream_cost_us(calls: int = 200) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | mode | budget GiB | s/step | x unconstrained | overhead ms/call | x physical limit | peak GiB | "
-             "copies/call | transfers/call | pinned GiB | RSS added GiB | first call s | max abs diff |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "copies/call | transfers/call | pinned GiB | RSS added GiB | timeline ms | first call s | max abs diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r.get("s_per_step"):
-            lines.append(f"| {r['model']} | {r['mode']} | {r['budget_GiB']} | {r.get('note', '-')} |" + " - |" * 10)
+            lines.append(f"| {r['model']} | {r['mode']} | {r['budget_GiB']} | {r.get('note', '-')} |" + " - |" * 11)
             continue
         xu = f"{r['x_unconstrained']:.3f}" if r.get("x_unconstrained") else "-"
         xl = f"{r['x_limit']:.2f}" if r.get("x_limit") else "-"
@@ -311,9 +337,10 @@ def table(rows: list[dict]) -> str:
         tr = f"{r['transfers_per_call']:.1f}" if "transfers_per_call" in r else "0"
         pin = f"{r['pinned_GiB']:.2f}" if "pinned_GiB" in r else "-"
         rss = f"{r['rss_added_GiB']:+.2f}" if "rss_added_GiB" in r else "-"
+        tl = f"{r['timeline_ms']:.1f}" if "timeline_ms" in r else "-"
         lines.append(f"| {r['model']} | {r['mode']} | {r['budget_GiB'] or '-'} | {r['s_per_step']:.4f} | {xu} | "
                      f"{r.get('overhead_ms_per_call', 0):+.2f} | {xl} | "
-                     f"{r['peak_GiB']:.2f} | {cp} | {tr} | {pin} | {rss} | {r['first_call_s']:.2f} | {r['max_abs_diff']:.3g} |")
+                     f"{r['peak_GiB']:.2f} | {cp} | {tr} | {pin} | {rss} | {tl} | {r['first_call_s']:.2f} | {r['max_abs_diff']:.3g} |")
     return "\n".join(lines)
 
 

@@ -60,19 +60,26 @@ def anchor_requests(model, dtype: str = "bf16"):
 def add_anchors(names: list[str]) -> None:
     """Simulate the anchors of `names` (answers already shipped are reused) and merge them into the
     shipped file after each model, so an interrupted run keeps what it finished."""
-    os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-anchors-")
+    from .simulate import simulate_component
+
+    _add_answers(names, anchor_requests, simulate_component, "anchors")
+
+
+def _add_answers(names: list[str], requests, answer, what: str) -> None:
+    """answer(model, comp, req) for every request of each named model, merged into the shipped file after
+    each model (answers already shipped are reused; an interrupted run keeps what it finished)."""
+    os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"lowvram-{what.replace(' ', '-')}-")
     from . import cache
     from .catalogue import get_model
-    from .simulate import simulate_component
 
     for name in names:
         model = get_model(name)
         cache.RECORD = {}
         t0 = time.perf_counter()
-        for comp, req in anchor_requests(model):
-            simulate_component(model, comp, req)
+        for comp, req in requests(model):
+            answer(model, comp, req)
         _merge_recorded(cache)
-        print(f"{name}: anchors in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"{name}: {what} in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def _merge_recorded(cache) -> None:
@@ -102,20 +109,11 @@ def unit_compute_requests(model):
 
 
 def add_unit_compute(names: list[str]) -> None:
-    """Time the units of `names` (timings already shipped are reused) and merge them into the shipped file."""
-    os.environ["LOWVRAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowvram-units-")
-    from . import cache
+    """Time the units of `names` (every catalogue model by default) and merge them into the shipped file."""
     from .catalogue import MODELS
     from .simulate.api import unit_compute
 
-    for name in names or list(MODELS):
-        model = MODELS[name]
-        cache.RECORD = {}
-        t0 = time.perf_counter()
-        for comp, req in unit_compute_requests(model):
-            unit_compute(model, comp, req)
-        _merge_recorded(cache)
-        print(f"{name}: unit timings in {time.perf_counter() - t0:.0f} s", flush=True)
+    _add_answers(names or list(MODELS), unit_compute_requests, unit_compute, "unit timings")
 
 
 def main() -> None:

@@ -20,7 +20,9 @@ from .cost import BYTES_PER_WEIGHT
 from .facts import component_facts
 from .interleave import interleave
 
-ROLES = ("denoiser", "text_encoder")  # components called in steps / once with streamed blocks in a row
+# denoisers: called every step, and without tied weights (a text encoder's tied embedding, T5's, is kept
+# resident by the runtime whatever the plan says, which a spread set would not have counted)
+ROLES = ("denoiser",)
 
 
 def with_interleaving(plan: Plan, model: ModelSpec, simulate_more: bool = True) -> Plan:

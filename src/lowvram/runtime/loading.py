@@ -1,10 +1,11 @@
 """Load checkpoint tensors straight into their planned precision, one tensor at a time, at disk speed.
 
 Never a full-precision copy of the model in RAM: each tensor's destination is allocated once in its
-planned dtype; a tensor already in that dtype is read (os.preadv) straight into it, any other is read in
-~4 MB chunks (2 M bf16 elements) into two reused staging buffers — a reader thread fills the next while the cast
-or quantisation of the current one runs (torch and preadv both release the GIL) — and cast into its
-slice of the destination. No per-chunk allocation: fresh multi-MB buffers are new mappings whose pages
+planned dtype; a tensor already in that dtype is read (os.preadv) straight into it, one of the same width
+(bf16 <-> fp16) too and cast in place, any other is read in ~4 MB chunks (2 M bf16 elements) into two
+reused staging buffers — a reader thread fills the next while the cast or quantisation of the current one
+runs (torch and preadv both release the GIL) — and cast into its slice of the destination. The reader
+also maps the destination's pages ahead of the cast, with one madvise call per chunk (_fault_in). No per-chunk allocation: fresh multi-MB buffers are new mappings whose pages
 fault in, which made the old per-chunk path 6x slower than the casts themselves (docs/benchmarks.md).
 Positioned reads also work for files larger than RAM + swap, where safetensors' `safe_open` (a private
 copy-on-write mapping of the whole file) is refused by Linux.
@@ -135,23 +136,29 @@ class ChunkedReader:
         return self.work
 
     def chunks(self, fd: int, offset: int, nbytes: int, what: str, chunk_bytes: int = 0,
-               dest: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+               dest: torch.Tensor | None = None, in_place: bool = False) -> Iterator[torch.Tensor]:
         """uint8 views of the bytes [offset, offset + nbytes) in order, `chunk_bytes` (<= the reader's; by
         default the reader's) at a time, each valid until the next one is asked for. `dest`: the tensor the
         chunks are converted into, in the same order and proportion: the reader thread faults in its pages
-        for each chunk as it reads it (see _fault_in)."""
+        for each chunk as it reads it (see _fault_in). `in_place` (dest as wide as the file's dtype): each
+        chunk is read into its own bytes of `dest` instead of a staging buffer, to be cast there."""
         chunk_bytes = chunk_bytes or self.chunk_bytes
         if chunk_bytes > self.chunk_bytes:
             raise ValueError(f"chunks of {chunk_bytes} bytes do not fit staging buffers of {self.chunk_bytes}")
         if not self.buffers:
             self.buffers = [torch.empty(self.chunk_bytes, dtype=torch.uint8) for _ in range(2)]
         spans = [(a, min(nbytes, a + chunk_bytes)) for a in range(0, nbytes, chunk_bytes)]
+        dest_bytes = dest.reshape(-1).view(torch.uint8) if in_place else None
 
         def read(i: int):
             a, b = spans[i]
-            buf = self.buffers[i % 2][: b - a]
+            if in_place:
+                _fault_in(dest, a, b)
+                buf = dest_bytes[a:b]
+            else:
+                buf = self.buffers[i % 2][: b - a]
             _read_into(fd, buf, offset + a, what)
-            if dest is not None:
+            if dest is not None and not in_place:
                 _fault_in(dest, a * dest.nbytes // nbytes, b * dest.nbytes // nbytes)
             return buf
 
@@ -164,32 +171,62 @@ class ChunkedReader:
 
 
 def _fault_in(dest: torch.Tensor, a: int, b: int) -> None:
-    """Touch bytes [a, b) of the fresh tensor `dest` (its memory is about to be overwritten) so the
-    kernel maps their pages here, on the reader thread, overlapped with the cast of the previous chunk.
+    """Map the pages of bytes [a, b) of the fresh tensor `dest` (about to be overwritten) here, on the
+    reader thread, overlapped with the cast of the previous chunk.
 
     A fresh destination's page faults cost twice the cast itself (measured: 32 MB bf16 -> fp16 takes
     11.5 ms into memory already mapped, 33 ms into fresh memory), and torch's intra-op threads faulting
     pages of one mapping at once contend on the kernel's per-process memory lock (2 threads: 4x slower).
-    ctypes.memset releases the GIL, so the faults run beside the main thread's cast."""
+    madvise(MADV_POPULATE_WRITE) maps the whole pages in one call without a trap per page or writing
+    them (10 ms per 32 MB against a memset's 16 ms on this project's VM); the partial pages at the ends,
+    and kernels before 5.14, get a memset. Both release the GIL (ctypes), so they run beside the cast."""
     import ctypes
 
-    if b > a:
-        ctypes.memset(dest.data_ptr() + a, 0, b - a)
+    if b <= a:
+        return
+    p = dest.data_ptr()
+    pa, pb = -(-(p + a) // _PAGE) * _PAGE, (p + b) // _PAGE * _PAGE
+    if pb > pa and (madvise := _madvise()) is not None and madvise(pa, pb - pa, _MADV_POPULATE_WRITE) == 0:
+        ctypes.memset(p + a, 0, pa - p - a)
+        ctypes.memset(pb, 0, p + b - pb)
+    else:
+        ctypes.memset(p + a, 0, b - a)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+
+
+@functools.cache
+def _madvise():
+    """libc's madvise, or None where there is none (not Linux/glibc)."""
+    import ctypes
+
+    try:
+        f = ctypes.CDLL("libc.so.6", use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return f
 
 
 def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.Tensor:
     """The tensor in `dtype`, bit-identical to `t.read().to(dtype)`: read straight into its destination
-    when the file already stores `dtype`, else cast chunk by chunk from the staging buffers."""
+    when the file already stores `dtype`; bf16 <-> fp16 read into the destination too, each chunk then
+    cast in place (an elementwise cast of a tensor onto its own bytes: every element is read before it is
+    written); wider or narrower dtypes cast chunk by chunk from the staging buffers."""
     info, src = t.info, TORCH_DTYPES[t.info.dtype]
     out = torch.empty(info.shape, dtype=dtype)
     if info.nbytes == 0:
         return out
     if src == dtype:
+        _fault_in(out, 0, out.nbytes)  # one madvise call maps the pages: cheaper than preadv faulting them one by one
         _read_into(t.fd, out, info.offset, info.name)
         return out
     flat, size = out.view(-1), src.itemsize
     step = reader.chunk_bytes // size
-    for i, raw in enumerate(reader.chunks(t.fd, info.offset, info.nbytes, info.name, dest=out)):
+    in_place = size == dtype.itemsize  # bf16 <-> fp16: read into the destination, cast there
+    for i, raw in enumerate(reader.chunks(t.fd, info.offset, info.nbytes, info.name, dest=out, in_place=in_place)):
         flat[i * step: i * step + raw.numel() // size].copy_(raw.view(src))
     return out
 

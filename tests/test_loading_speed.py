@@ -87,6 +87,24 @@ def test_in_memory_quantiser_matches_the_reference_on_odd_shapes_and_non_finite_
             assert torch.equal(_bits(q), _bits(rq)) and torch.equal(s, rs), (shape, storage)
 
 
+def test_quantiser_without_a_clamp_matches_the_clamping_reference_at_the_row_maximum():
+    """quantize_rows_into leaves out the reference's clamp: |w| / s may exceed the limit by a rounding
+    error (A / fl(A / 127) reaches 127.0000076), which int8's rounding and fp8's conversion must bring
+    back to the limit exactly as the clamp does. Rows hold +-amax and its neighbours, for 4000 amax
+    values spread over fp32's exponents (1e-12, the scale floor, up to 1e38)."""
+    g = torch.Generator().manual_seed(5)
+    amax = torch.exp(torch.empty(4000).uniform_(-27.6, 87.5, generator=g))
+    near = torch.nextafter(amax, torch.zeros(()))
+    w = torch.stack([amax, -amax, near, -near, amax / 3, torch.zeros(4000)], dim=1)
+    w[0] = 1e-12
+    for storage in ("int8", "fp8"):
+        q, s = quantize_weight(w, storage)
+        rq, rs = reference_quantize(w, storage)
+        assert torch.equal(_bits(q), _bits(rq)) and torch.equal(s, rs), storage
+        limit = INT8_MAX if storage == "int8" else FP8_MAX
+        assert (q[:, 0].float() == limit).all()  # the row maximum lands on the limit, never past it
+
+
 @pytest.mark.parametrize("populate", (True, False), ids=("madvise", "memset"))
 @pytest.mark.parametrize("stored", STORED, ids=str)
 def test_chunked_reads_cover_ragged_tails_and_direct_reads_need_no_staging(tmp_path, monkeypatch, stored, populate):

@@ -105,16 +105,10 @@ def test_quantiser_without_a_clamp_matches_the_clamping_reference_at_the_row_max
         assert (q[:, 0].float() == limit).all()  # the row maximum lands on the limit, never past it
 
 
-@pytest.mark.parametrize("populate", (True, False), ids=("madvise", "memset"))
 @pytest.mark.parametrize("stored", STORED, ids=str)
-def test_chunked_reads_cover_ragged_tails_and_direct_reads_need_no_staging(tmp_path, monkeypatch, stored, populate):
-    """Tiny staging buffers (4 KiB: ~18 chunks, the last one short, chunk ends inside pages) for every cast —
-    in place for bf16 <-> fp16 — and both ways of mapping the destination's pages (madvise, or memset where
-    the kernel has no MADV_POPULATE_WRITE)."""
-    import lowvram.runtime.loading as loading
-
-    if not populate:
-        monkeypatch.setattr(loading, "_madvise", lambda: None)
+def test_chunked_reads_cover_ragged_tails_and_direct_reads_need_no_staging(tmp_path, stored):
+    """Tiny staging buffers (4 KiB: ~18 chunks, the last one short, chunk ends inside pages) for every cast,
+    in place for bf16 <-> fp16."""
     g = torch.Generator().manual_seed(2)
     sd = {"x": torch.randn(1001, 37, generator=g).to(stored), "odd": torch.randn(3, 5, 7, generator=g).to(stored),
           "empty": torch.zeros(0, 4, dtype=stored)}

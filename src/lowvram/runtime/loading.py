@@ -5,8 +5,9 @@ planned dtype; a tensor already in that dtype is read (os.preadv) straight into 
 (bf16 <-> fp16) too and cast in place, any other is read in ~4 MB chunks (2 M bf16 elements) into two
 reused staging buffers — a reader thread fills the next while the cast or quantisation of the current one
 runs (torch and preadv both release the GIL) — and cast into its slice of the destination. The reader
-also maps the destination's pages ahead of the cast, with one madvise call per chunk (_fault_in). No per-chunk allocation: fresh multi-MB buffers are new mappings whose pages
-fault in, which made the old per-chunk path 6x slower than the casts themselves (docs/benchmarks.md).
+also faults in the destination's pages ahead of the cast (_fault_in). No per-chunk allocation: fresh
+multi-MB buffers are new mappings whose pages fault in, which made the old per-chunk path 6x slower than
+the casts themselves (docs/benchmarks.md).
 Positioned reads also work for files larger than RAM + swap, where safetensors' `safe_open` (a private
 copy-on-write mapping of the whole file) is refused by Linux.
 """
@@ -152,8 +153,7 @@ class ChunkedReader:
 
         def read(i: int):
             a, b = spans[i]
-            if in_place:
-                _fault_in(dest, a, b)
+            if in_place:  # preadv maps the destination's pages as it fills them
                 buf = dest_bytes[a:b]
             else:
                 buf = self.buffers[i % 2][: b - a]
@@ -171,43 +171,19 @@ class ChunkedReader:
 
 
 def _fault_in(dest: torch.Tensor, a: int, b: int) -> None:
-    """Map the pages of bytes [a, b) of the fresh tensor `dest` (about to be overwritten) here, on the
-    reader thread, overlapped with the cast of the previous chunk.
+    """Touch bytes [a, b) of the fresh tensor `dest` (its memory is about to be overwritten) so the
+    kernel maps their pages here, on the reader thread, overlapped with the cast of the previous chunk.
 
     A fresh destination's page faults cost twice the cast itself (measured: 32 MB bf16 -> fp16 takes
     11.5 ms into memory already mapped, 33 ms into fresh memory), and torch's intra-op threads faulting
     pages of one mapping at once contend on the kernel's per-process memory lock (2 threads: 4x slower).
-    madvise(MADV_POPULATE_WRITE) maps the whole pages in one call without a trap per page or writing
-    them (10 ms per 32 MB against a memset's 16 ms on this project's VM); the partial pages at the ends,
-    and kernels before 5.14, get a memset. Both release the GIL (ctypes), so they run beside the cast."""
+    ctypes.memset releases the GIL, so the faults run beside the main thread's cast. (madvise's
+    MADV_POPULATE_WRITE maps pages without writing them, 10 vs 16 ms per 32 MB alone, but beside the
+    cast it made one load in four of 2 GB of fp32 3-4x slower: docs/benchmarks.md.)"""
     import ctypes
 
-    if b <= a:
-        return
-    p = dest.data_ptr()
-    pa, pb = -(-(p + a) // _PAGE) * _PAGE, (p + b) // _PAGE * _PAGE
-    if pb > pa and (madvise := _madvise()) is not None and madvise(pa, pb - pa, _MADV_POPULATE_WRITE) == 0:
-        ctypes.memset(p + a, 0, pa - p - a)
-        ctypes.memset(pb, 0, p + b - pb)
-    else:
-        ctypes.memset(p + a, 0, b - a)
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
-
-
-@functools.cache
-def _madvise():
-    """libc's madvise, or None where there is none (not Linux/glibc)."""
-    import ctypes
-
-    try:
-        f = ctypes.CDLL("libc.so.6", use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-    return f
+    if b > a:
+        ctypes.memset(dest.data_ptr() + a, 0, b - a)
 
 
 def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.Tensor:
@@ -220,7 +196,6 @@ def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.T
     if info.nbytes == 0:
         return out
     if src == dtype:
-        _fault_in(out, 0, out.nbytes)  # one madvise call maps the pages: cheaper than preadv faulting them one by one
         _read_into(t.fd, out, info.offset, info.name)
         return out
     flat, size = out.view(-1), src.itemsize

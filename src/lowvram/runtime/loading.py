@@ -177,13 +177,12 @@ def _fault_in(dest: torch.Tensor, a: int, b: int) -> None:
     A fresh destination's page faults cost twice the cast itself (measured: 32 MB bf16 -> fp16 takes
     11.5 ms into memory already mapped, 33 ms into fresh memory), and torch's intra-op threads faulting
     pages of one mapping at once contend on the kernel's per-process memory lock (2 threads: 4x slower).
-    ctypes.memset releases the GIL, so the faults run beside the main thread's cast. (madvise's
-    MADV_POPULATE_WRITE maps pages without writing them, 10 vs 16 ms per 32 MB alone, but beside the
-    cast it made one load in four of 2 GB of fp32 3-4x slower: docs/benchmarks.md.)"""
-    import ctypes
-
+    One byte per page is written, not the whole range: the fault is what costs, and a memset's extra
+    write pass made fp32 loads ~10 % slower. torch releases the GIL for the fill, so the faults run beside
+    the main thread's cast. (madvise's MADV_POPULATE_WRITE maps pages without a trap each, but beside
+    the cast it made one 2 GB fp32 load in four 3-4x slower: docs/benchmarks.md.)"""
     if b > a:
-        ctypes.memset(dest.data_ptr() + a, 0, b - a)
+        dest.reshape(-1).view(torch.uint8)[a:b:4096].fill_(0)
 
 
 def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.Tensor:

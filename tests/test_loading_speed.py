@@ -87,22 +87,71 @@ def test_in_memory_quantiser_matches_the_reference_on_odd_shapes_and_non_finite_
             assert torch.equal(_bits(q), _bits(rq)) and torch.equal(s, rs), (shape, storage)
 
 
-def test_chunked_reads_cover_ragged_tails_and_direct_reads_need_no_staging(tmp_path):
+def test_quantiser_without_a_clamp_matches_the_clamping_reference_at_the_row_maximum():
+    """quantize_rows_into leaves out the reference's clamp: |w| / s may exceed the limit by a rounding
+    error (A / fl(A / 127) reaches 127.0000076), which int8's rounding and fp8's conversion must bring
+    back to the limit exactly as the clamp does. Rows hold +-amax and its neighbours, for 4000 amax
+    values spread over fp32's exponents (1e-12, the scale floor, up to 1e38)."""
+    g = torch.Generator().manual_seed(5)
+    amax = torch.exp(torch.empty(4000).uniform_(-27.6, 87.5, generator=g))
+    near = torch.nextafter(amax, torch.zeros(()))
+    w = torch.stack([amax, -amax, near, -near, amax / 3, torch.zeros(4000)], dim=1)
+    w[0] = 1e-12
+    for storage in ("int8", "fp8"):
+        q, s = quantize_weight(w, storage)
+        rq, rs = reference_quantize(w, storage)
+        assert torch.equal(_bits(q), _bits(rq)) and torch.equal(s, rs), storage
+        limit = INT8_MAX if storage == "int8" else FP8_MAX
+        assert (q[:, 0].float() == limit).all()  # the row maximum lands on the limit, never past it
+
+
+@pytest.mark.parametrize("stored", STORED, ids=str)
+def test_chunked_reads_cover_ragged_tails_and_direct_reads_need_no_staging(tmp_path, stored):
+    """Tiny staging buffers (4 KiB: ~18 chunks, the last one short, chunk ends inside pages) for every cast,
+    in place for bf16 <-> fp16."""
     g = torch.Generator().manual_seed(2)
-    sd = {"x": torch.randn(1001, 37, generator=g).to(torch.bfloat16), "empty": torch.zeros(0, 4, dtype=torch.bfloat16)}
+    sd = {"x": torch.randn(1001, 37, generator=g).to(stored), "odd": torch.randn(3, 5, 7, generator=g).to(stored),
+          "empty": torch.zeros(0, 4, dtype=stored)}
     path = str(tmp_path / "x.safetensors")
     save_file(sd, path)
-    reader = ChunkedReader(4096)  # tiny staging: ~18 chunks, the last one short
+    reader = ChunkedReader(4096)
     try:
         for name, lazy in iter_safetensors([path]):
             assert isinstance(lazy, LazyTensor)
-            for dtype in (torch.float32, torch.float16, torch.bfloat16):
-                assert torch.equal(read_as(lazy, dtype, reader), sd[name].to(dtype))
+            for dtype in TARGETS:
+                got = read_as(lazy, dtype, reader)
+                assert got.dtype == dtype and torch.equal(_bits(got), _bits(sd[name].to(dtype))), (name, stored, dtype)
         with pytest.raises(ValueError):
             next(reader.chunks(0, 0, 10, "x", chunk_bytes=8192))
     finally:
         reader.close()
     assert reader.buffers == [] or all(b.numel() == 4096 for b in reader.buffers)
+
+
+@pytest.mark.parametrize("stored", STORED, ids=str)
+def test_chunked_quantisation_of_odd_shapes_matches_the_reference(tmp_path, stored):
+    """Row blocks of a small staging buffer: ragged last blocks, rows wider than a chunk (read row block by
+    row block), rows at the int8/fp8 rounding edges (|w| = amax and just under) and a non-finite row."""
+    from lowvram.runtime.loading import _quantise_lazy
+
+    g = torch.Generator().manual_seed(4)
+    sd = {"tall": torch.randn(301, 13, generator=g), "wide": torch.randn(3, 1500, generator=g),
+          "one": torch.randn(1, 1, generator=g)}
+    sd["tall"][5] = torch.linspace(-1, 1, 13)
+    sd["tall"][6] = torch.tensor([1.0, -1.0] + [1 - 2.0 ** -k for k in range(1, 12)])
+    sd["tall"][7, 0] = float("inf")
+    sd = {k: v.to(stored) for k, v in sd.items()}
+    path = str(tmp_path / "q.safetensors")
+    save_file(sd, path)
+    reader = ChunkedReader(4096)
+    try:
+        for name, lazy in iter_safetensors([path]):
+            for storage in ("int8", "fp8"):
+                q, s = _quantise_lazy(lazy, storage, reader)
+                rq, rs = reference_quantize(sd[name], storage)
+                assert torch.equal(_bits(q), _bits(rq)) and torch.equal(s, rs), (name, stored, storage)
+    finally:
+        reader.close()
 
 
 # --- peak RSS: a subprocess loads a 512 MiB bf16 file and reports its peak RSS (VmHWM) growth -------------

@@ -92,11 +92,12 @@ BALANCED_MIN_SPEEDUP = 1.3
 # --- loading the weights (runtime/loading.py), before the first call ---
 # Loading runs the file's read and the conversion into the planned precision side by side (a reader
 # thread), so a component takes max(file bytes / disk speed, conversion time). Conversion throughputs of
-# runtime/loading.py measured by `bench/load_speed.py --gb 1 --repeats 3 --threads 1` on this project's shared
-# 2-core VM, 2026-12-01 (file in the page cache, so the read is a memory copy; docs/benchmarks.md), direct
-# loads of 512 M bf16 weights: into bf16 (read straight into place) 0.84 s = 1.28 GB/s; cast into fp32
-# 2.52 s = 203 M elements/s (into fp16 1.81 s = 283 M/s: plan with the slower, the CPU plans' cast);
-# quantised into fp8 2.24 s = 229 M/s (int8 1.94 s = 264 M/s: plan with fp8's).
-LOAD_COPY_BYTES_PER_S = 1.28e9
-LOAD_CAST_ELEMENTS_PER_S = 203e6
-LOAD_QUANTISE_ELEMENTS_PER_S = 229e6
+# runtime/loading.py measured by `bench/load_speed.py --gb 1 --repeats 5 --threads 1` on this project's shared
+# 2-core VM, 2026-12-08, load average 1.1 (file in the page cache, so the read is a memory copy;
+# docs/benchmarks.md), direct loads of 512 M bf16 weights, wall: into bf16 (read straight into place) 0.60 s
+# = 1.79 GB/s; cast into fp32 1.27 s = 423 M elements/s (into fp16 0.81 s = 663 M/s: plan with the slower,
+# the CPU plans' cast); quantised into fp8 0.66 s = 813 M/s (int8 0.50 s = 1074 M/s: plan with fp8's). On a
+# busy machine, where the reader thread and the conversion cannot overlap, loads take up to ~1.5x as long.
+LOAD_COPY_BYTES_PER_S = 1.79e9
+LOAD_CAST_ELEMENTS_PER_S = 423e6
+LOAD_QUANTISE_ELEMENTS_PER_S = 813e6

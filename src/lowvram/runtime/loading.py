@@ -1,11 +1,13 @@
 """Load checkpoint tensors straight into their planned precision, one tensor at a time, at disk speed.
 
 Never a full-precision copy of the model in RAM: each tensor's destination is allocated once in its
-planned dtype; a tensor already in that dtype is read (os.preadv) straight into it, any other is read in
-~4 MB chunks (2 M bf16 elements) into two reused staging buffers — a reader thread fills the next while the cast
-or quantisation of the current one runs (torch and preadv both release the GIL) — and cast into its
-slice of the destination. No per-chunk allocation: fresh multi-MB buffers are new mappings whose pages
-fault in, which made the old per-chunk path 6x slower than the casts themselves (docs/benchmarks.md).
+planned dtype; a tensor already in that dtype is read (os.preadv) straight into it, one of the same width
+(bf16 <-> fp16) too and cast in place, any other is read in ~4 MB chunks (2 M bf16 elements) into two
+reused staging buffers — a reader thread fills the next while the cast or quantisation of the current one
+runs (torch and preadv both release the GIL) — and cast into its slice of the destination. The reader
+also faults in the destination's pages ahead of the cast (_fault_in). No per-chunk allocation: fresh
+multi-MB buffers are new mappings whose pages fault in, which made the old per-chunk path 6x slower than
+the casts themselves (docs/benchmarks.md).
 Positioned reads also work for files larger than RAM + swap, where safetensors' `safe_open` (a private
 copy-on-write mapping of the whole file) is refused by Linux.
 """
@@ -135,23 +137,28 @@ class ChunkedReader:
         return self.work
 
     def chunks(self, fd: int, offset: int, nbytes: int, what: str, chunk_bytes: int = 0,
-               dest: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+               dest: torch.Tensor | None = None, in_place: bool = False) -> Iterator[torch.Tensor]:
         """uint8 views of the bytes [offset, offset + nbytes) in order, `chunk_bytes` (<= the reader's; by
         default the reader's) at a time, each valid until the next one is asked for. `dest`: the tensor the
         chunks are converted into, in the same order and proportion: the reader thread faults in its pages
-        for each chunk as it reads it (see _fault_in)."""
+        for each chunk as it reads it (see _fault_in). `in_place` (dest as wide as the file's dtype): each
+        chunk is read into its own bytes of `dest` instead of a staging buffer, to be cast there."""
         chunk_bytes = chunk_bytes or self.chunk_bytes
         if chunk_bytes > self.chunk_bytes:
             raise ValueError(f"chunks of {chunk_bytes} bytes do not fit staging buffers of {self.chunk_bytes}")
         if not self.buffers:
             self.buffers = [torch.empty(self.chunk_bytes, dtype=torch.uint8) for _ in range(2)]
         spans = [(a, min(nbytes, a + chunk_bytes)) for a in range(0, nbytes, chunk_bytes)]
+        dest_bytes = dest.reshape(-1).view(torch.uint8) if in_place else None
 
         def read(i: int):
             a, b = spans[i]
-            buf = self.buffers[i % 2][: b - a]
+            if in_place:  # preadv maps the destination's pages as it fills them
+                buf = dest_bytes[a:b]
+            else:
+                buf = self.buffers[i % 2][: b - a]
             _read_into(fd, buf, offset + a, what)
-            if dest is not None:
+            if dest is not None and not in_place:
                 _fault_in(dest, a * dest.nbytes // nbytes, b * dest.nbytes // nbytes)
             return buf
 
@@ -170,16 +177,19 @@ def _fault_in(dest: torch.Tensor, a: int, b: int) -> None:
     A fresh destination's page faults cost twice the cast itself (measured: 32 MB bf16 -> fp16 takes
     11.5 ms into memory already mapped, 33 ms into fresh memory), and torch's intra-op threads faulting
     pages of one mapping at once contend on the kernel's per-process memory lock (2 threads: 4x slower).
-    ctypes.memset releases the GIL, so the faults run beside the main thread's cast."""
-    import ctypes
-
+    One byte per page is written, not the whole range: the fault is what costs, and a memset's extra
+    write pass made fp32 loads ~10 % slower. torch releases the GIL for the fill, so the faults run beside
+    the main thread's cast. (madvise's MADV_POPULATE_WRITE maps pages without a trap each, but beside
+    the cast it made one 2 GB fp32 load in four 3-4x slower: docs/benchmarks.md.)"""
     if b > a:
-        ctypes.memset(dest.data_ptr() + a, 0, b - a)
+        dest.reshape(-1).view(torch.uint8)[a:b:4096].fill_(0)
 
 
 def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.Tensor:
     """The tensor in `dtype`, bit-identical to `t.read().to(dtype)`: read straight into its destination
-    when the file already stores `dtype`, else cast chunk by chunk from the staging buffers."""
+    when the file already stores `dtype`; bf16 <-> fp16 read into the destination too, each chunk then
+    cast in place (an elementwise cast of a tensor onto its own bytes: every element is read before it is
+    written); wider or narrower dtypes cast chunk by chunk from the staging buffers."""
     info, src = t.info, TORCH_DTYPES[t.info.dtype]
     out = torch.empty(info.shape, dtype=dtype)
     if info.nbytes == 0:
@@ -189,7 +199,8 @@ def read_as(t: LazyTensor, dtype: torch.dtype, reader: ChunkedReader) -> torch.T
         return out
     flat, size = out.view(-1), src.itemsize
     step = reader.chunk_bytes // size
-    for i, raw in enumerate(reader.chunks(t.fd, info.offset, info.nbytes, info.name, dest=out)):
+    in_place = size == dtype.itemsize  # bf16 <-> fp16: read into the destination, cast there
+    for i, raw in enumerate(reader.chunks(t.fd, info.offset, info.nbytes, info.name, dest=out, in_place=in_place)):
         flat[i * step: i * step + raw.numel() // size].copy_(raw.view(src))
     return out
 

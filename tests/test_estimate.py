@@ -171,3 +171,20 @@ def test_exact_plans_run_once_per_key_in_the_background_and_report_failures():
         assert plans.request("a", slow) == DONE and runs == ["slow"]
     finally:
         plans.close()
+
+
+def test_a_readout_whose_exact_plans_finish_meanwhile_answers_exactly(monkeypatch):
+    """The page asks again only while `exact` is "pending": an answer estimated while the background plans
+    finished must not say "done" and stay an estimate. Here they finish within the request."""
+    from lowvram.server.app import create_app
+    from lowvram.server.config import ServerConfig
+    from lowvram.server.exact_plans import DONE, ExactPlans
+    from lowvram.server.models import Registry
+
+    monkeypatch.setattr(ExactPlans, "request", lambda self, key, plan: (plan(), DONE)[1])
+    machine = machine_from_card(find_card(GPU))
+    app = create_app(ServerConfig(registry=Registry([], {}), machine=machine, outputs=None))
+    params = {"model": "sd15", "width": 640, "height": 448, "guidance": 1, "quality": "lossless"}
+    with TestClient(app) as client:
+        got = client.get("/lowvram/v1/readout", params=params).json()
+    assert got["exact"] == DONE and not got["estimated"] and not got["plan"]["estimated"]

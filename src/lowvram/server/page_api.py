@@ -77,22 +77,33 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
     extra = dict(lora_bytes=lora_bytes, guidance=cfg, img2img=img2img,
                  controlnet_path=planned_controlnet(st, model, spec, controlnet))
     args = (st, spec, fw, width, height, steps, batch)
-    current = _plan(*args, quality, estimate=True, **extra)
-    others = [_plan(*args, q, estimate=True, **extra) for q in POLICIES if q != current.policy]
-    out = {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)],
-           "estimated": any(p.estimated for p in [current, *others])}
+
+    def answer() -> dict:
+        current = _plan(*args, quality, estimate=True, **extra)
+        others = [_plan(*args, q, estimate=True, **extra) for q in POLICIES if q != current.policy]
+        return {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)],
+                "estimated": any(p.estimated for p in [current, *others]), "_workload": current.workload}
+
+    out = answer()
     if out["estimated"]:
         # the exact plans of every policy, in the background: their simulations land in the cache, and the
         # page's next readout of this form (it asks again while `exact` is "pending") is exact
-        key = (repr(spec), repr(sorted(fw.items())), current.workload)  # a spec holds dicts: keyed by its repr
+        key = (repr(spec), repr(sorted(fw.items())), out["_workload"])  # a spec holds dicts: keyed by its repr
 
         def exact() -> None:
             for q in POLICIES:
                 _plan(*args, q, **extra)
 
-        out["exact"] = st.exact_plans.request(key, exact)
+        state_now = st.exact_plans.request(key, exact)
+        if state_now == "done":
+            # they finished while this answer was being estimated: the page stops asking once it reads
+            # "done", so answer from them now rather than leave it an estimate
+            out = {**answer(), "exact": state_now}
+        else:
+            out["exact"] = state_now
         if out["exact"] == "failed":
             out["exact_error"] = st.exact_plans.error(key)
+    out.pop("_workload", None)
     return out
 
 

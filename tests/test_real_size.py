@@ -20,6 +20,8 @@ from real_sd15 import build_real_sd15, random_component
 from lowvram.catalogue import MODELS
 from lowvram.generate.run import GenerateRequest, generate
 from lowvram.plan import Policy, Workload, make_plan
+from lowvram.plan.facts import component_facts
+from lowvram.plan.interleave import vram_bytes
 from lowvram.plan.machine import cpu_machine
 
 GiB = 2**30
@@ -92,10 +94,18 @@ def test_real_size_sdxl_text_encoder_streams_under_its_budget(tmp_path):
     del module
     ids = torch.randint(0, 49408, (1, 77), generator=torch.Generator().manual_seed(0))
     outs, peaks = [], []
-    for vram in (None, "1.5GB"):
+    for vram, spread in ((None, False), ("1.5GB", False), ("1.5GB", True)):
         plan = make_plan(spec, Workload(1024, 1024, 1, 4), cpu_machine(RAM, vram=vram), Policy("lossless"))
         cp = next(c for c in plan.components if c.name == "text_encoder_2")
         assert cp.placement == ("resident" if vram is None else "streamed") and cp.compute_dtype == "fp32"
+        if spread:  # the same VRAM with every other unit resident instead of the first K (plan/interleave.py)
+            ub = component_facts(spec.component("text_encoder_2")).unit_bytes("fp32")
+            chosen: list[int] = []
+            for i in range(1, len(ub), 2):
+                if vram_bytes(ub, set(chosen + [i])) <= cp.vram_bytes:
+                    chosen.append(i)
+            cp = replace(cp, resident_indices=tuple(chosen), resident_units=len(chosen))
+            plan = replace(plan, components=(cp,))
         te = load_module(str(folder), "transformers", CLIPTextModelWithProjection.__name__, torch.float32, cp)
         ex = PlanExecutor(plan, {"text_encoder_2": te}, "cpu").apply()
         try:
@@ -105,9 +115,13 @@ def test_real_size_sdxl_text_encoder_streams_under_its_budget(tmp_path):
                 eng = ex.engines["text_encoder_2"]
                 assert eng.streamed and all(u.host is not None and u.host.nbytes == u.nbytes for u in eng.streamed)
                 assert eng.stats.transfers == eng.stats.copies > 0
+            if spread:  # exactly the chosen units (and split parents' own tensors) stayed on the device
+                kept = {u.idx for u in eng.units if u.resident}
+                assert set(chosen) <= kept and not kept & {u.idx for u in eng.streamed} and len(chosen) > 3
         finally:
             ex.remove()
         peaks.append((ex.accountant.peak, plan.peak_vram_bytes - plan.reserve_bytes))
         del te
     assert peaks[1][0] <= peaks[1][1] <= 1.5 * GiB < peaks[0][0]
-    assert torch.isfinite(outs[0]).all() and torch.equal(outs[0], outs[1])
+    assert peaks[2][0] <= peaks[2][1] <= 1.5 * GiB
+    assert torch.isfinite(outs[0]).all() and torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])

@@ -57,7 +57,7 @@ from lowvram.runtime.streaming import StreamingEngine, StreamStats  # noqa: E402
 from lowvram.simulate import SimRequest, simulate_component  # noqa: E402
 from lowvram.simulate.run import build_inputs  # noqa: E402
 from lowvram.simulate.unit_compute import unit_compute_uncached  # noqa: E402
-from lowvram.structure import streamable_units  # noqa: E402
+from lowvram.structure import split_parents, streamable_units  # noqa: E402
 from random_models import build_random, pinned_bandwidth  # noqa: E402
 
 GiB = 2**30
@@ -200,8 +200,7 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
     sim = simulate_component(model, comp, req, config_overrides=overrides)
     elem = next(module.parameters()).element_size()
     ub = [(u.quantizable + u.other) * elem for u in streamable_units(module)]
-    names = [u.name for u in streamable_units(module)]
-    forced = {i for i, n in enumerate(names) if n == "<root>" or any(m.startswith(n + ".") for m in names)}
+    forced = split_parents([u.name for u in streamable_units(module)])
     timing = unit_compute_uncached(model, comp, req, overrides)  # each unit's FLOPs, in the order units run
     # on the CPU dry run, a link as slow as the compute (a call's streamed bytes in a call's time at the
     # smallest budget), so the spread rows run there too; the CPU's own copies are memcpys, not a link

@@ -26,6 +26,7 @@ from lowvram.plan.interleave import call_seconds  # noqa: E402
 from lowvram.plan.machine import resolve_machine  # noqa: E402
 from lowvram.simulate import SimRequest  # noqa: E402
 from lowvram.simulate.api import unit_compute  # noqa: E402
+from lowvram.structure import split_parents  # noqa: E402
 
 GiB = 2**30
 LINK_GBPS = 54.9  # pinned host->device, measured on the H100 in November (docs/benchmarks.md)
@@ -42,8 +43,7 @@ def row(model: str, budget: int, measured: bool) -> dict:
     cp = next(c for c in plan.components if c.role == "denoiser")
     comp = spec.component(cp.name)
     ub = component_facts(comp).unit_bytes(cp.precision, cp.compute_dtype)
-    names = [u.name for u in component_facts(comp).units]
-    forced = {i for i, n in enumerate(names) if n == "<root>" or any(m.startswith(n + ".") for m in names)}
+    forced = split_parents([u.name for u in component_facts(comp).units])
     t = unit_compute(spec, comp, SimRequest(width=spec.width, height=spec.height, dtype="bf16"))
     compute = MEASURED_S[model] if measured else cp.compute_seconds
     total = sum(t["flops"]) or 1

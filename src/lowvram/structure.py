@@ -95,3 +95,10 @@ def streamable_units(module: "torch.nn.Module", target_units: int = TARGET_UNITS
 
     visit(module, "")
     return units
+
+
+def split_parents(names: list[str]) -> set[int]:
+    """Indices of the units (by name, as `streamable_units` lists them) that are split parents: the root, or
+    a module some other unit lies inside. Such a unit is only its own tensors (its children are units of
+    their own); it never runs as one piece, and the runtime keeps it resident."""
+    return {i for i, name in enumerate(names) if name == "<root>" or any(n.startswith(name + ".") for n in names)}

@@ -15,6 +15,7 @@ from ..catalogue import ModelSpec
 from ..contract import ComponentPlan, Plan
 from ..simulate import SimRequest
 from ..simulate.api import unit_compute
+from ..structure import split_parents
 from ..units import format_bytes
 from .cost import BYTES_PER_WEIGHT
 from .facts import component_facts
@@ -56,9 +57,8 @@ def _interleaved(cp: ComponentPlan, model: ModelSpec, bw: float, simulate_more: 
                           run=simulate_more)
     if not timing or not timing["order"] or max(timing["order"]) >= len(ub):
         return cp, ""
-    names = [u.name for u in facts.units]
     # split parents' own tensors: the runtime keeps them resident (runtime/streaming.py)
-    forced = {i for i, n in enumerate(names) if n == "<root>" or any(m.startswith(n + ".") for m in names)}
+    forced = split_parents([u.name for u in facts.units])
     best = interleave(ub, timing["order"], timing["flops"], cp.compute_seconds, bw, cp.vram_bytes,
                       cp.resident_units, forced)
     if best is None:

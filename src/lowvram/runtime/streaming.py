@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..contract import STAGING_BUFFERS
-from ..structure import streamable_units
+from ..structure import split_parents, streamable_units
 from .accountant import BudgetAccountant
 from .buffers import BufferPool, StagingBuffers, align
 from .host_buffer import HostBuffer
@@ -466,9 +466,10 @@ def unit_tensors(module: torch.nn.Module):
     for _, p in module.named_parameters(remove_duplicate=False):
         (tied if id(p) in seen_ids else seen_ids).add(id(p))
     groups = []
+    parents = split_parents(names)
     for i, name in enumerate(names):
         mod = module if name == "<root>" else module.get_submodule(name)
-        split_parent = name == "<root>" or any(n.startswith(name + ".") for n in names)
+        split_parent = i in parents
         tensors = []
         for owner_mod, kind, tname, t in _tensors_of(mod, recurse=not split_parent):
             if id(t) in owners and owners[id(t)] != i:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..catalogue import ComponentSpec, ModelSpec, build_component
 from ..kernels.dtypes import COMPUTE_DTYPES
-from ..structure import streamable_units
+from ..structure import split_parents, streamable_units
 from .api import SimRequest
 
 
@@ -33,9 +33,10 @@ def unit_compute_uncached(model: ModelSpec, comp: ComponentSpec, req: SimRequest
     counter = FlopCounterMode(display=False)
     runs: list[list[int]] = []  # [unit index, FLOPs at its start, FLOPs at its end]
     handles = []
+    parents = split_parents(names)
     for i, name in enumerate(names):
-        if name == "<root>" or any(n.startswith(name + ".") for n in names):
-            continue  # a split parent: its own tensors are resident, its children are the units
+        if i in parents:
+            continue  # its own tensors are resident, its children are the units
         mod = module.get_submodule(name)
         handles.append(mod.register_forward_pre_hook(lambda m, a, i=i: runs.append([i, counter.get_total_flops(), -1])))
         handles.append(mod.register_forward_hook(lambda m, a, o, i=i: _end(runs, i, counter.get_total_flops())))

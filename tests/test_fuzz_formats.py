@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import gguf
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lowvram.checkpoints.gguf_header import read_gguf_header
@@ -270,6 +270,8 @@ def test_model_index_bytes(sd15_unet, flips, cut, nest):
 @settings(FUZZ, max_examples=50)
 @given(config=json_values | st.dictionaries(st.sampled_from(["_class_name", "block_out_channels", "cross_attention_dim",
                                                              "layers_per_block", "in_channels"]), json_values, max_size=4))
+@example(config={"_class_name": "\n"})  # found by this test in CI: the class name went into the message as it was
+@example(config={"_class_name": "ControlNet\nModel"})
 def test_controlnet_config_values(config):
     from lowvram.catalogue import MODELS
     from lowvram.catalogue.controlnet import folder_controlnet

@@ -46,6 +46,12 @@ def default_controlnet(model: ModelSpec) -> ComponentSpec:
     return DEFAULTS[model.name]
 
 
+def shown_class(class_name) -> str:
+    """A config's `_class_name` as an error message shows it: as written when it is a name, quoted (escapes
+    visible) when a damaged file holds anything else, so the message stays one line."""
+    return class_name if isinstance(class_name, str) and class_name.isidentifier() else repr(class_name)
+
+
 def folder_controlnet(model: ModelSpec, folder: str) -> ComponentSpec:
     """The spec of a diffusers ControlNet folder: its own config.json, checked against the model."""
     _check_family(model)
@@ -53,9 +59,9 @@ def folder_controlnet(model: ModelSpec, folder: str) -> ComponentSpec:
     class_name = read_json(path, "a diffusers ControlNet config", fix="point at a diffusers ControlNet folder").get("_class_name")
     denoiser = model.by_role("denoiser")[0].class_name
     if "ControlNet" not in str(class_name):
-        raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
+        raise UserError(f"{folder} holds a {shown_class(class_name)}, not a ControlNet.")
     if CONTROLNET_CLASS.get(denoiser) != class_name:
-        raise UserError(f"{folder} holds a {class_name}, which does not pair with {model.name}'s {denoiser}: "
+        raise UserError(f"{folder} holds a {shown_class(class_name)}, which does not pair with {model.name}'s {denoiser}: "
                         f"use a {CONTROLNET_CLASS.get(denoiser, 'ControlNet')} made for {model.name}.")
     return _spec(class_name, path, os.path.basename(os.path.normpath(folder)))
 

@@ -382,9 +382,12 @@ PIPELINE_MODELS = {
 def _by_pipeline_class(path: str, index: dict, denoiser: Part):
     from ..catalogue import MODELS
 
-    name = PIPELINE_MODELS.get(index.get("_class_name", ""))
+    cls = index.get("_class_name", "")
+    name = PIPELINE_MODELS.get(cls) if isinstance(cls, str) else None  # a damaged index may hold a list here
     if name is None:
-        raise UserError(f"{path} holds a {index.get('_class_name')} that lowvram does not know; see `lowvram models`.")
+        from ..catalogue.controlnet import shown_class
+
+        raise UserError(f"{path} holds a {shown_class(cls)} that lowvram does not know; see `lowvram models`.")
     if name == "flux-dev" and not denoiser.facts.get("guidance"):
         name = "flux-schnell"
     if name == "sd15" and (denoiser.facts.get("context_dim") == 1024 or denoiser.facts.get("linear_proj")):

@@ -210,7 +210,9 @@ def load_controlnet(folder: str, compute_dtype: torch.dtype, plan: Plan | None =
     class_name = read_json(os.path.join(folder, "config.json"), "a diffusers ControlNet config",
                            fix="point at a diffusers ControlNet folder").get("_class_name")
     if not isinstance(class_name, str) or "ControlNet" not in class_name:
-        raise UserError(f"{folder} holds a {class_name}, not a ControlNet.")
+        from ..catalogue.controlnet import shown_class
+
+        raise UserError(f"{folder} holds a {shown_class(class_name)}, not a ControlNet.")
     cp = next((c for c in plan.components if c.name == "controlnet"), None) if plan is not None else None
     return load_module(folder, "diffusers", class_name, compute_dtype, cp)
 

@@ -53,13 +53,15 @@ def vram_bytes(unit_bytes: list[int], resident: set[int]) -> int:
 
 
 def _spread(order: list[int], compute_s: list[float], unit_bytes: list[int], budget: int, forced: set[int],
-            cap: int, lead: float, half: bool) -> set[int] | None:
+            cap: int, lead: float, half: bool, per_unit: dict[int, float]) -> set[int] | None:
     """Walk the call: stream a unit while the bytes streamed so far stay under the share of the bytes that
-    must stream proportional to the compute done so far (`lead` ahead of it); keep the others resident."""
-    forced = forced | {u for u in set(order) if unit_bytes[u] > cap}
+    must stream proportional to the compute done so far (`lead` ahead of it); keep the others resident.
+    per_unit: each unit's compute over the call (all its runs)."""
+    ran = per_unit.keys()
+    forced = forced | {u for u in ran if unit_bytes[u] > cap}
     resident = set(forced)
-    never_run = [i for i in range(len(unit_bytes)) if i not in set(order) and i not in forced]
-    bufs = 2 * max([unit_bytes[u] for u in set(order) | set(never_run) if u not in forced] or [0])
+    never_run = [i for i in range(len(unit_bytes)) if i not in ran and i not in forced]
+    bufs = 2 * max([unit_bytes[u] for u in ran | set(never_run) if u not in forced] or [0])
     room = budget - bufs - sum(unit_bytes[u] for u in forced)
     if room < 0:
         return None
@@ -83,12 +85,8 @@ def _spread(order: list[int], compute_s: list[float], unit_bytes: list[int], bud
         movable = [u for u in resident if u not in forced]
         if not movable:
             return None
-        resident.discard(max(movable, key=lambda u: unit_bytes[u] / (1e-12 + _share(order, compute_s, u))))
+        resident.discard(max(movable, key=lambda u: unit_bytes[u] / (1e-12 + per_unit.get(u, 0.0))))
     return resident
-
-
-def _share(order: list[int], compute_s: list[float], u: int) -> float:
-    return sum(c for v, c in zip(order, compute_s) if v == u)
 
 
 @dataclass(frozen=True)
@@ -109,12 +107,20 @@ def interleave(unit_bytes: list[int], order: list[int], flops: list[int], comput
     copy_s = [b / link_bytes_per_s for b in unit_bytes]
     prefix = set(range(k)) | forced
     base = call_seconds(order, run_s, copy_s, prefix)
+    # no set within the budget beats the compute, nor streams less than what the budget leaves out: when the
+    # prefix is already that close, there is nothing to gain (most plans on a big enough card)
+    floor = max(compute_s, (sum(unit_bytes) - budget) / link_bytes_per_s)
+    if base * (1 - MIN_GAIN) < floor:
+        return None
+    per_unit: dict[int, float] = {}
+    for u, c in zip(order, run_s):
+        per_unit[u] = per_unit.get(u, 0.0) + c
     best = None
     caps = sorted({unit_bytes[u] for u in set(order) if u not in forced}, reverse=True)[:CAPS]
     for cap in caps:
         for lead in (0.0, 0.1):
             for half in (False, True):
-                resident = _spread(order, run_s, unit_bytes, budget, forced, cap, lead, half)
+                resident = _spread(order, run_s, unit_bytes, budget, forced, cap, lead, half, per_unit)
                 if resident is None:
                     continue
                 secs = call_seconds(order, run_s, copy_s, resident)

@@ -69,8 +69,8 @@ class _Unit:
     pending: Future | None = None  # an in-flight staged copy; resolves to its ready event
     host: HostBuffer | None = None  # the unit's host tensors laid out as in its slot: one transfer moves it
     skipped: bool = False  # this call of the unit is skipped (step caching): no weights were placed
-    # slot -> its tensors' typed views into that slot, made once: making a view costs ~3-7 us, and SDXL's 4 GiB
-    # plan points 768 tensors at a slot every step
+    # (buffer kind, index) -> its tensors' typed views into that device slot or staging buffer, made once:
+    # making a view costs ~3-7 us, and SDXL's 4 GiB plan points 768 tensors at a slot every step
     views: dict = field(default_factory=dict)
 
 
@@ -255,10 +255,7 @@ class StreamingEngine:
                 self._settle(u)
                 if self.cuda:
                     torch.cuda.current_stream(self.device).wait_event(u.ready_event)
-            views = u.views.get(u.slot)
-            if views is None:
-                views = u.views[u.slot] = [self._pool.view(u.slot, off, host) for _, _, _, host, off in u.tensors]
-            for (owner_mod, kind, name, _, _), view in zip(u.tensors, views):
+            for (owner_mod, kind, name, _, _), view in zip(u.tensors, self._views(u, self._pool, u.slot)):
                 _set(owner_mod, kind, name, view)
             u.running = True
             self._prefetch_next(u.idx)
@@ -353,8 +350,8 @@ class StreamingEngine:
         memcpy, off the thread that issues the compute), then one asynchronous copy into its device slot,
         ordered after the slot's previous user. Returns the event that marks the copy done (None on CPU)."""
         st = self._staging.acquire()
-        for _, _, _, host, off in u.tensors:
-            self._staging.view(st, off, host).copy_(host)
+        for (_, _, _, host, _), view in zip(u.tensors, self._views(u, self._staging, st)):
+            view.copy_(host)
         # the staging buffer is laid out like the slot: one transfer moves the whole unit
         dst, src = self._pool.buffers[slot][:u.nbytes], self._staging.buffers[st][:u.nbytes]
         self.stats.transfers += 1
@@ -370,6 +367,15 @@ class StreamingEngine:
             ev.record(self._stream)
         self._staging.release(st, ev)
         return ev
+
+    @staticmethod
+    def _views(u: _Unit, buffers, i: int) -> list[torch.Tensor]:
+        """`u`'s tensors as typed views into buffer `i` of `buffers` (the device slots or the staging buffers)."""
+        key = (id(buffers), i)
+        views = u.views.get(key)
+        if views is None:
+            views = u.views[key] = [buffers.view(i, off, host) for _, _, _, host, off in u.tensors]
+        return views
 
     def _copy_in(self, u: _Unit, slot: int) -> None:
         """Issue the host -> device copy of `u` into `slot` on the current stream."""

@@ -78,17 +78,17 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
                  controlnet_path=planned_controlnet(st, model, spec, controlnet))
     args = (st, spec, fw, width, height, steps, batch)
 
-    def answer() -> dict:
+    def answer() -> tuple[dict, object]:
         current = _plan(*args, quality, estimate=True, **extra)
         others = [_plan(*args, q, estimate=True, **extra) for q in POLICIES if q != current.policy]
-        return {"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)],
-                "estimated": any(p.estimated for p in [current, *others]), "_workload": current.workload}
+        return ({"plan": current.to_json(), "alternatives": [a.to_json() for a in alternatives(current, others)],
+                 "estimated": any(p.estimated for p in [current, *others])}, current.workload)
 
-    out = answer()
+    out, workload = answer()
     if out["estimated"]:
         # the exact plans of every policy, in the background: their simulations land in the cache, and the
         # page's next readout of this form (it asks again while `exact` is "pending") is exact
-        key = (repr(spec), repr(sorted(fw.items())), out["_workload"])  # a spec holds dicts: keyed by its repr
+        key = (repr(spec), repr(sorted(fw.items())), workload)  # a spec holds dicts: keyed by its repr
 
         def exact() -> None:
             for q in POLICIES:
@@ -98,12 +98,11 @@ def readout(request: Request, model: str = "", width: int | None = None, height:
         if state_now == "done":
             # they finished while this answer was being estimated: the page stops asking once it reads
             # "done", so answer from them now rather than leave it an estimate
-            out = {**answer(), "exact": state_now}
+            out = {**answer()[0], "exact": state_now}
         else:
             out["exact"] = state_now
         if out["exact"] == "failed":
             out["exact_error"] = st.exact_plans.error(key)
-    out.pop("_workload", None)
     return out
 
 

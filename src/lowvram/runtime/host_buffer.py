@@ -4,8 +4,8 @@ Hand-written because torch's way of pinning rounds every allocation up to a powe
 and `torch.empty(..., pin_memory=True)` go through ATen's CachingHostAllocator, which allocates
 `PowerOf2Ceil(size)` bytes and keeps freed blocks cached. Pinning a streamed model tensor by tensor that
 way costs far more host RAM than the weights (computed from the real-size models' streamed tensors:
-SDXL at 4 GiB 2.19 -> 2.86 GiB, 1.30x; Flux-dev at 8 GiB 16.2 -> 25.3 GiB, 1.56x; SD3.5-Large at 8 GiB
-9.1 -> 14.3 GiB, 1.57x) — RAM the plan never counted and a 32 GB machine does not have.
+SDXL at 4 GiB 2.17 -> 2.84 GiB, 1.31x; Flux-dev at 8 GiB 16.2 -> 26.0 GiB, 1.60x; SD3.5-Large at 8 GiB
+8.8 -> 12.5 GiB, 1.42x: `bench/pinned_rounding.py`) — RAM the plan never counted and a 32 GB machine does not have.
 
 A HostBuffer is one anonymous private mapping of exactly the asked size (transparent huge pages asked
 for, so page-locking and the DMA engine walk fewer pages), registered with the CUDA driver

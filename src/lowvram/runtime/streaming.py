@@ -13,7 +13,7 @@ accelerate's hooks copy synchronously. Here:
   stream while the current one computes, ordered with events (never a global synchronize);
 - a pinned unit's host tensors are laid out in one exactly-sized page-locked buffer (host_buffer.py),
   at the offsets they have in the device slot, so the unit moves in ONE transfer instead of one per
-  tensor (SDXL's 4 GiB plan streams 768 tensors a step, 461 of them under 1 MiB; each copy has a fixed
+  tensor (SDXL's 4 GiB plan streams 868 tensors a step, 537 of them under 1 MiB; each copy has a fixed
   cost of launching and a DMA ramp-up), and no host RAM is lost to torch's power-of-two pinned rounding;
   the laid-out buffers outlive the engine (`host_buffers`), so placing the component again copies nothing;
 - the order in which units run is recorded on the first call, so models whose forward order differs
@@ -70,7 +70,7 @@ class _Unit:
     host: HostBuffer | None = None  # the unit's host tensors laid out as in its slot: one transfer moves it
     skipped: bool = False  # this call of the unit is skipped (step caching): no weights were placed
     # (buffer kind, index) -> its tensors' typed views into that device slot or staging buffer, made once:
-    # making a view costs ~3-7 us, and SDXL's 4 GiB plan points 768 tensors at a slot every step
+    # making a view costs ~3-7 us, and SDXL's 4 GiB plan points 868 tensors at a slot every step
     views: dict = field(default_factory=dict)
 
 

@@ -237,6 +237,7 @@ class Bench:
         calls = 2 if plan.cfg_mode == "split" else 1
         row = {"mode": "lowvram", "budget_GiB": budget, "batch": b, "calls_per_step": calls, "placement": cp.placement,
                "resident_units": cp.resident_units, "total_units": cp.total_units,
+               "spread": bool(cp.resident_indices), "stream_buffers": cp.stream_buffers,
                "predicted_s_per_step": plan.seconds_per_step,
                # what the allocator should see at the denoiser's peak: its weights on the device (resident
                # part + stream buffers) and its activations; the plan's reserve (CUDA context, workspaces)

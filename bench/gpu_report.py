@@ -55,7 +55,10 @@ def lowvram_table(runs: dict) -> list[str]:
                 continue
             u = base.get(r.get("batch"))
             plan = "all resident" if r.get("placement") == "resident" else \
-                f"{r.get('placement')} {r.get('resident_units')}/{r.get('total_units')} resident, {_f(r.get('streamed_GiB'), '{:.2f}')} GiB/step"
+                f"{r.get('placement')} {r.get('resident_units')}/{r.get('total_units')} resident" + \
+                (" (spread)" if r.get("spread") else "") + \
+                (f", {r['stream_buffers']} buffers" if r.get("stream_buffers", 2) != 2 else "") + \
+                f", {_f(r.get('streamed_GiB'), '{:.2f}')} GiB/step"
             if r.get("s_per_step") is None:
                 out.append(f"| {model} | {r['budget_GiB'] or 'whole card'} | {plan} | {r.get('note', 'not measured')} "
                            "| | | | | | | | |")

@@ -209,9 +209,9 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
     flops_total = sum(timing["flops"]) or 1
     run_s = [call_s * f / flops_total for f in timing["flops"]]
 
-    def timeline_ms(resident) -> float:
+    def timeline_ms(resident, buffers: int) -> float:
         kept = set(resident) if isinstance(resident, tuple) else set(range(resident))
-        return 1000 * call_seconds(timing["order"], run_s, [x / link for x in ub], kept | forced)
+        return 1000 * call_seconds(timing["order"], run_s, [x / link for x in ub], kept | forced, buffers)
 
     for b in budgets:
         budget = int(b * GiB) if not tiny else sim.activation_peak_bytes + int(weights * 0.4 * b / max(budgets))
@@ -226,10 +226,12 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
             link = max(1, sum(ub[k:])) / call_s
         variants = [("streamed, pinned, wrap-around", dict(wraparound=True, coalesce=True), k),
                     ("streamed, pinned, no wrap-around", dict(wraparound=False, coalesce=True), k)]
-        # the same VRAM spread over other units where the copy timeline says a call gets faster
+        # the same VRAM spread over other units (and over a third buffer, where it pays) where the copy
+        # timeline says a call gets faster
         spread = spread_units(ub, timing["order"], timing["flops"], call_s, link, vram_bytes(ub, set(range(k))), k, forced)
         if spread is not None:
-            variants.insert(1, ("streamed, pinned, spread", dict(wraparound=True, coalesce=True), spread.resident))
+            mode = "streamed, pinned, spread" + (f", {spread.buffers} buffers" if spread.buffers != 2 else "")
+            variants.insert(1, (mode, dict(wraparound=True, coalesce=True, buffers=spread.buffers), spread.resident))
         if b == min(budgets):
             variants += [("streamed, pageable, staged", dict(pin_memory=False, stage_pageable=True), k),
                          ("streamed, pageable, direct", dict(pin_memory=False, stage_pageable=False), k),
@@ -243,7 +245,7 @@ def run_model(name: str, args, device, bw: float, save=lambda rows: None) -> lis
             s, base, out, first, diff = ab(module, kw, device, args.steps, kw, plain_fn)
             n_res = len(resident) if isinstance(resident, tuple) else resident
             row(f"{mode} ({n_res}/{len(ub)} units resident)", s, base, out, first, diff=diff, budget=b, eng=eng,
-                rss_added_GiB=rss_added, timeline_ms=timeline_ms(resident))
+                rss_added_GiB=rss_added, timeline_ms=timeline_ms(resident, opts.get("buffers", 2)), buffers=opts.get("buffers", 2))
             if args.compile and opts.get("wraparound") and b == min(budgets):
                 handle = apply_regional_compile(module)
                 eng.stats = StreamStats(order=eng.stats.order)  # this row's copies only

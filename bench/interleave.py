@@ -1,9 +1,10 @@
 """Issue #13 item 2: a resident prefix vs resident units spread among the streamed ones, on the copy timeline.
 
 For each real-size denoiser and budget issue #13 measures, lowvram's plan on an H100 (the budget as its VRAM,
-1024², lossless, the host link of the November run) and the two-buffer copy timeline of plan/interleave.py:
-one call with the first K units resident (what the runtime did before) and with the units the planner now
-spreads, each against the physical limit max(compute, streamed bytes / link). Compute per call is the plan's
+1024², lossless, the host link of the November run) and the copy timeline of plan/interleave.py: one call
+with the first K units resident through two buffers (what the runtime did before) and with the units the
+planner now spreads, through the buffers it chose, each against the physical limit max(compute, streamed
+bytes / link). Compute per call is the plan's
 (the card's TFLOP/s x the planner's efficiency) unless --measured gives the H100's measured call times.
 No GPU, no weights: fake tensors time the units (simulate/unit_compute.py).
 
@@ -54,15 +55,15 @@ def row(model: str, budget: int, measured: bool) -> dict:
     k = next(i for i in range(len(ub) + 1) if i == len(ub) or sum(ub[:i + 1]) + 2 * max(ub[i + 1:] or [0]) > cp.vram_bytes)
     prefix = set(range(k)) | forced
 
-    def one(resident: set[int]) -> dict:
+    def one(resident: set[int], depth: int) -> dict:
         streamed = sum(b for i, b in enumerate(ub) if i not in resident)
-        secs = call_seconds(t["order"], run_s, copy_s, resident)
+        secs = call_seconds(t["order"], run_s, copy_s, resident, depth)
         limit = max(compute, streamed / machine.link_bytes_per_s)
-        return {"resident": len(resident), "streamed_GiB": streamed / GiB, "call_s": secs, "limit_s": limit,
-                "x_limit": secs / limit}
+        return {"resident": len(resident), "buffers": depth, "streamed_GiB": streamed / GiB, "call_s": secs,
+                "limit_s": limit, "x_limit": secs / limit}
 
     return {"model": model, "budget_GiB": budget, "units": len(ub), "compute_s": compute,
-            "prefix": one(prefix), "spread": one(spread) if spread else None}
+            "prefix": one(prefix, 2), "spread": one(spread, cp.stream_buffers) if spread else None}
 
 
 def main() -> None:
@@ -72,13 +73,13 @@ def main() -> None:
     args = ap.parse_args()
     rows = [row(m, b, args.measured) for m, b in CASES]
     print(f"H100 SXM, link {LINK_GBPS} GB/s, compute per call {'measured' if args.measured else 'as planned'}")
-    print("| model | budget GiB | compute ms | prefix: resident, streamed GiB, ms, x limit | spread: resident, streamed GiB, ms, x limit |")
+    print("| model | budget GiB | compute ms | prefix: resident, buffers, streamed GiB, ms, x limit | spread: resident, buffers, streamed GiB, ms, x limit |")
     print("|---|---|---|---|---|")
     for r in rows:
         cells = []
         for key in ("prefix", "spread"):
             c = r[key]
-            cells.append(f"{c['resident']}/{r['units']}, {c['streamed_GiB']:.2f}, {c['call_s'] * 1000:.0f}, {c['x_limit']:.3f}"
+            cells.append(f"{c['resident']}/{r['units']}, {c['buffers']}, {c['streamed_GiB']:.2f}, {c['call_s'] * 1000:.0f}, {c['x_limit']:.3f}"
                          if c else "not spread (no gain)")
         print(f"| {r['model']} | {r['budget_GiB']} | {r['compute_s'] * 1000:.0f} | {cells[0]} | {cells[1]} |")
     if args.json:

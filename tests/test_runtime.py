@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny import TINY
 
 from lowvram.catalogue import MODELS, build_component
@@ -138,6 +140,76 @@ def test_next_call_first_unit_is_fetched_while_the_last_unit_runs():
     assert seen == [False, True, True, True]  # the recording call cannot know the order yet
     assert eng.stats.wraparound == 3 and eng.stats.sync_loads == 0
     eng.remove()
+
+
+def test_three_buffers_keep_the_next_two_units_copied_ahead():
+    """With a third device buffer (a planner choice, plan/interleave.py) the copies run two units ahead:
+    when a unit starts, the next two in the recorded order are already in their slots, the pool holds
+    three slots, and the result is the unstreamed one."""
+    torch.manual_seed(0)
+    m = Backwards()
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        ref = m(x)
+    acc = BudgetAccountant(10**9)
+    eng = StreamingEngine(m, "cpu", 0, acc, buffers=3).apply()
+    assert len(eng._pool.buffers) == 3 and acc.by_owner["component stream buffers"] == 3 * eng._pool.slot_bytes
+    run = (5, 3, 1, 0, 2, 4)
+    units = {u.name: u for u in eng.units}
+    ahead = []  # at each unit's start: are the next two (wrapping into the next call) in slots?
+    for j, i in enumerate(run):
+        nxt = [units[f"blocks.{run[(j + d) % 6]}"] for d in (1, 2)]
+        m.blocks[i].register_forward_pre_hook(lambda mod, args, nxt=nxt: ahead.append([u.slot is not None for u in nxt]))
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(m(x), ref)
+    assert ahead[6:] == [[True, True]] * 12  # after the recording call, always two ahead
+    assert eng.stats.sync_loads == 0 and eng.stats.copies == 6 * 3 + 2  # + the next call's first two
+    eng.remove()
+    assert acc.used == 0
+
+
+def test_streaming_needs_two_buffers():
+    with pytest.raises(ValueError, match="at least 2 device buffers"):
+        StreamingEngine(torch.nn.Sequential(torch.nn.Linear(2, 2)), "cpu", 0, BudgetAccountant(10**9), buffers=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(order=st.permutations(range(6)), resident=st.sets(st.integers(0, 5), max_size=5),
+       buffers=st.integers(2, 4), staged=st.booleans(), stray=st.lists(st.integers(0, 5), max_size=3))
+def test_any_run_order_resident_set_and_buffer_count_is_exact(order, resident, buffers, staged, stray):
+    """Property: whatever order the blocks run in, whichever are resident, through however many buffers,
+    pageable or not, with blocks called on their own between whole calls (out of order), every result is
+    the unstreamed one, whole calls after the first never load synchronously, and removing the engine
+    gives every byte back."""
+    torch.manual_seed(0)
+    m = Backwards()
+    m.forward = lambda x: _run_in(m, order, x)
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        ref, ref_blocks = m(x), [m.blocks[i](x) for i in stray]
+    acc = BudgetAccountant(10**9)
+    eng = StreamingEngine(m, "cpu", tuple(sorted(resident)), acc, buffers=buffers, stage_pageable=staged).apply()
+    try:
+        with torch.no_grad():
+            for _ in range(3):
+                assert torch.equal(m(x), ref)
+            loads = eng.stats.sync_loads
+            assert loads == 0
+            for i, r in zip(stray, ref_blocks):
+                assert torch.equal(m.blocks[i](x), r)
+            assert torch.equal(m(x), ref)
+    finally:
+        eng.remove()
+    assert acc.used == 0 and all(p.device.type == "cpu" for p in m.parameters())
+    with torch.no_grad():
+        assert torch.equal(m(x), ref)
+
+
+def _run_in(m, order, x):
+    for i in order:
+        x = torch.tanh(m.blocks[i](x))
+    return x
 
 
 def test_out_of_order_calls_wait_for_a_staged_copy_before_reusing_its_slot():
@@ -278,7 +350,8 @@ class Gated(torch.nn.Module):
         return x
 
 
-def test_units_a_call_skips_are_not_copied_and_prefetch_goes_to_the_next_that_runs():
+@pytest.mark.parametrize("buffers", [2, 3])
+def test_units_a_call_skips_are_not_copied_and_prefetch_goes_to_the_next_that_runs(buffers):
     torch.manual_seed(0)
     m = Gated()
     x = torch.randn(3, 16)
@@ -289,7 +362,7 @@ def test_units_a_call_skips_are_not_copied_and_prefetch_goes_to_the_next_that_ru
             m.cached = cached
             refs.append(m(x))
     assert len(streamable_units(m)) == 60
-    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9), skip_unit=m.skips).apply()
+    eng = StreamingEngine(m, "cpu", 0, BudgetAccountant(10**9), skip_unit=m.skips, buffers=buffers).apply()
     copies = []
     with torch.no_grad():
         for cached, ref in zip(pattern, refs):
@@ -297,10 +370,11 @@ def test_units_a_call_skips_are_not_copied_and_prefetch_goes_to_the_next_that_ru
             before = eng.stats.copies
             assert torch.equal(m(x), ref)
             copies.append(eng.stats.copies - before)
-    # counted per call, the next call's first unit included (copied while this call's last unit runs):
-    # recording: 60 + 1; cached: block 1 (prefetched while block 0 ran, before it decided) + the next first
-    # unit; cached again: block 1 is still in its slot, only the next first unit; computed: blocks 2-59 + 1
-    assert copies == [61, 2, 1, 59, 2, 59]
+    # counted per call, the next call's first units included (copied while this call's last unit runs):
+    # recording: 60 + the next call's first (buffers - 1); cached: the next unit not yet in a slot (prefetched
+    # while block 0 ran, before it decided) + the next call's first; cached again: only the next first unit;
+    # computed: every unit not already in a slot, + the next call's first
+    assert copies == [60 + buffers - 1, 2, 1, 59, 2, 59]
     assert eng.stats.skipped == 3 * 59 and eng.stats.sync_loads == 0
     eng.remove()
 

@@ -16,6 +16,10 @@ PINNED_RAM_FRACTION = 0.8
 # pass through on a GPU, each the size of the largest such unit (runtime/buffers.py StagingBuffers): host RAM
 # a disk-backed plan still takes (plan/planner.py counts it).
 STAGING_BUFFERS = 2
+# Device buffers a streamed component's units are copied into, each the size of its largest streamed unit
+# (runtime/buffers.py BufferPool): one computing while the next is copied. The planner may give a component
+# more (ComponentPlan.stream_buffers, plan/interleave.py) so the link can run further ahead of the compute.
+STREAM_BUFFERS = 2
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,9 @@ class ComponentPlan:
     # ones so copies overlap compute (plan/interleave.py); () means the first `resident_units`
     resident_indices: tuple[int, ...] = ()
     compute_seconds: float = 0.0  # one call's compute alone (what copies can hide behind), where the planner knows it
+    # streamed: the device buffers its streamed units go through (counted in vram_bytes); more than
+    # STREAM_BUFFERS where the copy timeline says the link then keeps ahead of the compute (plan/interleave.py)
+    stream_buffers: int = STREAM_BUFFERS
 
 
 @dataclass(frozen=True)

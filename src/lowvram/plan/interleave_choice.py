@@ -1,8 +1,9 @@
 """The planner's choice of which units of a streamed component stay resident (plan/interleave.py).
 
 Made once the placement is chosen: the resident byte count and the buffers come from the search
-(planner.py `_residency`, the first K units); this spreads the same VRAM over other units where the
-two-buffer copy timeline says a call gets faster, and says so in the plan's decisions. The predicted
+(planner.py `_residency`, the first K units through two buffers); this spreads the same VRAM over other
+units, and over a third buffer where that pays, when the copy timeline says a call gets faster, and says
+so in the plan's decisions. The predicted
 seconds stay the cost model's (max(compute, copies) + overheads): spreading is what lets the runtime
 approach them, and the GPU rows refit the model.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..catalogue import ModelSpec
-from ..contract import ComponentPlan, Plan
+from ..contract import STREAM_BUFFERS, ComponentPlan, Plan
 from ..simulate import SimRequest
 from ..simulate.api import unit_compute
 from ..structure import split_parents
@@ -63,9 +64,10 @@ def _interleaved(cp: ComponentPlan, model: ModelSpec, bw: float, simulate_more: 
                       cp.resident_units, forced)
     if best is None:
         return cp, ""
+    buffers = "" if best.buffers == STREAM_BUFFERS else f", the others through {best.buffers} device buffers"
     line = (f"{cp.name}: {len(best.resident)}/{cp.total_units} units resident, spread among the streamed ones "
-            f"instead of the first {cp.resident_units}: on the two-buffer copy timeline a call takes "
+            f"instead of the first {cp.resident_units}{buffers}: on the copy timeline a call takes "
             f"{best.seconds * 1000:.0f} ms instead of {best.prefix_seconds * 1000:.0f} ms (compute "
             f"{cp.compute_seconds * 1000:.0f} ms, {format_bytes(best.streamed)} copied; plan/interleave.py)")
     return replace(cp, resident_indices=best.resident, resident_units=len(best.resident),
-                   streamed_bytes=best.streamed, vram_bytes=best.vram), line
+                   streamed_bytes=best.streamed, vram_bytes=best.vram, stream_buffers=best.buffers), line

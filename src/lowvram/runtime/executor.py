@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import InternalError
-from ..contract import ComponentPlan, Plan
+from ..contract import STREAM_BUFFERS, ComponentPlan, Plan
 from .accountant import BudgetAccountant
 from .regional_compile import RegionalCompile, apply_regional_compile
 from .precision import COMPUTE_DTYPES, STORAGE_DTYPES, PrecisionConfig, apply_weight_precision
@@ -186,7 +186,8 @@ class PlanExecutor:
         # weights held in RAM are laid out per unit (one copy a unit; on a CPU too, where it is one memcpy)
         return StreamingEngine(module, self.device, k, self.accountant, owner=name,
                                pin_memory=False if cp.source == "disk" else None, coalesce=cp.source != "disk",
-                               host_buffers=self._host_buffers.setdefault(name, {}), skip_unit=skip).apply()
+                               host_buffers=self._host_buffers.setdefault(name, {}), skip_unit=skip,
+                               buffers=cp.stream_buffers).apply()
 
     def _refetch(self, name: str) -> None:
         engine = self.engines.get(name)
@@ -243,7 +244,8 @@ class PlanExecutor:
         self._evict(name)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.by_name[name] = replace(cp, placement="streamed", resident_units=new_k, resident_indices=())
+        self.by_name[name] = replace(cp, placement="streamed", resident_units=new_k, resident_indices=(),
+                                     stream_buffers=STREAM_BUFFERS)
         self.replans.append(f"{name}: out of memory{where}; re-planned with {new_k} resident units")
         self.activate(name)
         return True

@@ -9,8 +9,9 @@ accelerate's hooks copy synchronously. Here:
   are shared with another unit (tied embeddings) and the own parameters of split parents are resident
   too (they are small, and used across units);
 - every other unit keeps ONE host copy (pinned, up to a cap, pageable beyond) and is copied into one of
-  two reusable device buffers just before it runs; the copy of the next unit is issued on a side CUDA
-  stream while the current one computes, ordered with events (never a global synchronize);
+  `buffers` reusable device buffers (two unless the plan chose more) before it runs: while one unit
+  computes, the copies of the next `buffers - 1` are issued on a side CUDA stream, ordered with events
+  (never a global synchronize); a copy waits only for the unit that last used its buffer;
 - a pinned unit's host tensors are laid out in one exactly-sized page-locked buffer (host_buffer.py),
   at the offsets they have in the device slot, so the unit moves in ONE transfer instead of one per
   tensor (SDXL's 4 GiB plan streams 868 tensors a step, 537 of them under 1 MiB; each copy has a fixed
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..contract import STAGING_BUFFERS
+from ..contract import STAGING_BUFFERS, STREAM_BUFFERS
 from ..structure import split_parents, streamable_units
 from .accountant import BudgetAccountant
 from .buffers import BufferPool, StagingBuffers, align
@@ -95,7 +96,9 @@ class StreamingEngine:
                  pinned_cap_bytes: int | None = None, stage_pageable: bool | None = None,
                  wraparound: bool = True, coalesce: bool | None = None,
                  host_buffers: dict[str, HostBuffer] | None = None,
-                 skip_unit: Callable[[torch.nn.Module], bool] | None = None) -> None:
+                 skip_unit: Callable[[torch.nn.Module], bool] | None = None, buffers: int = STREAM_BUFFERS) -> None:
+        if buffers < 2:
+            raise ValueError(f"streaming needs at least 2 device buffers (one computes while the next is copied), not {buffers}")
         self.module = module
         self.device = torch.device(device)
         self.resident_units = resident_units
@@ -117,7 +120,7 @@ class StreamingEngine:
         self._order: list[int] = []
         self._recording = True
         self._pos = 0
-        self._slots = [_Slot(), _Slot()]
+        self._slots = [_Slot() for _ in range(buffers)]
         self._pool: BufferPool | None = None
         self._resident_bytes = 0
         self._host: dict[int, torch.Tensor | None] = {}  # device copy id -> its host tensor (resident units)
@@ -152,7 +155,7 @@ class StreamingEngine:
                 self._make_streamed(u)
         if self.streamed:
             slot_bytes = max(u.nbytes for u in self.streamed)
-            self._pool = BufferPool(slot_bytes, 2, self.device, self.accountant, f"{self.owner} stream buffers")
+            self._pool = BufferPool(slot_bytes, len(self._slots), self.device, self.accountant, f"{self.owner} stream buffers")
             for u in self.streamed:
                 # prepend: weights must be in place before any other pre-hook (8-bit dequantisation) reads them
                 self._handles.append(u.module.register_forward_pre_hook(self._make_pre(u), prepend=True))
@@ -228,8 +231,9 @@ class StreamingEngine:
 
     def _root_post(self, module, args, output):
         self._end_recording()
-        if self._order:  # the next call starts with the same unit: fetch it now
-            self._prefetch(self._order[0])
+        if self._order:  # the next call starts with the same units: fetch them now
+            self._pos = 0
+            self._prefetch_next(None)
 
     def _make_pre(self, u: _Unit):
         def pre(module, args):
@@ -250,7 +254,7 @@ class StreamingEngine:
             if u.slot is None:
                 if not self._recording:  # the recording call cannot prefetch: it does not know the order yet
                     self.stats.sync_loads += 1
-                self._load(u, self._free_slot(exclude=None), sync=True)
+                self._load(u, self._free_slot(keep=set()), sync=True)
             else:
                 self._settle(u)
                 if self.cuda:
@@ -299,11 +303,14 @@ class StreamingEngine:
             pass
 
     def _prefetch_next(self, current: int | None) -> None:
-        """Start copying the next unit in the recorded order that will run; past the call's last unit, the
-        next call's first (wrap-around). Nothing while the order is still being recorded."""
+        """Start copying the next units in the recorded order that will run, one per buffer not computing;
+        past the call's last unit, the next call's first (wrap-around). Nothing while the order is still
+        being recorded."""
         if self._recording:
             return
         n = len(self._order)
+        keep = {i for i, s in enumerate(self._slots) if s.owner is not None and self.units[s.owner].running}
+        ahead = len(self._slots) - 1  # one buffer computes, the others are filled ahead of it
         for step in range(n):
             pos = self._pos + step
             if pos >= n and not self.wraparound:
@@ -316,28 +323,31 @@ class StreamingEngine:
                 continue
             if nxt.slot is None and pos >= n:
                 self.stats.wraparound += 1
-            self._prefetch(idx)
-            return
+            self._prefetch(idx, keep)
+            keep.add(nxt.slot)
+            ahead -= 1
+            if not ahead:
+                return
 
     # ------------------------------------------------------------------ copies
-    def _free_slot(self, exclude: int | None) -> int:
+    def _free_slot(self, keep: set[int]) -> int:
+        """An empty slot outside `keep` (the running unit's, the ones just prefetched); when there is none,
+        one whose prefetched unit is dropped (it is copied again when it runs)."""
         for i, s in enumerate(self._slots):
-            if s.owner is None and i != exclude:
+            if s.owner is None and i not in keep:
                 return i
-        # both slots hold prefetched (not running) units: drop the one that is not `exclude`
-        i = 0 if exclude != 0 else 1
+        i = next(i for i, s in enumerate(self._slots) if i not in keep and not self.units[s.owner].running)
         dropped = self.units[self._slots[i].owner]
         self._settle(dropped)  # its staged copy may still be writing the slot
         dropped.slot = None
         self._slots[i].owner = None
         return i
 
-    def _prefetch(self, idx: int) -> None:
+    def _prefetch(self, idx: int, keep: set[int]) -> None:
         u = self.units[idx]
         if u.slot is not None or u.resident:
             return
-        running = next((i for i, s in enumerate(self._slots) if s.owner is not None and self.units[s.owner].running), None)
-        self._load(u, self._free_slot(exclude=running), sync=False)
+        self._load(u, self._free_slot(keep), sync=False)
 
     def _settle(self, u: _Unit) -> None:
         """Wait for `u`'s staged copy, if one is in flight, and take its ready event."""

@@ -129,6 +129,8 @@ def interleave(unit_bytes: list[int], order: list[int], flops: list[int], comput
     best = None
     caps = sorted({unit_bytes[u] for u in set(order) if u not in forced}, reverse=True)[:CAPS]
     for depth in DEPTHS:
+        if best is not None and best[0] * (1 - MIN_GAIN) < floor:
+            break  # within MIN_GAIN of what no set beats: a deeper search could not win by MIN_GAIN
         for cap in caps:
             for lead in (0.0, 0.1):
                 for half in (False, True):

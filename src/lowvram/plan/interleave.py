@@ -109,10 +109,11 @@ class Interleaving:
 
 
 def interleave(unit_bytes: list[int], order: list[int], flops: list[int], compute_s: float, link_bytes_per_s: float,
-               budget: int, k: int, forced: set[int]) -> Interleaving | None:
+               budget: int, k: int, forced: set[int], max_streamed_unit: int | None = None) -> Interleaving | None:
     """A resident set and a buffer count within `budget` bytes that the timeline finds at least MIN_GAIN
     faster per call than the first `k` units through two buffers (+ `forced`: units the runtime keeps
-    resident anyway); None when there is none."""
+    resident anyway); None when there is none. `max_streamed_unit`: no unit larger is streamed (a plan
+    whose host-side buffers were sized for the prefix's largest streamed unit)."""
     total = sum(flops) or 1
     run_s = [compute_s * f / total for f in flops]
     copy_s = [b / link_bytes_per_s for b in unit_bytes]
@@ -127,7 +128,8 @@ def interleave(unit_bytes: list[int], order: list[int], flops: list[int], comput
     for u, c in zip(order, run_s):
         per_unit[u] = per_unit.get(u, 0.0) + c
     best = None
-    caps = sorted({unit_bytes[u] for u in set(order) if u not in forced}, reverse=True)[:CAPS]
+    caps = sorted({unit_bytes[u] for u in set(order) if u not in forced
+                   and (max_streamed_unit is None or unit_bytes[u] <= max_streamed_unit)}, reverse=True)[:CAPS]
     for depth in DEPTHS:
         if best is not None and best[0] * (1 - MIN_GAIN) < floor:
             break  # within MIN_GAIN of what no set beats: a deeper search could not win by MIN_GAIN

@@ -233,7 +233,7 @@ class StreamingEngine:
         self._end_recording()
         if self._order:  # the next call starts with the same units: fetch them now
             self._pos = 0
-            self._prefetch_next(None)
+            self._prefetch_next(None, next_call=True)
 
     def _make_pre(self, u: _Unit):
         def pre(module, args):
@@ -302,10 +302,11 @@ class StreamingEngine:
         except ValueError:
             pass
 
-    def _prefetch_next(self, current: int | None) -> None:
+    def _prefetch_next(self, current: int | None, next_call: bool = False) -> None:
         """Start copying the next units in the recorded order that will run, one per buffer not computing;
         past the call's last unit, the next call's first (wrap-around). Nothing while the order is still
-        being recorded."""
+        being recorded. Which units a call skips is known only within that call: the next call's units
+        (wrapped around to, or `next_call`: between calls) are all taken to run."""
         if self._recording:
             return
         n = len(self._order)
@@ -319,7 +320,7 @@ class StreamingEngine:
             if idx == current:
                 return
             nxt = self.units[idx]
-            if self.skip_unit is not None and self.skip_unit(nxt.module):
+            if self.skip_unit is not None and pos < n and not next_call and self.skip_unit(nxt.module):
                 continue
             if nxt.slot is None and pos >= n:
                 self.stats.wraparound += 1

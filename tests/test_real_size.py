@@ -98,13 +98,15 @@ def test_real_size_sdxl_text_encoder_streams_under_its_budget(tmp_path):
         plan = make_plan(spec, Workload(1024, 1024, 1, 4), cpu_machine(RAM, vram=vram), Policy("lossless"))
         cp = next(c for c in plan.components if c.name == "text_encoder_2")
         assert cp.placement == ("resident" if vram is None else "streamed") and cp.compute_dtype == "fp32"
-        if spread:  # the same VRAM with every other unit resident instead of the first K (plan/interleave.py)
+        if spread:  # the same VRAM with every other unit resident instead of the first K, through three
+            # buffers (plan/interleave.py)
             ub = component_facts(spec.component("text_encoder_2")).unit_bytes("fp32")
             chosen: list[int] = []
             for i in range(1, len(ub), 2):
-                if vram_bytes(ub, set(chosen + [i])) <= cp.vram_bytes:
+                if vram_bytes(ub, set(chosen + [i]), 3) <= cp.vram_bytes:
                     chosen.append(i)
-            cp = replace(cp, resident_indices=tuple(chosen), resident_units=len(chosen))
+            cp = replace(cp, resident_indices=tuple(chosen), resident_units=len(chosen), stream_buffers=3,
+                         vram_bytes=vram_bytes(ub, set(chosen), 3))
             plan = replace(plan, components=(cp,))
         te = load_module(str(folder), "transformers", CLIPTextModelWithProjection.__name__, torch.float32, cp)
         ex = PlanExecutor(plan, {"text_encoder_2": te}, "cpu").apply()
@@ -118,6 +120,9 @@ def test_real_size_sdxl_text_encoder_streams_under_its_budget(tmp_path):
             if spread:  # exactly the chosen units (and split parents' own tensors) stayed on the device
                 kept = {u.idx for u in eng.units if u.resident}
                 assert set(chosen) <= kept and not kept & {u.idx for u in eng.streamed} and len(chosen) > 3
+                with torch.no_grad():  # a second call: every unit prefetched two ahead, none loaded late
+                    assert torch.equal(te(ids).text_embeds, outs[-1])
+                assert len(eng._pool.buffers) == 3 and eng.stats.sync_loads == 0
         finally:
             ex.remove()
         peaks.append((ex.accountant.peak, plan.peak_vram_bytes - plan.reserve_bytes))

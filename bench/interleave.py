@@ -9,6 +9,12 @@ bytes / link). Compute per call is the plan's
 No GPU, no weights: fake tensors time the units (simulate/unit_compute.py).
 
     PYTHONPATH=src python bench/interleave.py [--measured] [--json out.json]
+    PYTHONPATH=src python bench/interleave.py --survey   # every streamed denoiser plan on one card's VRAM/RAM tiers
+
+--survey: for the catalogue's big denoisers on an RTX 4060 (its link, compute and disk) at 4-24 GB of VRAM and 16
+or 64 GB of RAM, the plan's call on the timeline (its resident set, buffers, source: RAM at the link's speed, a
+file mapping at the disk's) and the cost model's predicted call, each over max(compute, streamed bytes / link):
+how far the runtime's schedule stays from the bound the cost model prices.
 """
 
 from __future__ import annotations
@@ -66,11 +72,62 @@ def row(model: str, budget: int, measured: bool) -> dict:
             "prefix": one(prefix, 2), "spread": one(spread, cp.stream_buffers) if spread else None}
 
 
+SURVEY_MODELS = ("sdxl", "sd35-large", "flux-dev", "hidream-i1", "qwen-image")
+SURVEY_VRAM = ("4GB", "6GB", "8GB", "12GB", "16GB", "24GB")
+SURVEY_RAM = ("16GB", "64GB")
+
+
+def survey() -> list[dict]:
+    rows = []
+    for model in SURVEY_MODELS:
+        spec = MODELS[model]
+        for vram in SURVEY_VRAM:
+            for ram in SURVEY_RAM:
+                machine = resolve_machine("RTX 4060", vram, ram)
+                plan = make_plan(spec, Workload(spec.width, spec.height, steps=28), machine, Policy("lossless"),
+                                 find_smallest=False)
+                cp = next((c for c in plan.components if c.role == "denoiser"), None)
+                if not plan.fits or cp is None or cp.placement != "streamed" or not cp.compute_seconds:
+                    continue
+                comp = spec.component(cp.name)
+                facts = component_facts(comp)
+                ub = facts.unit_bytes(cp.precision, cp.compute_dtype)
+                t = unit_compute(spec, comp, SimRequest(width=spec.width, height=spec.height, dtype="bf16"))
+                if len(ub) != cp.total_units or not t:
+                    continue
+                bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s) if cp.source == "disk" else machine.link_bytes_per_s
+                resident = set(cp.resident_indices) if cp.resident_indices else set(range(cp.resident_units))
+                total = sum(t["flops"]) or 1
+                run_s = [cp.compute_seconds * f / total for f in t["flops"]]
+                secs = call_seconds(t["order"], run_s, [b / bw for b in ub],
+                                    resident | split_parents([u.name for u in facts.units]), cp.stream_buffers)
+                bound = max(cp.compute_seconds, cp.streamed_bytes / bw)
+                rows.append({"model": model, "vram": vram, "ram": ram, "source": cp.source,
+                             "resident": f"{cp.resident_units}/{cp.total_units}", "spread": bool(cp.resident_indices),
+                             "buffers": cp.stream_buffers, "bound_s": bound, "timeline_x": secs / bound,
+                             "predicted_x": cp.seconds_per_call / bound})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--measured", action="store_true", help="the H100's measured call times instead of the plan's")
+    ap.add_argument("--survey", action="store_true", help="every streamed denoiser plan on an RTX 4060's VRAM/RAM tiers")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.survey:
+        rows = survey()
+        print("RTX 4060 link, compute and disk; 28 steps, lossless; x = over max(compute, streamed bytes / link)")
+        print("| model | VRAM | RAM | source | resident | spread | buffers | bound s a call | timeline x | predicted x |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['vram']} | {r['ram']} | {r['source']} | {r['resident']} | "
+                  f"{'yes' if r['spread'] else 'no'} | {r['buffers']} | {r['bound_s']:.3f} | {r['timeline_x']:.3f} | "
+                  f"{r['predicted_x']:.3f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=2)
+        return
     rows = [row(m, b, args.measured) for m, b in CASES]
     print(f"H100 SXM, link {LINK_GBPS} GB/s, compute per call {'measured' if args.measured else 'as planned'}")
     print("| model | budget GiB | compute ms | prefix: resident, buffers, streamed GiB, ms, x limit | spread: resident, buffers, streamed GiB, ms, x limit |")

@@ -11,9 +11,9 @@ resident units spread so that the streamed bytes follow the compute, within the 
 1.01x / 1.01x, 1.17x / 1.02x (`PYTHONPATH=src python bench/interleave.py --measured`).
 
 A third buffer lets a copy start when the unit three streamed units back has finished: the link can run
-two units ahead where big streamed units sit beside short compute (SD3.5-Large's 8 GiB plan: 202 -> 179 ms
-a call, 1.17x -> 1.02x its limit), at the price of one more largest unit of VRAM, which then holds fewer
-resident units (Flux at 8 GiB: 322 -> 330 ms). So the depth is chosen per component, like the set: the
+two units ahead where big streamed units sit beside short compute (SD3.5-Large's 8 GiB plan: 201 -> 177 ms
+a call, 1.17x -> 1.01x its limit), at the price of one more largest unit of VRAM, which then holds fewer
+resident units (Flux at 8 GiB: 321 -> 330 ms). So the depth is chosen per component, like the set: the
 search runs at each depth in DEPTHS and keeps the fastest call within the budget.
 
 Hand-written because it is the runtime's own schedule: no library models it. The timeline is the

@@ -216,3 +216,68 @@ def test_an_engine_takes_a_resident_set():
         for _ in range(2):
             assert torch.equal(m(x), ref)
     eng.remove()
+
+
+# ---------------------------------------------------------------- properties of the timeline and the search
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_units = st.integers(2, 10).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(1, 100), min_size=n, max_size=n),  # bytes
+    st.lists(st.integers(0, 50), min_size=n, max_size=n),  # flops
+    st.permutations(range(n)),  # run order
+    st.sets(st.integers(0, n - 1))))  # a resident set
+
+
+@settings(max_examples=200, deadline=None)
+@given(units=_units, link=st.sampled_from([5.0, 20.0, 100.0]), depth=st.integers(2, 4))
+def test_the_timeline_is_bounded_and_monotone(units, link, depth):
+    """A call is never faster than its compute or its copies, never slower than both in series; a unit made
+    resident or a buffer added never makes it slower (each only loosens a constraint)."""
+    sizes, flops, order, resident = units
+    compute = [f / 10 for f in flops]
+    run_s = [compute[u] for u in order]
+    copy = [b / link for b in sizes]
+    secs = call_seconds(order, run_s, copy, resident, depth)
+    streamed = sum(c for u, c in enumerate(copy) if u not in resident)
+    eps = 1e-9
+    assert max(sum(run_s), streamed) - eps <= secs <= sum(run_s) + streamed + eps
+    assert call_seconds(order, run_s, copy, resident, depth + 1) <= secs + eps
+    for u in set(order) - resident:
+        assert call_seconds(order, run_s, copy, resident | {u}, depth) <= secs + eps
+
+
+@settings(max_examples=200, deadline=None)
+@given(units=_units, link=st.sampled_from([5.0, 20.0, 100.0]), share=st.floats(0.2, 1.0),
+       cap_biggest=st.booleans())
+def test_the_search_keeps_its_promises(units, link, share, cap_biggest):
+    """Whatever it is given, a set the search returns fits the budget with its buffers, keeps the forced
+    units, streams nothing larger than allowed, is at least MIN_GAIN faster than the prefix on the same
+    timeline, and says truthfully what it streams and how long a call takes."""
+    from lowvram.plan.interleave import MIN_GAIN
+
+    sizes, unit_flops, order, forced = units
+    forced = set(sorted(forced)[:1])  # a split parent at most
+    flops = [unit_flops[u] for u in order]  # per run, as simulate/unit_compute.py gives them
+    budget = int(sum(sizes) * share)
+    # the prefix the planner's search would size: the most first units that fit with two buffers
+    fits = [k for k in range(len(sizes) + 1) if vram_bytes(sizes, set(range(k)) | forced) <= budget]
+    if not fits:
+        return
+    k = max(fits)
+    biggest = max([b for i, b in enumerate(sizes) if i >= k and i not in forced] or [0]) if cap_biggest else None
+    compute = sum(flops) / 10
+    best = interleave(sizes, order, flops, compute, link, budget, k, forced, biggest)
+    if best is None:
+        return
+    resident = set(best.resident)
+    assert forced <= resident and best.buffers in (2, 3)
+    assert best.vram == vram_bytes(sizes, resident, best.buffers) <= budget
+    assert best.streamed == sum(b for i, b in enumerate(sizes) if i not in resident)
+    if biggest is not None:
+        assert all(b <= biggest for i, b in enumerate(sizes) if i not in resident)
+    total = sum(flops) or 1
+    run_s = [compute * f / total for f in flops]
+    copy = [b / link for b in sizes]
+    assert best.seconds == pytest.approx(call_seconds(order, run_s, copy, resident, best.buffers))
+    assert best.seconds <= best.prefix_seconds * (1 - MIN_GAIN) + 1e-9

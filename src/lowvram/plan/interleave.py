@@ -67,7 +67,7 @@ def _spread(order: list[int], compute_s: list[float], unit_bytes: list[int], bud
     must stream proportional to the compute done so far (`lead` ahead of it); keep the others resident.
     per_unit: each unit's compute over the call (all its runs)."""
     ran = per_unit.keys()
-    forced = forced | {u for u in ran if unit_bytes[u] > cap}
+    forced = forced | {u for u in range(len(unit_bytes)) if unit_bytes[u] > cap}  # no streamed unit is larger
     resident = set(forced)
     never_run = [i for i in range(len(unit_bytes)) if i not in ran and i not in forced]
     bufs = depth * max([unit_bytes[u] for u in ran | set(never_run) if u not in forced] or [0])

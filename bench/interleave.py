@@ -31,6 +31,7 @@ from lowvram.plan import Policy, Workload, make_plan  # noqa: E402
 from lowvram.plan.facts import component_facts  # noqa: E402
 from lowvram.plan.interleave import call_seconds  # noqa: E402
 from lowvram.plan.machine import resolve_machine  # noqa: E402
+from lowvram.plan.planner import _fit_units  # noqa: E402
 from lowvram.simulate import SimRequest  # noqa: E402
 from lowvram.simulate.api import unit_compute  # noqa: E402
 from lowvram.structure import split_parents  # noqa: E402
@@ -58,7 +59,7 @@ def row(model: str, budget: int, measured: bool) -> dict:
     copy_s = [b / machine.link_bytes_per_s for b in ub]
     spread = set(cp.resident_indices) if cp.resident_indices else None
     # the prefix the search sized: as many bytes resident as the spread set would free, first units first
-    k = next(i for i in range(len(ub) + 1) if i == len(ub) or sum(ub[:i + 1]) + 2 * max(ub[i + 1:] or [0]) > cp.vram_bytes)
+    k = _fit_units(ub, cp.vram_bytes)[0]
     prefix = set(range(k)) | forced
 
     def one(resident: set[int], depth: int) -> dict:
@@ -96,7 +97,7 @@ def survey() -> list[dict]:
                 if len(ub) != cp.total_units or not t:
                     continue
                 bw = min(machine.disk_bytes_per_s, machine.link_bytes_per_s) if cp.source == "disk" else machine.link_bytes_per_s
-                resident = set(cp.resident_indices) if cp.resident_indices else set(range(cp.resident_units))
+                resident = cp.resident_set()
                 total = sum(t["flops"]) or 1
                 run_s = [cp.compute_seconds * f / total for f in t["flops"]]
                 secs = call_seconds(t["order"], run_s, [b / bw for b in ub],

@@ -37,7 +37,7 @@ def row(model: str, budget: int) -> dict:
     cp = next(c for c in plan.components if c.role == "denoiser")
     module = build_component(spec.component(cp.name), "meta", dtype=COMPUTE_DTYPES[cp.compute_dtype])
     groups, shared = unit_tensors(module)
-    resident = set(cp.resident_indices) if cp.resident_indices else set(range(cp.resident_units))
+    resident = cp.resident_set()
     streamed = [tensors for i, (_, _, split_parent, tensors) in enumerate(groups)
                 if i not in resident and not split_parent and i not in shared]
     sizes = [[t.numel() * t.element_size() for _, _, _, t in tensors] for tensors in streamed]

@@ -126,6 +126,11 @@ class ComponentPlan:
     # STREAM_BUFFERS where the copy timeline says the link then keeps ahead of the compute (plan/interleave.py)
     stream_buffers: int = STREAM_BUFFERS
 
+    def resident_set(self) -> set[int]:
+        """The unit indices a streamed component keeps on the GPU: `resident_indices`, or the first
+        `resident_units` when the plan did not spread them."""
+        return set(self.resident_indices) if self.resident_indices else set(range(self.resident_units))
+
 
 @dataclass(frozen=True)
 class Plan:

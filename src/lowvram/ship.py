@@ -99,7 +99,8 @@ def _merge_recorded(cache) -> None:
 
 def unit_compute_requests(model):
     """(component, SimRequest) of the unit timings the planner reads to spread resident units
-    (plan/interleave_choice.py): its denoiser and text encoders, once, at the model's default size."""
+    (plan/interleave_choice.py): its components of interleave_choice.ROLES (the denoiser), once, at the
+    model's default size."""
     from .plan.interleave_choice import ROLES
     from .simulate import SimRequest
 

@@ -5,8 +5,9 @@ Made once the placement is chosen: the resident byte count and the buffers come 
 units, and over a third buffer where that pays, when the copy timeline says a call gets faster, and says
 so in the plan's decisions. Weights held in RAM are copied at the link's speed; disk-backed ones (memory-
 mapped, RAM short) are read at the disk's, where a resident prefix idles the disk the same way (Flux on an
-RTX 3060 with 16 GB RAM: 7.5 -> 6.7 s a call on the timeline). The predicted seconds stay the cost model's (max(compute, copies) + overheads): spreading is what lets the runtime
-approach them, and the GPU rows refit the model.
+RTX 3060 with 16 GB RAM: 7.5 -> 6.7 s a call on the timeline). The predicted seconds stay the cost model's
+(max(compute, copies) + overheads): spreading is what lets the runtime approach them, and the GPU rows
+refit the model.
 """
 
 from __future__ import annotations

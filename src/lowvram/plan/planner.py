@@ -26,6 +26,7 @@ from .controlnet import PlannedControlNet, resolve_controlnet
 from .dtypes import FLOAT_DTYPES, file_quant, half_dtype, lossless_dtype, stored_dtype
 from .facts import ComponentFacts, component_facts
 from .fp8_matmul import fp8_matmul_mode, fp8_matmul_note, fp8_matmul_overhead
+from .interleave import vram_bytes
 from .load_time import with_load_times
 from ..contract import STAGING_BUFFERS, ComponentPlan, Machine, Plan, Policy, Workload
 
@@ -142,12 +143,6 @@ def _compute_seconds(flops: int, machine: Machine, overhead: float, kind: str, c
     if compute == "fp32" and machine.device != "cpu":
         rate *= cost.FP32_GPU_RATE
     return flops / rate * (1 + overhead)
-
-
-def _prefix_vram(unit_bytes: list[int], k: int) -> int:
-    """VRAM of a component with its first k units resident and the rest streamed through two buffers."""
-    rest = unit_bytes[k:]
-    return sum(unit_bytes[:k]) + (2 * max(rest) if rest else 0)
 
 
 # A smaller resident prefix is chosen only when it makes an image at least this much faster: streaming two
@@ -278,7 +273,7 @@ def _with_controlnet(spec: ComponentSpec, cn: PlannedControlNet, role_calls: int
             total = sum(ub) + sum(cub)
             best = None
             for kc in range(len(cub), -1, -1):
-                cn_vram = _prefix_vram(cub, kc)
+                cn_vram = vram_bytes(cub, set(range(kc)))  # its first kc units + two buffers
                 fit = _fit_units(ub, budget - act - extra_weights - cn_vram)
                 if fit is None:
                     continue

@@ -60,7 +60,7 @@ def cached_call_copy_bytes(den: ComponentPlan, spec: ComponentSpec) -> int:
     if not den.streamed_bytes:
         return 0
     facts = component_facts(spec)
-    resident = set(den.resident_indices) if den.resident_indices else set(range(den.resident_units))
+    resident = den.resident_set()
     streamed = [i for i in range(len(facts.units)) if i not in resident]
     if len(facts.units) != den.total_units or not streamed:
         return den.streamed_bytes  # units not known as the plan counted them: assume every one is copied
